@@ -1,0 +1,884 @@
+"""AST -> graph IR: bind parameters, run blocks and loops, name every op, infer shapes.
+
+Elaboration is an interpreter over the AST. Scalars are Python values, tensors are
+:class:`~resdsl.ir.TensorValue` handles; calling an op adds a node to the graph after
+its shape rule (from the op table) accepts the inputs, so every later expression can
+query shapes (``x.channels``) and a mismatch is reported where it is written.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import (
+    ArgumentError,
+    CycleError,
+    DidYouMean,
+    DuplicateNameError,
+    LimitError,
+    Note,
+    ShapeError,
+    Span,
+    SpecError,
+    TypeMismatchError,
+    UnknownNameError,
+    ValueRangeError,
+)
+from .ir import Graph, Node, TensorInfo, TensorValue, freeze
+from .loader import Program
+from .ops import OPS, AttrError, OpShapeError, fmt_shape, projection_hint, projection_stride
+from .syntax import ast
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Bounds that keep a hostile or mistaken spec from exhausting time or memory."""
+
+    max_nodes: int = 200_000
+    max_loop: int = 100_000
+    max_call_depth: int = 64
+    max_int: int = 2**62
+    max_tensor_elements: int = 2**34  # per sample
+
+
+@dataclass(frozen=True)
+class BlockRef:
+    """A block definition used as a value (``stage(bottleneck, ...)``)."""
+
+    definition: ast.Definition
+
+
+@dataclass
+class Frame:
+    """Variables and naming scope of one block instance."""
+
+    vars: dict[str, Any]
+    prefix: str  # hierarchical name of this instance, "" at top level
+    block: str
+
+
+class _Return(Exception):  # noqa: N818 - control flow, not an error
+    def __init__(self, value: Any, stmt: ast.Return) -> None:
+        self.value, self.stmt = value, stmt
+
+
+PARAM_TYPES: dict[str, Callable[[Any], bool]] = {
+    "int": lambda v: type(v) is int,
+    "float": lambda v: type(v) in (int, float),
+    "bool": lambda v: type(v) is bool,
+    "str": lambda v: type(v) is str,
+    "tuple": lambda v: type(v) is tuple,
+    "block": lambda v: isinstance(v, BlockRef),
+}
+
+TENSOR_ATTRS = {
+    "shape": lambda s: s,
+    "rank": len,
+    "channels": lambda s: s[0],
+    "features": lambda s: s[-1],
+    "height": lambda s: s[-2],
+    "width": lambda s: s[-1],
+}
+
+
+@dataclass
+class Elaborator:
+    program: Program
+    limits: Limits = field(default_factory=Limits)
+
+    def __post_init__(self) -> None:
+        self.graph = Graph()
+        self.names: dict[str, Span | None] = {}  # every node and scope name in use
+        self.counters: dict[tuple[str, str], int] = {}
+        self.stack: list[tuple[ast.Definition, Span | None]] = []
+        self.builtins = _builtins(self)
+
+    # --- entry point ---------------------------------------------------------------------------
+
+    def network(self, name: str | None, params: dict[str, Any]) -> Graph:
+        definition = self._pick_network(name)
+        self.graph.name = definition.name
+        frame = Frame({}, "", definition.name)
+        self._bind_params(definition, frame, {}, params, definition.name_span, from_api=True)
+        for inp in definition.inputs:
+            frame.vars[inp.name] = self._input(inp, frame)
+        self.stack.append((definition, None))
+        try:
+            self._exec(definition.body, frame)
+        except _Return as r:
+            self._outputs(r.stmt, r.value)
+        else:
+            raise SpecError(f"network `{definition.name}` has no `return`", definition.name_span)
+        return self.graph
+
+    def _pick_network(self, name: str | None) -> ast.Definition:
+        main = self.program.main
+        networks = [d for d in main.definitions if d.kind == "network"]
+        if name is None:
+            if len(networks) == 1:
+                return networks[0]
+            if not networks:
+                raise SpecError(f"{main.path} defines no `network`", Span(main.path, 1, 1, 1, 1))
+            names = ", ".join(n.name for n in networks)
+            raise SpecError(f"{main.path} defines several networks ({names}); pick one by name")
+        found = {d.name: d for d in networks}.get(name)
+        if found is None:
+            raise UnknownNameError(
+                f"no network named `{name}` in {main.path}",
+                hints=DidYouMean([d.name for d in networks]).hint(name),
+            )
+        return found
+
+    def _input(self, inp: ast.Input, frame: Frame) -> TensorValue:
+        if inp.shape is None:
+            raise TypeMismatchError(
+                f"network input `{inp.name}` needs a shape", inp.span,
+                hints=[f"write `{inp.name}: (3, 224, 224)` (per sample, without the batch)"],
+            )  # fmt: skip
+        shape = self.eval(inp.shape, frame)
+        if isinstance(shape, int) and not isinstance(shape, bool):
+            shape = (shape,)
+        if not isinstance(shape, tuple) or not all(type(d) is int for d in shape):
+            raise TypeMismatchError(
+                f"the shape of `{inp.name}` must be a tuple of ints, got {_describe(shape)}",
+                inp.shape.span,
+            )
+        if not shape or any(d <= 0 for d in shape):
+            raise ValueRangeError(
+                f"the shape of `{inp.name}` must have positive sizes, got {fmt_shape(shape)}",
+                inp.shape.span,
+            )
+        self._check_size(shape, inp.span)
+        self._claim(inp.name, inp.span)
+        node = Node("input", freeze({"shape": shape}), inp.name, inp.span)
+        self.graph.add(node, [], TensorInfo(shape))
+        return TensorValue(inp.name, shape, inp.span)
+
+    def _outputs(self, ret: ast.Return, value: Any) -> None:
+        values = value if isinstance(value, tuple) and len(ret.values) > 1 else (value,)
+        for i, (v, expr) in enumerate(zip(values, ret.values, strict=True)):
+            if not isinstance(v, TensorValue):
+                raise TypeMismatchError(f"a network returns tensors, got {_describe(v)}", expr.span)
+            name = (
+                expr.id if isinstance(expr, ast.Name) else f"output{i if len(values) > 1 else ''}"
+            )
+            self.graph.outputs.append((name, v.node))
+
+    # --- statements ----------------------------------------------------------------------------
+
+    def _exec(self, body: Sequence[ast.Stmt], frame: Frame) -> None:
+        for stmt in body:
+            self._stmt(stmt, frame)
+
+    def _stmt(self, stmt: ast.Stmt, frame: Frame) -> None:
+        match stmt:
+            case ast.Assign(targets=targets, value=value):
+                self._assign(targets, self.eval(value, frame), stmt, frame)
+            case ast.Return(values=values):
+                vals = tuple(self.eval(v, frame) for v in values)
+                raise _Return(vals[0] if len(vals) == 1 else vals, stmt)
+            case ast.For(var=var, iterable=iterable, body=body):
+                for i in self._iterate(iterable, frame):
+                    frame.vars[var] = i
+                    self._exec(body, frame)
+            case ast.Repeat(count=count, body=body):
+                n = self._int(count, frame, "a repeat count")
+                self._loop_bound(n, count.span)
+                for _ in range(n):
+                    self._exec(body, frame)
+            case ast.Dense():
+                self._dense(stmt, frame)
+            case ast.If(branches=branches, otherwise=otherwise):
+                for test, body in branches:
+                    if self._bool(test, frame):
+                        self._exec(body, frame)
+                        break
+                else:
+                    if otherwise is not None:
+                        self._exec(otherwise, frame)
+            case ast.Assert(test=test, message=message):
+                if not self._bool(test, frame):
+                    text = "assertion failed"
+                    if message is not None:
+                        text = str(self.eval(message, frame))
+                    raise ValueRangeError(text, test.span)
+
+    def _assign(self, targets: tuple[str, ...], value: Any, stmt: ast.Stmt, frame: Frame) -> None:
+        if len(targets) == 1:
+            frame.vars[targets[0]] = value
+            return
+        if not isinstance(value, tuple) or len(value) != len(targets):
+            got = f"{len(value)} values" if isinstance(value, tuple) else _describe(value)
+            raise ArgumentError(f"cannot unpack {got} into {len(targets)} names", stmt.span)
+        for name, v in zip(targets, value, strict=True):
+            frame.vars[name] = v
+
+    def _iterate(self, iterable: ast.Expr, frame: Frame) -> Sequence[Any]:
+        value = self.eval(iterable, frame)
+        if not isinstance(value, range | tuple):
+            raise TypeMismatchError(
+                f"a for loop runs over range(...) or a tuple, got {_describe(value)}",
+                iterable.span,
+            )
+        self._loop_bound(len(value), iterable.span)
+        return value
+
+    def _loop_bound(self, n: int, span: Span) -> None:
+        if n > self.limits.max_loop:
+            raise LimitError(
+                f"loop of {n} iterations exceeds the limit of {self.limits.max_loop}", span
+            )
+        if n < 0:
+            raise ValueRangeError(f"cannot repeat a negative number of times ({n})", span)
+
+    def _dense(self, stmt: ast.Dense, frame: Frame) -> None:
+        """DenseNet connectivity: each pass sees the concatenation of all earlier outputs."""
+        first = frame.vars.get(stmt.var)
+        if not isinstance(first, TensorValue):
+            raise TypeMismatchError(
+                f"`dense {stmt.var}` needs `{stmt.var}` to be a tensor, got {_describe(first)}",
+                stmt.span,
+            )
+        features = [first]
+        for i in self._iterate(stmt.iterable, frame):
+            frame.vars[stmt.index] = i
+            seen = self._concat(features, stmt.span, frame)
+            frame.vars[stmt.var] = seen
+            self._exec(stmt.body, frame)
+            new = frame.vars[stmt.var]
+            if not isinstance(new, TensorValue) or new == seen:
+                raise TypeMismatchError(
+                    f"the body of `dense {stmt.var}` must assign a new tensor to `{stmt.var}`",
+                    stmt.span,
+                )
+            features.append(new)
+        frame.vars[stmt.var] = self._concat(features, stmt.span, frame)
+
+    def _concat(self, features: list[TensorValue], span: Span, frame: Frame) -> TensorValue:
+        if len(features) == 1:
+            return features[0]
+        return self.emit("concat", features, {}, {}, span, frame, None)
+
+    # --- expressions ---------------------------------------------------------------------------
+
+    def eval(self, expr: ast.Expr, frame: Frame) -> Any:
+        match expr:
+            case ast.Literal(value=value):
+                return value
+            case ast.Name(id=name):
+                return self._lookup(name, expr.span, frame)
+            case ast.TupleExpr(items=items):
+                return tuple(self.eval(i, frame) for i in items)
+            case ast.BinOp(op="and", left=left, right=right):
+                return self._bool(left, frame) and self._bool(right, frame)
+            case ast.BinOp(op="or", left=left, right=right):
+                return self._bool(left, frame) or self._bool(right, frame)
+            case ast.BinOp():
+                return self._binop(expr, frame)
+            case ast.UnaryOp(op="not", operand=operand):
+                return not self._bool(operand, frame)
+            case ast.UnaryOp(op=op, operand=operand):
+                value = self.eval(operand, frame)
+                if type(value) not in (int, float):
+                    raise TypeMismatchError(
+                        f"bad operand for unary {op}: {_describe(value)}", expr.span
+                    )
+                return -value if op == "-" else value
+            case ast.Cond(test=test, then=then, otherwise=otherwise):
+                return self.eval(then if self._bool(test, frame) else otherwise, frame)
+            case ast.Attribute():
+                return self._attribute(expr, frame)
+            case ast.Index():
+                return self._index(expr, frame)
+            case ast.Chain(head=head, stages=stages):
+                value, span = self.eval(head, frame), head.span
+                for stage in stages:
+                    value, span = self.call(stage, frame, (value, span)), stage.span
+                return value
+            case ast.Call():
+                return self.call(expr, frame)
+        raise AssertionError(f"unknown expression {expr!r}")  # pragma: no cover
+
+    def _lookup(self, name: str, span: Span, frame: Frame) -> Any:
+        if name in frame.vars:
+            return frame.vars[name]
+        definition = self.program.definitions.get(name)
+        if definition is not None and definition.kind == "block":
+            return BlockRef(definition)
+        known = [*frame.vars, *self.program.definitions]
+        hints = DidYouMean(known).hint(name)
+        if name in OPS or name in self.builtins:
+            hints = [
+                f"`{name}` is an op or function: call it, `{name}(...)`, or chain it, `x -> {name}`"
+            ]
+        raise UnknownNameError(f"unknown name `{name}`", span, hints=hints)
+
+    def _bool(self, expr: ast.Expr, frame: Frame) -> bool:
+        value = self.eval(expr, frame)
+        if type(value) is not bool:
+            raise TypeMismatchError(f"expected true or false, got {_describe(value)}", expr.span)
+        return value
+
+    def _int(self, expr: ast.Expr, frame: Frame, what: str) -> int:
+        value = self.eval(expr, frame)
+        if type(value) is not int:
+            raise TypeMismatchError(f"{what} must be an int, got {_describe(value)}", expr.span)
+        return value
+
+    def _binop(self, expr: ast.BinOp, frame: Frame) -> Any:
+        left, right = self.eval(expr.left, frame), self.eval(expr.right, frame)
+        if isinstance(left, TensorValue) or isinstance(right, TensorValue):
+            return self._tensor_binop(expr, left, right, frame)
+        try:
+            result = _SCALAR_OPS[expr.op](left, right)
+        except ZeroDivisionError:
+            raise ValueRangeError("division by zero", expr.span) from None
+        except (TypeError, OverflowError, ValueError):
+            raise TypeMismatchError(
+                f"unsupported operands for `{expr.op}`: {_describe(left)} and {_describe(right)}",
+                expr.span,
+            ) from None
+        self._check_scalar(result, expr.span)
+        return result
+
+    def _check_scalar(self, value: Any, span: Span) -> None:
+        if type(value) is int and abs(value) > self.limits.max_int:
+            raise LimitError(f"integer {value:.3g} is too large", span)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueRangeError(f"arithmetic gives {value}", span)
+        if isinstance(value, tuple | str) and len(value) > self.limits.max_loop:
+            raise LimitError(f"value of length {len(value)} is too long", span)
+
+    def _tensor_binop(self, expr: ast.BinOp, left: Any, right: Any, frame: Frame) -> TensorValue:
+        if expr.op != "+":
+            raise TypeMismatchError(
+                f"`{expr.op}` is not defined on tensors", expr.span,
+                hints=["tensors support `+` (residual add); use ops for the rest"],
+            )  # fmt: skip
+        for side, value in (("left", left), ("right", right)):
+            if not isinstance(value, TensorValue):
+                raise TypeMismatchError(
+                    f"cannot add a tensor and {_describe(value)} ({side} side)", expr.span
+                )
+        try:
+            return self.emit("add", [left, right], {}, {}, expr.span, frame, None)
+        except ShapeError as e:
+            e.hints = self._projection_hints(expr, left, right) or e.hints
+            e.notes = [
+                Note(f"`{_text(side)}` has shape {fmt_shape(v.shape)}", v.span)
+                for side, v in ((expr.left, left), (expr.right, right))
+                if v.span is not None
+            ]
+            raise
+
+    def _projection_hints(self, expr: ast.BinOp, left: TensorValue, right: TensorValue) -> list:
+        """Suggest projecting the skip: the operand computed earlier in the graph."""
+        order = {name: i for i, name in enumerate(self.graph.nx.nodes)}
+        (skip, skip_expr), (res, res_expr) = sorted(
+            ((left, expr.left), (right, expr.right)), key=lambda p: order[p[0].node]
+        )
+        fix = projection_hint(skip.shape, res.shape)
+        if fix is None:
+            return []
+        s, r = _text(skip_expr), _text(res_expr)
+        return [
+            f"project the shortcut: `{r} + shortcut({s}, like={r})` is identity when the "
+            f"shapes match and `{s} -> {fix}` here"
+        ]
+
+    def _attribute(self, expr: ast.Attribute, frame: Frame) -> Any:
+        value = self.eval(expr.value, frame)
+        if not isinstance(value, TensorValue):
+            raise TypeMismatchError(
+                f"`.{expr.attr}` needs a tensor, got {_describe(value)}", expr.span
+            )
+        rule = TENSOR_ATTRS.get(expr.attr)
+        if rule is None:
+            raise UnknownNameError(
+                f"tensors have no attribute `{expr.attr}`", expr.span,
+                hints=DidYouMean(list(TENSOR_ATTRS)).hint(expr.attr)
+                or ["known: " + ", ".join(TENSOR_ATTRS)],
+            )  # fmt: skip
+        if expr.attr in ("height", "width") and len(value.shape) < 2:
+            raise ShapeError(f"`.{expr.attr}` needs a rank-2 or higher tensor", expr.span)
+        return rule(value.shape)
+
+    def _index(self, expr: ast.Index, frame: Frame) -> Any:
+        value, index = self.eval(expr.value, frame), self.eval(expr.index, frame)
+        if not isinstance(value, tuple | str) or type(index) is not int:
+            raise TypeMismatchError(
+                f"cannot index {_describe(value)} with {_describe(index)}", expr.span
+            )
+        if not -len(value) <= index < len(value):
+            raise ValueRangeError(f"index {index} out of range for length {len(value)}", expr.span)
+        return value[index]
+
+    # --- calls ---------------------------------------------------------------------------------
+
+    def call(self, call: ast.Call, frame: Frame, piped: tuple[Any, Span] | None = None) -> Any:
+        """Evaluate ``label: f(args)``; ``piped`` is the value flowing in through ``->``."""
+        args = [(self.eval(a, frame), a.span) for a in call.args]
+        if piped is not None:
+            args.insert(0, piped)
+        kwargs: dict[str, tuple[Any, Span]] = {}
+        for key, value, key_span in call.kwargs:
+            if key in kwargs:
+                raise ArgumentError(f"keyword `{key}` is given twice", key_span)
+            kwargs[key] = (self.eval(value, frame), value.span)
+        target = frame.vars.get(call.func)
+        if call.func in frame.vars and not isinstance(target, BlockRef):
+            raise TypeMismatchError(
+                f"`{call.func}` is {_describe(target)}, not a block or op", call.func_span
+            )
+        if target is None:
+            definition = self.program.definitions.get(call.func)
+            if definition is not None:
+                target = BlockRef(definition)
+        if isinstance(target, BlockRef):
+            return self._call_block(target.definition, call, args, kwargs, frame)
+        if call.func in MACROS:
+            return MACROS[call.func](self, call, args, kwargs, frame)
+        if call.func in OPS and call.func != "input":
+            return self._call_op(call, args, kwargs, frame)
+        if call.func in self.builtins:
+            if call.label is not None:
+                raise ArgumentError(
+                    f"`{call.func}` is a function; only ops and blocks take a name", call.label.span
+                )
+            return self.builtins[call.func](call, args, kwargs)
+        known = [*OPS, *MACROS, *self.builtins, *self.program.definitions]
+        raise UnknownNameError(
+            f"unknown op or block `{call.func}`", call.func_span,
+            hints=DidYouMean([k for k in known if k != "input"]).hint(call.func),
+        )  # fmt: skip
+
+    def _call_op(self, call: ast.Call, args, kwargs, frame: Frame) -> TensorValue:
+        op = OPS[call.func]
+        n = 0
+        while n < len(args) and isinstance(args[n][0], TensorValue):
+            n += 1
+        inputs, attr_args = args[:n], args[n:]
+        for value, span in attr_args:
+            if isinstance(value, TensorValue):
+                raise TypeMismatchError(
+                    f"`{op.name}` takes its tensor inputs first; this tensor comes after "
+                    "an attribute", span,
+                )  # fmt: skip
+        expected = op.inputs if op.inputs is not None else op.min_inputs
+        if (op.inputs is not None and n != op.inputs) or n < expected:
+            count = f"{expected}" if op.inputs is not None else f"at least {expected}"
+            raise ArgumentError(
+                f"`{op.name}` takes {count} tensor input(s), got {n}", call.span,
+                hints=[f"signature: {op.signature()}"],
+            )  # fmt: skip
+        return self.emit(
+            op.name, [v for v, _ in inputs],
+            dict(enumerate(attr_args)), kwargs, call.span, frame, call.label,
+        )  # fmt: skip
+
+    def emit(
+        self,
+        op_name: str,
+        inputs: list[TensorValue],
+        attr_args: dict[int, tuple[Any, Span]],
+        kwargs: dict[str, tuple[Any, Span]],
+        span: Span,
+        frame: Frame,
+        label: ast.Label | str | None,
+    ) -> TensorValue:
+        """Bind attributes, run the shape rule, name the node and add it to the graph."""
+        op = OPS[op_name]
+        try:
+            attrs = op.bind(
+                [v for v, _ in attr_args.values()], {k: v for k, (v, _) in kwargs.items()}
+            )
+        except AttrError as e:
+            raise self._attr_error(op_name, e, attr_args, kwargs, span) from None
+        if op.name == "dropout" and attrs["p"] >= 1:
+            raise ValueRangeError("dropout `p` must be below 1", span)
+        try:
+            shape = op.shape(attrs, [i.shape for i in inputs])
+        except OpShapeError as e:
+            raise ShapeError(e.message, span, hints=e.hints) from None
+        self._check_size(shape, span)
+        name = self._name(frame, label, op_name, span)
+        node = Node(op_name, freeze(attrs), name, span, frame.prefix, frame.block)
+        self.graph.add(node, [i.node for i in inputs], TensorInfo(shape))
+        if len(self.graph) > self.limits.max_nodes:
+            raise LimitError(f"the network has more than {self.limits.max_nodes} ops", span)
+        return TensorValue(name, shape, span)
+
+    def _attr_error(self, op: str, e: AttrError, attr_args, kwargs, span: Span) -> SpecError:
+        at_span = span
+        if isinstance(e.at, int) and e.at in attr_args:
+            at_span = attr_args[e.at][1]
+        elif isinstance(e.at, str) and e.at in kwargs:
+            at_span = kwargs[e.at][1]
+        hints = [f"signature: {OPS[op].signature()}"]
+        if e.kind == "unknown":
+            hints = DidYouMean([a.name for a in OPS[op].attrs]).hint(str(e.at)) + hints
+        cls = {"type": TypeMismatchError, "value": ValueRangeError}.get(e.kind, ArgumentError)
+        return cls(e.message, at_span, hints=hints)
+
+    def _check_size(self, shape: tuple[int, ...], span: Span) -> None:
+        if math.prod(shape) > self.limits.max_tensor_elements:
+            raise LimitError(
+                f"tensor of shape {fmt_shape(shape)} exceeds {self.limits.max_tensor_elements} "
+                "elements per sample", span,
+            )  # fmt: skip
+
+    def _call_block(self, definition: ast.Definition, call: ast.Call, args, kwargs, frame):
+        if definition.kind != "block":
+            raise TypeMismatchError(
+                f"`{definition.name}` is a network; only blocks can be called", call.func_span
+            )
+        if any(d is definition for d, _ in self.stack):
+            chain = " -> ".join(d.name for d, _ in self.stack[1:]) + f" -> {definition.name}"
+            raise CycleError(
+                f"block `{definition.name}` calls itself: {chain.lstrip(' ->')}", call.span,
+                notes=[Note(f"`{definition.name}` is defined here", definition.name_span)],
+            )  # fmt: skip
+        if len(self.stack) >= self.limits.max_call_depth:
+            raise LimitError(f"blocks nested deeper than {self.limits.max_call_depth}", call.span)
+        n_in = len(definition.inputs)
+        inputs, params = args[:n_in], args[n_in:]
+        if len(inputs) < n_in or not all(isinstance(v, TensorValue) for v, _ in inputs):
+            names = ", ".join(i.name for i in definition.inputs)
+            raise ArgumentError(
+                f"block `{definition.name}` takes {n_in} tensor input(s) ({names}) first",
+                call.span,
+                hints=[f"chain it, `x -> {definition.name}(...)`, or pass the tensor first"],
+                notes=[Note(f"`{definition.name}` is defined here", definition.name_span)],
+            )
+        name = self._name(frame, call.label, definition.name, call.span, scope=True)
+        inner = Frame({}, name, definition.name)
+        for inp, (value, span) in zip(definition.inputs, inputs, strict=True):
+            if inp.shape is not None:
+                want = self.eval(inp.shape, inner)
+                if want != value.shape:
+                    raise ShapeError(
+                        f"`{definition.name}` expects `{inp.name}` of shape {want}, "
+                        f"got {fmt_shape(value.shape)}", span,
+                    )  # fmt: skip
+            inner.vars[inp.name] = value
+        self._bind_params(definition, inner, dict(enumerate(params)), kwargs, call.span)
+        self.stack.append((definition, call.span))
+        try:
+            self._exec(definition.body, inner)
+        except _Return as r:
+            return r.value
+        finally:
+            self.stack.pop()
+        raise SpecError(f"block `{definition.name}` ends without `return`", definition.name_span)
+
+    def _bind_params(
+        self, definition: ast.Definition, frame: Frame, positional: dict, named: dict,
+        span: Span, from_api: bool = False,
+    ) -> None:  # fmt: skip
+        """Bind call arguments (or API/CLI parameters) to a definition's typed parameters."""
+        params = definition.params
+        if len(positional) > len(params):
+            raise ArgumentError(
+                f"`{definition.name}` takes {len(params)} parameter(s), got {len(positional)}",
+                list(positional.values())[len(params)][1],
+            )
+        known = {p.name for p in params}
+        for key in named:
+            if key not in known:
+                at = span if from_api else named[key][1]
+                raise UnknownNameError(
+                    f"`{definition.name}` has no parameter `{key}`", at,
+                    hints=DidYouMean(sorted(known)).hint(key),
+                )  # fmt: skip
+        for i, p in enumerate(params):
+            if i in positional and p.name in named:
+                raise ArgumentError(f"parameter `{p.name}` is given twice", named[p.name][1])
+            if i in positional:
+                value, at = positional[i]
+            elif p.name in named:
+                value, at = named[p.name] if not from_api else (named[p.name], p.span)
+            elif p.default is not None:
+                value, at = self.eval(p.default, frame), p.default.span
+            else:
+                raise ArgumentError(
+                    f"`{definition.name}` needs parameter `{p.name}`", span,
+                    notes=[Note("declared here", p.span)],
+                )  # fmt: skip
+            frame.vars[p.name] = self._typed(p, value, at)
+
+    def _typed(self, p: ast.Param, value: Any, at: Span) -> Any:
+        check = PARAM_TYPES.get(p.type)
+        if check is None:
+            raise UnknownNameError(
+                f"unknown type `{p.type}`", p.type_span,
+                hints=DidYouMean(list(PARAM_TYPES)).hint(p.type)
+                or ["types: " + ", ".join(PARAM_TYPES)],
+            )  # fmt: skip
+        if not check(value):
+            raise TypeMismatchError(
+                f"parameter `{p.name}` is {p.type}, got {_describe(value)}", at,
+                notes=[Note("declared here", p.span)],
+            )  # fmt: skip
+        return float(value) if p.type == "float" else value
+
+    # --- names ---------------------------------------------------------------------------------
+
+    def _name(
+        self, frame: Frame, label: ast.Label | str | None, base: str, span: Span, scope=False
+    ) -> str:
+        if label is None:
+            k = self.counters.get((frame.prefix, base), 0)
+            while True:
+                full = _join(frame.prefix, f"{base}_{k}")
+                k += 1
+                if full not in self.names:
+                    break
+            self.counters[(frame.prefix, base)] = k
+        else:
+            segment = label if isinstance(label, str) else self._label_text(label, frame)
+            full = _join(frame.prefix, segment)
+            if full in self.names:
+                first = self.names[full]
+                raise DuplicateNameError(
+                    f"the name `{full}` is already used",
+                    label.span if isinstance(label, ast.Label) else span,
+                    hints=['inside a loop, put the index in the name: `"conv{i}": conv2d(...)`'],
+                    notes=[Note("first used here", first)] if first else [],
+                )
+        self._claim(full, span)
+        return full
+
+    def _claim(self, name: str, span: Span | None) -> None:
+        self.names[name] = span
+
+    def _label_text(self, label: ast.Label, frame: Frame) -> str:
+        text = "".join(
+            p if isinstance(p, str) else _label_part(self.eval(p, frame), p) for p in label.parts
+        )
+        if not text or not all(c.isalnum() or c == "_" for c in text) or not text.isascii():
+            raise ValueRangeError(
+                f"name {text!r} must be letters, digits and underscores", label.span
+            )
+        return text
+
+
+# --- projection shortcuts (elaboration macros) -------------------------------------------------
+
+
+def _shortcut(el: Elaborator, call: ast.Call, args, kwargs, frame: Frame) -> TensorValue:
+    """``shortcut(x, like=y, bn=true)``: identity if shapes match, else a learned projection."""
+    x, like, bn = _macro_args(call, args, kwargs, ("like", "bn"), {"bn": True})
+    target = like.shape if isinstance(like, TensorValue) else like
+    if not isinstance(target, tuple) or not all(type(d) is int for d in target):
+        raise TypeMismatchError("`like` must be a tensor or a shape tuple", call.span)
+    if x.shape == target:
+        return x
+    if len(x.shape) == 3 and len(target) == 3:
+        stride = projection_stride(x.shape, target)
+        if stride is None:
+            raise ShapeError(
+                f"cannot project {fmt_shape(x.shape)} to {fmt_shape(target)}: the spatial "
+                "sizes are not related by an integer stride", call.span,
+            )  # fmt: skip
+        return _projection(el, call, frame, x, target[0], stride, bn)
+    if len(x.shape) == len(target) and x.shape[:-1] == target[:-1]:
+        return _projection(el, call, frame, x, target[-1], 1, False)
+    raise ShapeError(f"cannot project {fmt_shape(x.shape)} to {fmt_shape(target)}", call.span)
+
+
+def _project(el: Elaborator, call: ast.Call, args, kwargs, frame: Frame) -> TensorValue:
+    """``project(x, channels, stride=1, bn=true)``: always a learned 1x1 conv (or linear)."""
+    x, channels, stride, bn = _macro_args(
+        call, args, kwargs, ("channels", "stride", "bn"), {"stride": 1, "bn": True}
+    )
+    for name, v in (("channels", channels), ("stride", stride)):
+        if type(v) is not int or v < 1:
+            raise ValueRangeError(f"`project` {name} must be a positive int, got {v!r}", call.span)
+    return _projection(el, call, frame, x, channels, stride, bn and len(x.shape) == 3)
+
+
+def _projection(el, call, frame, x: TensorValue, out: int, stride: int, bn: bool) -> TensorValue:
+    if type(bn) is not bool:
+        raise TypeMismatchError("`bn` must be true or false", call.span)
+    scope = el._name(frame, call.label, call.func, call.span, scope=True)
+    inner = Frame(frame.vars, scope, call.func)
+    if len(x.shape) == 3:
+        attrs = {"stride": (stride, (stride, call.span)), "bias": (False, call.span)}
+        y = el.emit(
+            "conv2d", [x], {0: (out, call.span), 1: (1, call.span)}, attrs, call.span, inner, "0"
+        )
+        if bn:
+            y = el.emit("batchnorm2d", [y], {}, {}, call.span, inner, "1")
+        return y
+    return el.emit(
+        "linear", [x], {0: (out, call.span)}, {"bias": (False, call.span)}, call.span, inner, "0"
+    )
+
+
+def _macro_args(call: ast.Call, args, kwargs, names: tuple[str, ...], defaults: dict) -> list:
+    if not args or not isinstance(args[0][0], TensorValue):
+        raise ArgumentError(f"`{call.func}` takes a tensor first", call.span)
+    values = {}
+    for i, (v, span) in enumerate(args[1:]):
+        if i >= len(names):
+            raise ArgumentError(f"`{call.func}` takes at most {len(names)} arguments", span)
+        values[names[i]] = v
+    for key, (v, span) in kwargs.items():
+        if key not in names:
+            raise UnknownNameError(
+                f"`{call.func}` has no argument `{key}`",
+                span,
+                hints=DidYouMean(list(names)).hint(key),
+            )
+        values[key] = v
+    for name in names:
+        if name not in values:
+            if name not in defaults:
+                raise ArgumentError(f"`{call.func}` needs `{name}`", call.span)
+            values[name] = defaults[name]
+    return [args[0][0], *(values[n] for n in names)]
+
+
+MACROS = {"shortcut": _shortcut, "project": _project}
+
+# --- builtin functions -------------------------------------------------------------------------
+
+
+def _builtins(el: Elaborator) -> dict[str, Callable]:
+    def numbers(name: str, call: ast.Call, args, kwargs, minimum=1, maximum=None) -> list:
+        if kwargs:
+            key, (_, span) = next(iter(kwargs.items()))
+            raise ArgumentError(f"`{name}` takes no keyword arguments", span)
+        if len(args) < minimum or (maximum is not None and len(args) > maximum):
+            count = f"{minimum}" if minimum == maximum else f"{minimum} to {maximum or 'any'}"
+            raise ArgumentError(f"`{name}` takes {count} argument(s), got {len(args)}", call.span)
+        for v, span in args:
+            if type(v) not in (int, float):
+                raise TypeMismatchError(f"`{name}` needs numbers, got {_describe(v)}", span)
+        return [v for v, _ in args]
+
+    def minmax(fn):
+        def run(call, args, kwargs):
+            if len(args) == 1 and isinstance(args[0][0], tuple) and args[0][0]:
+                args = [(v, args[0][1]) for v in args[0][0]]
+            return fn(numbers(call.func, call, args, kwargs))
+
+        return run
+
+    def range_(call, args, kwargs):
+        values = numbers("range", call, args, kwargs, 1, 3)
+        if any(type(v) is not int for v in values):
+            raise TypeMismatchError("`range` needs ints", call.span)
+        if len(values) == 3 and values[2] == 0:
+            raise ValueRangeError("`range` step must not be zero", call.span)
+        r = range(*values)
+        el._loop_bound(len(r), call.span)
+        return r
+
+    def len_(call, args, kwargs):
+        if len(args) != 1 or kwargs or not isinstance(args[0][0], tuple | str | range):
+            raise ArgumentError("`len` takes one tuple or string", call.span)
+        return len(args[0][0])
+
+    def convert(fn, name):
+        def run(call, args, kwargs):
+            (v,) = numbers(name, call, args, kwargs, 1, 1)
+            return fn(v)
+
+        return run
+
+    def str_(call, args, kwargs):
+        if len(args) != 1 or kwargs:
+            raise ArgumentError("`str` takes one argument", call.span)
+        return _label_part(args[0][0], call)
+
+    return {
+        "min": minmax(min),
+        "max": minmax(max),
+        "abs": convert(abs, "abs"),
+        "int": convert(int, "int"),
+        "float": convert(float, "float"),
+        "round": convert(round, "round"),
+        "ceil": convert(math.ceil, "ceil"),
+        "floor": convert(math.floor, "floor"),
+        "sqrt": lambda c, a, k: math.sqrt(_nonneg(numbers("sqrt", c, a, k, 1, 1)[0], c)),
+        "range": range_,
+        "len": len_,
+        "str": str_,
+    }
+
+
+def _nonneg(v: float, call: ast.Call) -> float:
+    if v < 0:
+        raise ValueRangeError("`sqrt` of a negative number", call.span)
+    return v
+
+
+# --- helpers -----------------------------------------------------------------------------------
+
+_SCALAR_OPS: dict[str, Callable[[Any, Any], Any]] = {
+    "+": lambda a, b: _num(a, b) + b if not isinstance(a, tuple | str) else a + b,
+    "-": lambda a, b: _num(a, b) - b,
+    "*": lambda a, b: _num(a, b) * b,
+    "/": lambda a, b: _num(a, b) / b,
+    "//": lambda a, b: _num(a, b) // b,
+    "%": lambda a, b: _num(a, b) % b,
+    "**": lambda a, b: _pow(_num(a, b), b),
+    "==": lambda a, b: a == b,
+    "!=": lambda a, b: a != b,
+    "<": lambda a, b: _num(a, b) < b,
+    "<=": lambda a, b: _num(a, b) <= b,
+    ">": lambda a, b: _num(a, b) > b,
+    ">=": lambda a, b: _num(a, b) >= b,
+}
+
+
+def _num(a: Any, b: Any) -> Any:
+    if type(a) not in (int, float) or type(b) not in (int, float):
+        raise TypeError
+    return a
+
+
+def _pow(a: Any, b: Any) -> Any:
+    if type(b) is int and abs(b) > 256 and abs(a) > 1:
+        raise OverflowError
+    return a**b
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, TensorValue):
+        return f"a tensor of shape {fmt_shape(value.shape)}"
+    if isinstance(value, BlockRef):
+        return f"block `{value.definition.name}`"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, range):
+        return "a range"
+    if value is None:
+        return "nothing"
+    kind = {int: "int", float: "float", str: "str", tuple: "tuple"}.get(type(value), "value")
+    text = repr(value)
+    return f"{kind} {text if len(text) < 40 else text[:37] + '...'}"
+
+
+def _label_part(value: Any, where: ast.Expr | ast.Call) -> str:
+    if type(value) in (int, str):
+        return str(value)
+    raise TypeMismatchError(f"a name can hold ints and strings, got {_describe(value)}", where.span)
+
+
+def _join(prefix: str, segment: str) -> str:
+    return f"{prefix}.{segment}" if prefix else segment
+
+
+def _text(expr: ast.Expr) -> str:
+    return expr.id if isinstance(expr, ast.Name) else "x"
+
+
+def elaborate(program: Program, network: str | None = None, params: dict[str, Any] | None = None,
+              limits: Limits | None = None) -> Graph:  # fmt: skip
+    """Elaborate ``network`` (the only one in the main file by default) into a graph."""
+    return Elaborator(program, limits or Limits()).network(network, dict(params or {}))

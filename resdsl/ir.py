@@ -1,0 +1,119 @@
+"""The graph IR: a thin wrapper around ``networkx.MultiDiGraph``.
+
+* Node key: the op instance's hierarchical name (``layer1.0.conv1``), unique in a graph.
+* Node data ``op``: a frozen :class:`Node` (op name, attributes, name, source span).
+* Node data ``info``: the inferred :class:`TensorInfo` (shape, dtype), kept apart from the op.
+* Edges: one per tensor use, with ``port`` (input position) — parallel edges are allowed,
+  so ``add(x, x)`` is two edges.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
+
+import networkx as nx
+
+from .errors import Span
+from .ops import OPS, Shape
+
+
+@dataclass(frozen=True, slots=True)
+class Node:
+    """One op instance."""
+
+    op: str
+    attrs: Mapping[str, Any]
+    name: str
+    span: Span | None
+    scope: str = ""  # the block instance that created it ("layer1.0"), "" at top level
+    block: str = ""  # the block definition that created it ("bottleneck")
+
+
+@dataclass(frozen=True, slots=True)
+class TensorInfo:
+    """What shape inference knows about a node's output."""
+
+    shape: Shape
+    dtype: str = "float32"
+
+
+@dataclass(frozen=True, slots=True)
+class TensorValue:
+    """A tensor during elaboration: the node producing it and its shape."""
+
+    node: str
+    shape: Shape
+    span: Span | None = None
+
+
+class Graph:
+    """An elaborated network: op nodes, tensor edges, named inputs and outputs."""
+
+    def __init__(self, name: str = "network") -> None:
+        self.name = name
+        self.nx = nx.MultiDiGraph()
+        self.inputs: list[str] = []
+        self.outputs: list[tuple[str, str]] = []  # (output name, producing node)
+
+    def add(
+        self, node: Node, inputs: list[str], info: TensorInfo, *, check_unique: bool = True
+    ) -> None:
+        if check_unique and node.name in self.nx:
+            raise KeyError(node.name)
+        self.nx.add_node(node.name, op=node, info=info)
+        for port, src in enumerate(inputs):
+            self.nx.add_edge(src, node.name, port=port)
+        if node.op == "input":
+            self.inputs.append(node.name)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.nx
+
+    def __len__(self) -> int:
+        return self.nx.number_of_nodes()
+
+    def node(self, name: str) -> Node:
+        return self.nx.nodes[name]["op"]
+
+    def info(self, name: str) -> TensorInfo:
+        return self.nx.nodes[name]["info"]
+
+    def set_info(self, name: str, info: TensorInfo) -> None:
+        self.nx.nodes[name]["info"] = info
+
+    def inputs_of(self, name: str) -> list[str]:
+        """Producers of ``name``'s inputs, in port order."""
+        edges = sorted(self.nx.in_edges(name, data="port"), key=lambda e: e[2])
+        return [src for src, _, _ in edges]
+
+    def users_of(self, name: str) -> list[str]:
+        return list(dict.fromkeys(dst for _, dst in self.nx.out_edges(name)))
+
+    def topological(self) -> Iterator[Node]:
+        """Nodes in a deterministic topological order (ties broken by insertion order)."""
+        order = {n: i for i, n in enumerate(self.nx.nodes)}
+        for name in nx.lexicographical_topological_sort(self.nx, key=order.__getitem__):
+            yield self.node(name)
+
+    def nodes(self) -> Iterator[Node]:
+        """Nodes in insertion order (elaboration emits them topologically)."""
+        for name in self.nx.nodes:
+            yield self.node(name)
+
+    def params_of(self, name: str) -> int:
+        node = self.node(name)
+        return OPS[node.op].params(node.attrs, self._in_shapes(name), self.info(name).shape)
+
+    def macs_of(self, name: str) -> int:
+        node = self.node(name)
+        return OPS[node.op].macs(node.attrs, self._in_shapes(name), self.info(name).shape)
+
+    def _in_shapes(self, name: str) -> list[Shape]:
+        return [self.info(src).shape for src in self.inputs_of(name)]
+
+
+def freeze(attrs: dict[str, Any]) -> Mapping[str, Any]:
+    return MappingProxyType(dict(attrs))

@@ -1,0 +1,120 @@
+"""Files -> parsed modules: reading, import resolution, and the parse cache.
+
+An import names a ``.res`` file relative to the importing file. It may not leave the
+importing file's directory tree (no absolute paths, no ``..`` escape, no symlink escape),
+so a spec from an untrusted repository can only read the spec files beside it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+
+from .errors import CycleError, DuplicateNameError, Note, SpecError, SpecImportError
+from .syntax import ast, parse
+
+_CACHE: dict[str, ast.Module] = {}  # parse cache keyed by (path, text) digest
+_CACHE_LIMIT = 512
+
+
+def parse_cached(text: str, path: str) -> ast.Module:
+    """Parse with a cache: search scripts load the same files thousands of times."""
+    key = hashlib.blake2b(f"{path}\0{text}".encode(), digest_size=16).hexdigest()
+    module = _CACHE.get(key)
+    if module is None:
+        if len(_CACHE) >= _CACHE_LIMIT:
+            _CACHE.clear()
+        module = _CACHE[key] = parse(text, path)
+    else:
+        from .errors import remember_source
+
+        remember_source(path, text)
+    return module
+
+
+@dataclass
+class Program:
+    """The main module plus everything it imports, with one namespace of definitions."""
+
+    main: ast.Module
+    definitions: dict[str, ast.Definition] = field(default_factory=dict)
+    files: list[str] = field(default_factory=list)
+
+
+def read_spec(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except FileNotFoundError:
+        raise SpecError(f"no such file: {path}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise SpecError(f"cannot read {path}: {e}") from None
+
+
+def load_program(text: str, path: str) -> Program:
+    """Parse ``text`` (the file at ``path``) and, recursively, its imports."""
+    main = parse_cached(text, path)
+    program = Program(main)
+    _collect(program, main, path, stack=[os.path.realpath(path)], seen=set())
+    return program
+
+
+def _collect(program: Program, module: ast.Module, path: str, stack: list[str], seen: set) -> None:
+    program.files.append(path)
+    for definition in module.definitions:
+        _define(program, definition)
+    for imp in module.imports:
+        target = _resolve(imp, path)
+        real = os.path.realpath(target)
+        if real in stack:
+            chain = " -> ".join(os.path.basename(p) for p in [*stack, real])
+            raise CycleError(f"import cycle: {chain}", imp.span)
+        if real in seen:
+            continue
+        seen.add(real)
+        child = parse_cached(read_spec_for(imp, target), target)
+        _collect(program, child, target, [*stack, real], seen)
+
+
+def read_spec_for(imp: ast.Import, target: str) -> str:
+    try:
+        return read_spec(target)
+    except SpecError as e:
+        raise SpecImportError(f"cannot import {imp.path!r}: {e.message}", imp.span) from None
+
+
+def _resolve(imp: ast.Import, importer: str) -> str:
+    if not imp.path.endswith(".res"):
+        raise SpecImportError(
+            f"cannot import {imp.path!r}: imports name a .res file", imp.span,
+            hints=[f'write `import "{imp.path}.res"`'],
+        )  # fmt: skip
+    if os.path.isabs(imp.path) or imp.path.startswith(("~", "\\")):
+        raise SpecImportError(
+            f"cannot import {imp.path!r}: imports are relative to the importing file", imp.span
+        )
+    base = os.path.dirname(os.path.abspath(importer))
+    target = os.path.normpath(os.path.join(base, imp.path))
+    real_base, real_target = os.path.realpath(base), os.path.realpath(target)
+    if os.path.commonpath([real_base, real_target]) != real_base:
+        raise SpecImportError(
+            f"cannot import {imp.path!r}: it leaves the directory of the importing file",
+            imp.span,
+            hints=["spec files may only import files in their own directory or below it"],
+        )
+    if not os.path.isfile(target):
+        raise SpecImportError(f"cannot import {imp.path!r}: no such file", imp.span)
+    rel = os.path.relpath(target)
+    return rel if not rel.startswith("..") else target
+
+
+def _define(program: Program, definition: ast.Definition) -> None:
+    previous = program.definitions.get(definition.name)
+    if previous is not None and previous is not definition:
+        raise DuplicateNameError(
+            f"`{definition.name}` is defined twice",
+            definition.name_span,
+            notes=[Note("first defined here", previous.name_span)],
+        )
+    program.definitions[definition.name] = definition

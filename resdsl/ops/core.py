@@ -1,0 +1,219 @@
+"""What an op is: its typed attributes, input arity, shape rule, parameter count and MACs.
+
+Shapes are per sample (the batch dimension is implicit): ``(C, H, W)`` for feature maps,
+``(F,)`` for vectors, ``(T, D)`` for token sequences.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+Shape = tuple[int, ...]
+Attrs = Mapping[str, Any]
+
+
+class Group(enum.Enum):
+    """Coarse op families, so passes test membership instead of listing op names."""
+
+    SOURCE = "source"  # graph inputs
+    LAYER = "layer"  # owns parameters (conv, linear, norm)
+    ELEMENTWISE = "elementwise"  # output shape == input shape, pointwise
+    REDUCE = "reduce"  # pooling
+    MOVEMENT = "movement"  # reshape, concat
+    MERGE = "merge"  # combines inputs of one shape (add)
+
+
+class OpShapeError(Exception):
+    """Raised by a shape rule; the elaborator attaches the source span."""
+
+    def __init__(self, message: str, hints: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hints = list(hints)
+
+
+class AttrError(Exception):
+    """Raised while binding call arguments to attributes. ``at`` is the argument index or key."""
+
+    def __init__(self, kind: str, message: str, at: int | str | None = None) -> None:
+        super().__init__(message)
+        self.kind, self.message, self.at = kind, message, at
+
+
+REQUIRED: Any = object()
+
+
+@dataclass(frozen=True)
+class Attr:
+    """One typed attribute. ``kind`` is one of: int, float, bool, str, pair, padding."""
+
+    name: str
+    kind: str
+    default: Any = REQUIRED
+    minimum: float | None = None
+    choices: tuple[str, ...] = ()
+    doc: str = ""
+
+    def check(self, value: Any) -> Any:
+        """Validate and normalise ``value`` (pairs become 2-tuples); raise AttrError."""
+        value = _COERCE[self.kind](self, value)
+        for v in value if isinstance(value, tuple) else (value,):
+            if self.minimum is not None and isinstance(v, int | float) and v < self.minimum:
+                raise AttrError("value", f"`{self.name}` must be >= {self.minimum}, got {v}")
+        return value
+
+
+def _type_name(value: Any) -> str:
+    from ..ir import TensorValue  # local: ops must not depend on the IR at import time
+
+    if isinstance(value, TensorValue):
+        return "tensor"
+    return {bool: "bool", int: "int", float: "float", str: "str", tuple: "tuple"}.get(
+        type(value), type(value).__name__
+    )
+
+
+def _expect(attr: Attr, value: Any, wanted: str) -> AttrError:
+    return AttrError("type", f"`{attr.name}` expects {wanted}, got {_type_name(value)} {value!r}")
+
+
+def _as_int(attr: Attr, v: Any) -> int:
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise _expect(attr, v, "an int")
+    return v
+
+
+def _as_float(attr: Attr, v: Any) -> float:
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        raise _expect(attr, v, "a number")
+    return float(v)
+
+
+def _as_bool(attr: Attr, v: Any) -> bool:
+    if not isinstance(v, bool):
+        raise _expect(attr, v, "true or false")
+    return v
+
+
+def _as_str(attr: Attr, v: Any) -> str:
+    if not isinstance(v, str):
+        raise _expect(attr, v, "a string")
+    if attr.choices and v not in attr.choices:
+        raise AttrError("value", f"`{attr.name}` must be one of {', '.join(attr.choices)}")
+    return v
+
+
+def _as_pair(attr: Attr, v: Any) -> tuple[int, int]:
+    if isinstance(v, int) and not isinstance(v, bool):
+        return (v, v)
+    if isinstance(v, tuple) and len(v) == 2 and all(type(i) is int for i in v):
+        return v
+    raise _expect(attr, v, "an int or a pair of ints")
+
+
+def _as_padding(attr: Attr, v: Any) -> tuple[int, int] | str:
+    if isinstance(v, str):
+        if v not in ("same", "valid"):
+            raise AttrError("value", f'`{attr.name}` must be an int, a pair, "same" or "valid"')
+        return (0, 0) if v == "valid" else v
+    return _as_pair(attr, v)
+
+
+def _as_optional_pair(attr: Attr, v: Any) -> tuple[int, int] | None:
+    return None if v is None else _as_pair(attr, v)
+
+
+_COERCE: dict[str, Callable[[Attr, Any], Any]] = {
+    "int": _as_int,
+    "float": _as_float,
+    "bool": _as_bool,
+    "str": _as_str,
+    "pair": _as_pair,
+    "optional_pair": _as_optional_pair,
+    "padding": _as_padding,
+}
+
+
+def _zero(attrs: Attrs, inputs: Sequence[Shape], out: Shape) -> int:
+    return 0
+
+
+@dataclass(frozen=True)
+class OpDef:
+    """An entry of the op table. Passes and backends look ops up here; nothing re-derives it."""
+
+    name: str
+    doc: str
+    group: Group
+    shape: Callable[[Attrs, Sequence[Shape]], Shape]
+    attrs: tuple[Attr, ...] = ()
+    inputs: int | None = 1  # tensor inputs; None: variadic, at least ``min_inputs``
+    min_inputs: int = 1
+    params: Callable[[Attrs, Sequence[Shape], Shape], int] = _zero
+    macs: Callable[[Attrs, Sequence[Shape], Shape], int] = _zero
+    extra: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    def bind(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> dict[str, Any]:
+        """Bind positional and keyword attribute values; fill defaults; validate each."""
+        if len(args) > len(self.attrs):
+            raise AttrError(
+                "argument",
+                f"`{self.name}` takes at most {len(self.attrs)} attribute argument(s), "
+                f"got {len(args)}",
+                len(self.attrs),
+            )
+        names = [a.name for a in self.attrs]
+        values: dict[str, Any] = {}
+        for i, v in enumerate(args):
+            values[names[i]] = (i, v)
+        for key, v in kwargs.items():
+            if key not in names:
+                raise AttrError("unknown", f"`{self.name}` has no argument `{key}`", key)
+            if key in values:
+                raise AttrError("argument", f"`{key}` is given twice", key)
+            values[key] = (key, v)
+        out: dict[str, Any] = {}
+        for attr in self.attrs:
+            if attr.name in values:
+                at, v = values[attr.name]
+                try:
+                    out[attr.name] = attr.check(v)
+                except AttrError as e:
+                    e.at = at
+                    raise
+            elif attr.default is REQUIRED:
+                raise AttrError("missing", f"`{self.name}` needs `{attr.name}`", None)
+            else:
+                out[attr.name] = attr.default
+        return out
+
+    def signature(self) -> str:
+        """``conv2d(out_channels: int, kernel: pair, stride: pair = 1, ...)``."""
+        parts = []
+        for a in self.attrs:
+            default = "" if a.default is REQUIRED else f" = {_fmt(a.default)}"
+            parts.append(f"{a.name}: {a.kind}{default}")
+        return f"{self.name}({', '.join(parts)})"
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return f'"{v}"'
+    if v is None:
+        return "auto"
+    return str(v)
+
+
+OPS: dict[str, OpDef] = {}
+
+
+def register(op: OpDef) -> OpDef:
+    if op.name in OPS:
+        raise ValueError(f"op {op.name} registered twice")
+    OPS[op.name] = op
+    return op

@@ -1,0 +1,351 @@
+"""The op table: every op's attributes, shape rule, parameter count and MACs, side by side.
+
+MACs convention: multiply-accumulates of one sample through conv2d and linear (the
+convention of torchvision's model table and fvcore). Normalisation, activations, pooling
+and additions count 0: they are memory-bound and folded or fused at inference.
+
+Adding an op: write its shape rule (and params/macs if it has weights), ``register`` it
+here, then give it an emitter in every backend (``resdsl/backends``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from .core import Attr, Attrs, Group, OpDef, OpShapeError, Shape, register
+
+
+def _rank(name: str, shape: Shape, rank: int, what: str) -> None:
+    if len(shape) != rank:
+        raise OpShapeError(
+            f"`{name}` expects a {what} of rank {rank}, got shape {fmt_shape(shape)}",
+            ["per-sample shapes leave out the batch: a feature map is (C, H, W)"],
+        )
+
+
+def fmt_shape(shape: Shape) -> str:
+    return "(" + ", ".join(map(str, shape)) + ("," if len(shape) == 1 else "") + ")"
+
+
+def _window(size: int, k: int, s: int, p: int, d: int, ceil_mode: bool = False) -> int:
+    span = size + 2 * p - d * (k - 1) - 1
+    out = (math.ceil(span / s) if ceil_mode else span // s) + 1
+    if ceil_mode and (out - 1) * s >= size + p:  # PyTorch: the last window must start inside
+        out -= 1
+    return out
+
+
+def _spatial(op: str, shape: Shape, k, s, p, d, ceil_mode=False) -> tuple[int, int]:
+    h, w = (_window(shape[i + 1], k[i], s[i], p[i], d[i], ceil_mode) for i in range(2))
+    if h <= 0 or w <= 0:
+        raise OpShapeError(
+            f"`{op}` on input {fmt_shape(shape)} with kernel {k}, stride {s}, padding {p} "
+            f"gives an empty output ({h}x{w})",
+            ["use a smaller kernel or stride, more padding, or a larger input"],
+        )
+    return h, w
+
+
+# --- conv2d ------------------------------------------------------------------------------------
+
+
+def _conv2d_shape(a: Attrs, inputs: Sequence[Shape]) -> Shape:
+    (x,) = inputs
+    _rank("conv2d", x, 3, "feature map")
+    c, g = x[0], a["groups"]
+    if c % g or a["out_channels"] % g:
+        raise OpShapeError(
+            f"`conv2d` groups={g} must divide both the input channels ({c}) and "
+            f"out_channels ({a['out_channels']})"
+        )
+    if a["padding"] == "same":
+        if a["stride"] != (1, 1):
+            raise OpShapeError('padding="same" needs stride 1', ["give the padding explicitly"])
+        return (a["out_channels"], x[1], x[2])
+    h, w = _spatial("conv2d", x, a["kernel"], a["stride"], a["padding"], a["dilation"])
+    return (a["out_channels"], h, w)
+
+
+def _conv2d_params(a: Attrs, inputs: Sequence[Shape], out: Shape) -> int:
+    kh, kw = a["kernel"]
+    weights = a["out_channels"] * (inputs[0][0] // a["groups"]) * kh * kw
+    return weights + (a["out_channels"] if a["bias"] else 0)
+
+
+def _conv2d_macs(a: Attrs, inputs: Sequence[Shape], out: Shape) -> int:
+    kh, kw = a["kernel"]
+    return math.prod(out) * (inputs[0][0] // a["groups"]) * kh * kw
+
+
+CONV2D = register(
+    OpDef(
+        "conv2d",
+        "2-D convolution over a (C, H, W) feature map.",
+        Group.LAYER,
+        _conv2d_shape,
+        attrs=(
+            Attr("out_channels", "int", minimum=1),
+            Attr("kernel", "pair", minimum=1),
+            Attr("stride", "pair", (1, 1), minimum=1),
+            Attr("padding", "padding", (0, 0), minimum=0),
+            Attr("dilation", "pair", (1, 1), minimum=1),
+            Attr("groups", "int", 1, minimum=1),
+            Attr("bias", "bool", True),
+        ),
+        params=_conv2d_params,
+        macs=_conv2d_macs,
+    )
+)
+
+# --- normalisation -----------------------------------------------------------------------------
+
+
+def _bn_shape(a: Attrs, inputs: Sequence[Shape]) -> Shape:
+    _rank("batchnorm2d", inputs[0], 3, "feature map")
+    return inputs[0]
+
+
+BATCHNORM2D = register(
+    OpDef(
+        "batchnorm2d",
+        "Batch normalisation over the channels of a (C, H, W) feature map.",
+        Group.LAYER,
+        _bn_shape,
+        attrs=(
+            Attr("eps", "float", 1e-5, minimum=0),
+            Attr("momentum", "float", 0.1, minimum=0),
+            Attr("affine", "bool", True),
+        ),
+        params=lambda a, i, o: 2 * i[0][0] if a["affine"] else 0,
+    )
+)
+
+# --- elementwise -------------------------------------------------------------------------------
+
+
+def _same(a: Attrs, inputs: Sequence[Shape]) -> Shape:
+    return inputs[0]
+
+
+RELU = register(OpDef("relu", "max(x, 0), elementwise.", Group.ELEMENTWISE, _same))
+IDENTITY = register(OpDef("identity", "Returns its input.", Group.ELEMENTWISE, _same))
+DROPOUT = register(
+    OpDef(
+        "dropout",
+        "Zeroes elements with probability p in training (scaled by 1/(1-p)); identity in eval.",
+        Group.ELEMENTWISE,
+        _same,
+        attrs=(Attr("p", "float", 0.5, minimum=0),),
+    )
+)
+
+# --- pooling -----------------------------------------------------------------------------------
+
+
+def _pool_shape(op: str):
+    def shape(a: Attrs, inputs: Sequence[Shape]) -> Shape:
+        (x,) = inputs
+        _rank(op, x, 3, "feature map")
+        k, p = a["kernel"], a["padding"]
+        if p[0] > k[0] // 2 or p[1] > k[1] // 2:
+            raise OpShapeError(f"`{op}` padding {p} must be at most half the kernel {k}")
+        s = a["stride"] or k
+        d = a.get("dilation", (1, 1))
+        return (x[0], *_spatial(op, x, k, s, p, d, a["ceil_mode"]))
+
+    return shape
+
+
+_POOL_ATTRS = (
+    Attr("kernel", "pair", minimum=1),
+    Attr("stride", "optional_pair", None, minimum=1, doc="defaults to the kernel size"),
+    Attr("padding", "pair", (0, 0), minimum=0),
+)
+
+MAXPOOL2D = register(
+    OpDef(
+        "maxpool2d",
+        "Max pooling over (C, H, W).",
+        Group.REDUCE,
+        _pool_shape("maxpool2d"),
+        attrs=(
+            *_POOL_ATTRS,
+            Attr("dilation", "pair", (1, 1), minimum=1),
+            Attr("ceil_mode", "bool", False),
+        ),
+    )
+)
+AVGPOOL2D = register(
+    OpDef(
+        "avgpool2d",
+        "Average pooling over (C, H, W).",
+        Group.REDUCE,
+        _pool_shape("avgpool2d"),
+        attrs=(
+            *_POOL_ATTRS,
+            Attr("ceil_mode", "bool", False),
+            Attr("count_include_pad", "bool", True),
+        ),
+    )
+)
+
+
+def _adaptive_shape(a: Attrs, inputs: Sequence[Shape]) -> Shape:
+    _rank("adaptive_avgpool2d", inputs[0], 3, "feature map")
+    return (inputs[0][0], *a["output_size"])
+
+
+ADAPTIVE_AVGPOOL2D = register(
+    OpDef(
+        "adaptive_avgpool2d",
+        "Average pooling to a fixed (H, W) output size.",
+        Group.REDUCE,
+        _adaptive_shape,
+        attrs=(Attr("output_size", "pair", minimum=1),),
+    )
+)
+
+
+def _global_shape(a: Attrs, inputs: Sequence[Shape]) -> Shape:
+    _rank("global_avgpool", inputs[0], 3, "feature map")
+    return (inputs[0][0],)
+
+
+GLOBAL_AVGPOOL = register(
+    OpDef(
+        "global_avgpool",
+        "Average over H and W: (C, H, W) -> (C,).",
+        Group.REDUCE,
+        _global_shape,
+    )
+)
+
+# --- reshaping and merging ---------------------------------------------------------------------
+
+
+def _flatten_shape(a: Attrs, inputs: Sequence[Shape]) -> Shape:
+    (x,) = inputs
+    start = a["start"]
+    if start >= len(x):
+        raise OpShapeError(f"`flatten` start={start} is past the last axis of {fmt_shape(x)}")
+    return (*x[:start], math.prod(x[start:]))
+
+
+FLATTEN = register(
+    OpDef(
+        "flatten",
+        "Merge the per-sample axes from `start` on into one.",
+        Group.MOVEMENT,
+        _flatten_shape,
+        attrs=(Attr("start", "int", 0, minimum=0),),
+    )
+)
+
+
+def _linear_shape(a: Attrs, inputs: Sequence[Shape]) -> Shape:
+    (x,) = inputs
+    if not x:
+        raise OpShapeError("`linear` needs an input with at least one axis")
+    return (*x[:-1], a["out_features"])
+
+
+LINEAR = register(
+    OpDef(
+        "linear",
+        "Affine map of the last axis: (..., F) -> (..., out_features).",
+        Group.LAYER,
+        _linear_shape,
+        attrs=(Attr("out_features", "int", minimum=1), Attr("bias", "bool", True)),
+        params=lambda a, i, o: (
+            i[0][-1] * a["out_features"] + (a["out_features"] if a["bias"] else 0)
+        ),
+        macs=lambda a, i, o: math.prod(i[0]) * a["out_features"],
+    )
+)
+
+
+def projection_hint(source: Shape, target: Shape) -> str | None:
+    """The projection that maps ``source`` to ``target``, as spec text, if one exists."""
+    if len(source) == 1 and len(target) == 1:
+        return f"linear({target[0]}, bias=false)"
+    stride = projection_stride(source, target)
+    if len(source) == 3 and len(target) == 3 and stride is not None:
+        extra = f", stride={stride}" if stride != 1 else ""
+        return f"conv2d({target[0]}, 1{extra}, bias=false) -> batchnorm2d"
+    return None
+
+
+def projection_stride(source: Shape, target: Shape) -> int | None:
+    """The stride s with ceil(H/s) == H' and ceil(W/s) == W' (a 1x1 conv's output size)."""
+    if len(source) != 3 or len(target) != 3 or target[1] <= 0 or target[2] <= 0:
+        return None
+    s = max(1, source[1] // target[1])
+    for cand in (s, s + 1):
+        if all(-(-source[i] // cand) == target[i] for i in (1, 2)):
+            return cand
+    return None
+
+
+def _add_shape(a: Attrs, inputs: Sequence[Shape]) -> Shape:
+    first = inputs[0]
+    for other in inputs[1:]:
+        if other != first:
+            hints = []
+            fix = projection_hint(other, first) or projection_hint(first, other)
+            if fix:
+                hints.append(f"project the shortcut: `shortcut(x, like=y)` inserts `{fix}`")
+            raise OpShapeError(
+                f"cannot add tensors of shape {fmt_shape(first)} and {fmt_shape(other)}",
+                hints,
+            )
+    return first
+
+
+ADD = register(
+    OpDef(
+        "add",
+        "Elementwise sum of tensors of one shape (the residual connection).",
+        Group.MERGE,
+        _add_shape,
+        inputs=None,
+        min_inputs=2,
+    )
+)
+
+
+def _concat_shape(a: Attrs, inputs: Sequence[Shape]) -> Shape:
+    first, axis = inputs[0], a["axis"]
+    if axis >= len(first):
+        raise OpShapeError(f"`concat` axis {axis} is past the last axis of {fmt_shape(first)}")
+    for other in inputs[1:]:
+        if len(other) != len(first) or any(
+            d != e for i, (d, e) in enumerate(zip(first, other, strict=True)) if i != axis
+        ):
+            raise OpShapeError(
+                f"cannot concatenate {fmt_shape(first)} and {fmt_shape(other)} on axis {axis}",
+                ["all axes but the concatenated one must match"],
+            )
+    return (*first[:axis], sum(s[axis] for s in inputs), *first[axis + 1 :])
+
+
+CONCAT = register(
+    OpDef(
+        "concat",
+        "Concatenate tensors along a per-sample axis (0: channels), as in DenseNet.",
+        Group.MOVEMENT,
+        _concat_shape,
+        attrs=(Attr("axis", "int", 0, minimum=0),),
+        inputs=None,
+        min_inputs=1,
+    )
+)
+
+
+def _input_shape(a: Attrs, inputs: Sequence[Shape]) -> Shape:
+    return a["shape"]
+
+
+INPUT = register(
+    OpDef("input", "A graph input with a per-sample shape.", Group.SOURCE, _input_shape, inputs=0)
+)

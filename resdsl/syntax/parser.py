@@ -1,0 +1,302 @@
+"""Text -> AST. One cached LALR parser; Lark's exceptions become :class:`SpecSyntaxError`."""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+from importlib import resources
+
+from lark import Lark, Token, Transformer, v_args
+from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
+
+from ..errors import Span, SpecSyntaxError, remember_source
+from . import ast
+
+
+@lru_cache(maxsize=1)
+def _parser() -> Lark:
+    # The grammar ships inside the package (grammars/ is mapped to resdsl.grammars).
+    text = resources.files("resdsl.grammars").joinpath("resdsl.lark").read_text("utf-8")
+    return Lark(text, parser="lalr", start=["start", "expr"], propagate_positions=True)
+
+
+def parse(text: str, path: str = "<string>") -> ast.Module:
+    """Parse a whole ``.res`` file."""
+    remember_source(path, text)
+    tree = _parse(text, path, "start")
+    return _ToAst(path).transform(tree)
+
+
+def parse_expr(text: str, path: str = "<expr>") -> ast.Expr:
+    """Parse one expression, e.g. a ``--set k=v`` value from the command line."""
+    remember_source(path, text)
+    return _ToAst(path).transform(_parse(text, path, "expr"))
+
+
+def _parse(text: str, path: str, start: str):
+    try:
+        return _parser().parse(text, start=start)
+    except UnexpectedInput as e:
+        raise _syntax_error(e, text, path) from None
+
+
+# --- error messages ---------------------------------------------------------------------------
+
+_FRIENDLY = {"NAME": "a name", "INT": "an integer", "FLOAT": "a number", "STRING": "a string"}
+
+
+def _describe_terminal(name: str) -> str:
+    if name in _FRIENDLY:
+        return _FRIENDLY[name]
+    for term in _parser().terminals:
+        if term.name == name and term.pattern.type == "str":
+            return f"`{term.pattern.value}`"
+    if name in ("COMP_OP", "ADD_OP", "MUL_OP", "POW_OP"):
+        return "an operator"
+    return name.lower()
+
+
+def _syntax_error(e: UnexpectedInput, text: str, path: str) -> SpecSyntaxError:
+    line, column = max(e.line, 1), max(e.column, 1)
+    width = 1
+    if isinstance(e, UnexpectedToken):
+        tok = e.token
+        if tok.type == "$END":
+            found = "end of file"
+        else:
+            found = f"`{tok.value}`"
+            width = max(1, len(str(tok.value)))
+        expected = sorted({_describe_terminal(t) for t in e.accepts or e.expected})
+    elif isinstance(e, UnexpectedCharacters):
+        found = f"character {text[e.pos_in_stream]!r}"
+        expected = []
+    elif isinstance(e, UnexpectedEOF):
+        found, expected = "end of file", sorted({_describe_terminal(t) for t in e.expected})
+        lines = text.splitlines() or [""]
+        line, column = len(lines), len(lines[-1]) + 1
+    else:  # pragma: no cover - Lark has no other kinds today
+        found, expected = "input", []
+    hints = []
+    if expected and len(expected) <= 8:
+        hints.append("expected " + ", ".join(expected))
+    if found == "`=`":
+        hints.append("keyword arguments go inside a call's parentheses: `conv2d(64, 3, stride=2)`")
+    span = Span(path, line, column, line, column + width)
+    return SpecSyntaxError(f"unexpected {found}", span, hints=hints)
+
+
+# --- tree -> AST ------------------------------------------------------------------------------
+
+_ESCAPES = {"n": "\n", "t": "\t", "\\": "\\", '"': '"', "'": "'", "{": "{", "}": "}"}
+
+
+def _unquote(token: str) -> str:
+    return re.sub(r"\\(.)", lambda m: _ESCAPES.get(m.group(1), "\\" + m.group(1)), token[1:-1])
+
+
+@v_args(meta=True)
+class _ToAst(Transformer):
+    """One method per grammar rule or alias, in grammar order."""
+
+    def __init__(self, path: str, line: int = 0, column: int = 0) -> None:
+        super().__init__()
+        self.path = path
+        self.line_offset, self.column_offset = line, column
+
+    def _span(self, meta) -> Span:
+        if getattr(meta, "empty", False) or not hasattr(meta, "line"):
+            return Span(self.path, 1, 1, 1, 1)
+        return self._pos(meta.line, meta.column, meta.end_line, meta.end_column)
+
+    def _tok(self, tok: Token) -> Span:
+        return self._pos(tok.line, tok.column, tok.end_line, tok.end_column)
+
+    def _pos(self, line: int, col: int, end_line: int, end_col: int) -> Span:
+        # Template labels are parsed on their own; shift back into the file.
+        if self.line_offset:
+            col += self.column_offset if line == 1 else 0
+            end_col += self.column_offset if end_line == 1 else 0
+            line, end_line = line + self.line_offset - 1, end_line + self.line_offset - 1
+        return Span(self.path, line, col, end_line, end_col)
+
+    # definitions
+    def start(self, meta, items):
+        imports = tuple(i for i in items if isinstance(i, ast.Import))
+        defs = tuple(i for i in items if isinstance(i, ast.Definition))
+        return ast.Module(self.path, imports, defs)
+
+    def import_stmt(self, meta, children):
+        return ast.Import(self._span(meta), _unquote(children[0]))
+
+    def _definition(self, kind, meta, children):
+        name, params, inputs, body = children
+        return ast.Definition(
+            self._span(meta), kind, str(name), self._tok(name),
+            tuple(params or ()), tuple(inputs or ()), body,
+        )  # fmt: skip
+
+    def block_def(self, meta, children):
+        return self._definition("block", meta, children)
+
+    def network_def(self, meta, children):
+        return self._definition("network", meta, children)
+
+    def params(self, meta, children):
+        return [c for c in children if c is not None]
+
+    inputs = params
+
+    def param(self, meta, children):
+        name, type_, default = children
+        return ast.Param(self._span(meta), str(name), str(type_), self._tok(type_), default)
+
+    def input(self, meta, children):
+        name, shape = children
+        return ast.Input(self._span(meta), str(name), shape)
+
+    def body(self, meta, children):
+        return tuple(children)
+
+    # statements
+    def assign(self, meta, children):
+        *targets, value = children
+        return ast.Assign(self._span(meta), tuple(str(t) for t in targets), value)
+
+    def return_stmt(self, meta, children):
+        return ast.Return(self._span(meta), tuple(children))
+
+    def for_stmt(self, meta, children):
+        var, iterable, body = children
+        return ast.For(self._span(meta), str(var), iterable, body)
+
+    def repeat_stmt(self, meta, children):
+        return ast.Repeat(self._span(meta), children[0], children[1])
+
+    def dense_stmt(self, meta, children):
+        var, index, iterable, body = children
+        return ast.Dense(self._span(meta), str(var), str(index), iterable, body)
+
+    def if_stmt(self, meta, children):
+        test, body, *elifs, otherwise = children  # `[else body]` is None when absent
+        branches = ((test, body), *((t, b) for t, b in elifs))
+        return ast.If(self._span(meta), branches, otherwise)
+
+    def elif_clause(self, meta, children):
+        return (children[0], children[1])
+
+    def assert_stmt(self, meta, children):
+        return ast.Assert(self._span(meta), children[0], children[1])
+
+    # expressions
+    def chain(self, meta, children):
+        head, stage = children
+        if isinstance(head, ast.Chain):
+            return ast.Chain(self._span(meta), head.head, head.stages + (stage,))
+        return ast.Chain(self._span(meta), head, (stage,))
+
+    def stage(self, meta, children):
+        label, func, args = children
+        args, kwargs = args or ((), ())
+        return ast.Call(self._span(meta), str(func), self._tok(func), args, kwargs, label)
+
+    def cond(self, meta, children):
+        return ast.Cond(self._span(meta), *children)
+
+    def _bool(self, op, meta, children):
+        return ast.BinOp(self._span(meta), op, children[0], children[1])
+
+    def or_(self, meta, children):
+        return self._bool("or", meta, children)
+
+    def and_(self, meta, children):
+        return self._bool("and", meta, children)
+
+    def not_(self, meta, children):
+        return ast.UnaryOp(self._span(meta), "not", children[0])
+
+    def binop(self, meta, children):
+        left, op, right = children
+        return ast.BinOp(self._span(meta), str(op), left, right)
+
+    compare = binop
+
+    def unary(self, meta, children):
+        return ast.UnaryOp(self._span(meta), str(children[0]), children[1])
+
+    def attribute(self, meta, children):
+        return ast.Attribute(self._span(meta), children[0], str(children[1]))
+
+    def index(self, meta, children):
+        return ast.Index(self._span(meta), children[0], children[1])
+
+    def int_lit(self, meta, children):
+        return ast.Literal(self._span(meta), int(str(children[0]).replace("_", "")))
+
+    def float_lit(self, meta, children):
+        return ast.Literal(self._span(meta), float(str(children[0]).replace("_", "")))
+
+    def str_lit(self, meta, children):
+        return ast.Literal(self._span(meta), _unquote(children[0]))
+
+    def true_lit(self, meta, children):
+        return ast.Literal(self._span(meta), True)
+
+    def false_lit(self, meta, children):
+        return ast.Literal(self._span(meta), False)
+
+    def name(self, meta, children):
+        return ast.Name(self._span(meta), str(children[0]))
+
+    def tuple_lit(self, meta, children):
+        return ast.TupleExpr(self._span(meta), tuple(c for c in children if c is not None))
+
+    def call(self, meta, children):
+        func, args = children
+        args, kwargs = args or ((), ())
+        return ast.Call(self._span(meta), str(func), self._tok(func), args, kwargs)
+
+    def labeled(self, meta, children):
+        label, call = children
+        return ast.Call(self._span(meta), call.func, call.func_span, call.args, call.kwargs, label)
+
+    def labeled_bare(self, meta, children):
+        label, func = children
+        return ast.Call(self._span(meta), str(func), self._tok(func), (), (), label)
+
+    def args(self, meta, children):
+        args = tuple(c for c in children if not isinstance(c, tuple))
+        kwargs = tuple(c for c in children if isinstance(c, tuple))
+        return args, kwargs
+
+    def kwarg(self, meta, children):
+        name, value = children
+        return (str(name), value, self._tok(name))
+
+    def label(self, meta, children):
+        tok = children[0]
+        span = self._tok(tok)
+        if tok.type == "NAME":
+            return ast.Label(span, str(tok), (str(tok),))
+        return ast.Label(span, str(tok), self._template(tok, span))
+
+    def _template(self, tok: Token, span: Span) -> tuple[str | ast.Expr, ...]:
+        """Split ``"layer{i + 1}"`` into ``("layer", <expr i + 1>)``."""
+        body, parts, pos = str(tok)[1:-1], [], 0
+        for m in re.finditer(r"\{([^{}]*)\}", body):
+            if m.start() > pos:
+                parts.append(_unquote('"' + body[pos : m.start()] + '"'))
+            inner = m.group(1)
+            col = span.column + 1 + m.start(1)  # +1 for the opening quote
+            try:
+                tree = _parser().parse(inner, start="expr")
+            except UnexpectedInput as e:
+                err = _syntax_error(e, inner, span.path)
+                s = err.span
+                err.span = Span(span.path, span.line, col + s.column - 1, span.line,
+                                col + s.end_column - 1)  # fmt: skip
+                raise err from None
+            parts.append(_ToAst(self.path, span.line, col - 1).transform(tree))
+            pos = m.end()
+        if pos < len(body):
+            parts.append(_unquote('"' + body[pos:] + '"'))
+        return tuple(parts)
