@@ -427,7 +427,8 @@ class Elaborator:
         for key, value, key_span in call.kwargs:
             if key in kwargs:
                 raise ArgumentError(f"keyword `{key}` is given twice", key_span)
-            kwargs[key] = (self.eval(value, frame), value.span)
+            # the span covers `key=value`, so an unknown or mistyped keyword is underlined whole
+            kwargs[key] = (self.eval(value, frame), _through(key_span, value.span))
         target = frame.vars.get(call.func)
         if call.func in frame.vars and not isinstance(target, BlockRef):
             raise TypeMismatchError(
@@ -870,6 +871,10 @@ def _label_part(value: Any, where: ast.Expr | ast.Call) -> str:
     raise TypeMismatchError(f"a name can hold ints and strings, got {_describe(value)}", where.span)
 
 
+def _through(start: Span, end: Span) -> Span:
+    return Span(start.path, start.line, start.column, end.end_line, end.end_column)
+
+
 def _join(prefix: str, segment: str) -> str:
     return f"{prefix}.{segment}" if prefix else segment
 
@@ -881,4 +886,48 @@ def _text(expr: ast.Expr) -> str:
 def elaborate(program: Program, network: str | None = None, params: dict[str, Any] | None = None,
               limits: Limits | None = None) -> Graph:  # fmt: skip
     """Elaborate ``network`` (the only one in the main file by default) into a graph."""
+    check_definitions(program)
     return Elaborator(program, limits or Limits()).network(network, dict(params or {}))
+
+
+def check_definitions(program: Program) -> None:
+    """Checks that need no elaboration: every parameter type is known."""
+    for definition in program.definitions.values():
+        for p in definition.params:
+            if p.type not in PARAM_TYPES:
+                raise UnknownNameError(
+                    f"unknown type `{p.type}`", p.type_span,
+                    hints=DidYouMean(list(PARAM_TYPES)).hint(p.type)
+                    or ["types: " + ", ".join(PARAM_TYPES)],
+                )  # fmt: skip
+
+
+def constant(text: str) -> Any:
+    """A parameter value from the command line: a literal, a tuple of literals, or a bare word.
+
+    Nothing is evaluated: ``--set num_classes=10``, ``--set widths=(64, 128)``,
+    ``--set mode=fast`` (a bare word is a string). Raises ValueError.
+    """
+    from .errors import SpecSyntaxError
+    from .syntax import parse_expr
+
+    try:
+        expr = parse_expr(text, "<--set>")
+    except SpecSyntaxError as e:
+        raise ValueError(f"cannot read {text!r}: {e.message}") from None
+    return _constant(expr, text)
+
+
+def _constant(expr: ast.Expr, text: str) -> Any:
+    match expr:
+        case ast.Literal(value=value):
+            return value
+        case ast.Name(id=word):
+            return word
+        case ast.TupleExpr(items=items):
+            return tuple(_constant(i, text) for i in items)
+        case ast.UnaryOp(op="-", operand=ast.Literal(value=int() | float() as v)) if (
+            type(v) is not bool
+        ):
+            return -v
+    raise ValueError(f"{text!r} is not a literal (a number, true/false, a string or a tuple)")

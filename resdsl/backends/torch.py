@@ -91,12 +91,26 @@ EMITTERS: dict[str, Emitter] = {
     "identity": Emitter(lambda n, a, m: a[0]),
     "dropout": Emitter(lambda n, a, m: f"F.dropout({a[0]}, {n.attrs['p']!r}, self.training)"),
     "maxpool2d": Emitter(
-        _pool("max_pool2d", {"stride": "stride", "padding": "padding", "dilation": "dilation",
-                             "ceil_mode": "ceil_mode"})  # fmt: skip
+        _pool(
+            "max_pool2d",
+            {
+                "stride": "stride",
+                "padding": "padding",
+                "dilation": "dilation",
+                "ceil_mode": "ceil_mode",
+            },
+        )  # fmt: skip
     ),
     "avgpool2d": Emitter(
-        _pool("avg_pool2d", {"stride": "stride", "padding": "padding", "ceil_mode": "ceil_mode",
-                             "count_include_pad": "count_include_pad"})  # fmt: skip
+        _pool(
+            "avg_pool2d",
+            {
+                "stride": "stride",
+                "padding": "padding",
+                "ceil_mode": "ceil_mode",
+                "count_include_pad": "count_include_pad",
+            },
+        )  # fmt: skip
     ),
     "adaptive_avgpool2d": Emitter(
         lambda n, a, m: f"F.adaptive_avg_pool2d({a[0]}, {n.attrs['output_size']!r})"
@@ -127,7 +141,9 @@ def _module_ref(name: str) -> str:
     """``layer1.0.conv1`` -> ``self.layer1[0].conv1``."""
     ref = "self"
     for seg in name.split("."):
-        ref += f".{seg}" if _is_identifier(seg) else f"[{seg!r}]" if not seg.isdigit() else f"[{seg}]"
+        ref += (
+            f".{seg}" if _is_identifier(seg) else f"[{seg!r}]" if not seg.isdigit() else f"[{seg}]"
+        )
     return ref
 
 
@@ -149,9 +165,7 @@ def generate(graph: Graph, source_path: str | None = None) -> str:
     var = {}
     for node in graph.nodes():
         if node.op not in EMITTERS and node.op != "input":
-            raise SpecError(
-                f"op `{node.op}` has no PyTorch emitter (target torch)", node.span
-            )
+            raise SpecError(f"op `{node.op}` has no PyTorch emitter (target torch)", node.span)
         if node.op == "input":
             var[node.name] = _variable(node.name)
             continue

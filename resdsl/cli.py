@@ -1,0 +1,233 @@
+"""The ``resdsl`` command line. Data goes to stdout, diagnostics to stderr.
+
+Exit codes: 0 success, 1 an error in a spec, 2 a usage error, 3 an internal error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from . import __version__
+from .errors import SpecError, render
+
+EXIT_OK, EXIT_SPEC, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
+
+
+class UsageError(Exception):
+    """A bad command line (exit 2)."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    try:
+        return args.run(args)
+    except SpecError as e:
+        print(render(e), file=sys.stderr)
+        return EXIT_SPEC
+    except UsageError as e:
+        print(f"resdsl {args.command}: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return EXIT_OK
+    except Exception as e:  # a bug in resdsl: say so plainly, no traceback unless asked
+        if os.environ.get("RESDSL_DEBUG"):
+            raise
+        print(
+            f"resdsl: internal error: {type(e).__name__}: {e}\n"
+            "This is a bug in resdsl; rerun with RESDSL_DEBUG=1 for the traceback.",
+            file=sys.stderr,
+        )
+        return EXIT_INTERNAL
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="resdsl",
+        description="Check, count and compile residual-network specs (.res files).",
+        epilog="Run `resdsl COMMAND --help` for a command's options. Docs: docs/cli.md.",
+    )
+    parser.add_argument("--version", action="version", version=f"resdsl {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    check = sub.add_parser("check", help="parse, elaborate and shape-check specs")
+    check.add_argument("files", nargs="+", metavar="FILE")
+    check.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
+    _spec_options(check)
+    check.set_defaults(run=_check)
+
+    info = sub.add_parser("info", help="parameters, MACs, shapes and a per-layer table")
+    info.add_argument("file", metavar="FILE")
+    info.add_argument("--json", action="store_true", help="machine-readable output")
+    _spec_options(info)
+    info.set_defaults(run=_info)
+
+    comp = sub.add_parser("compile", help="emit a model for a target")
+    comp.add_argument("file", metavar="FILE")
+    comp.add_argument("--target", choices=["torch"], default="torch", help="default: torch")
+    comp.add_argument(
+        "-o", "--output", default="-", metavar="OUT", help="output file (default: stdout)"
+    )
+    _spec_options(comp)
+    comp.set_defaults(run=_compile)
+    return parser
+
+
+def _spec_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="K=V",
+        help="set a network parameter, e.g. --set num_classes=10 (repeatable)",
+    )
+    p.add_argument("--network", metavar="NAME", help="which network, if the file has several")
+
+
+def _params(pairs: Sequence[str]) -> dict[str, Any]:
+    from .elaborate import constant
+
+    params: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep or not key.isidentifier():
+            raise UsageError(f"--set expects NAME=VALUE, got {pair!r}")
+        try:
+            params[key] = constant(text)
+        except ValueError as e:
+            raise UsageError(f"--set {key}: {e}") from None
+    return params
+
+
+def _load(path: str, args: argparse.Namespace):
+    from .api import loads
+
+    return loads(_read(path), args.network, path=path, **_params(args.set))
+
+
+def _check(args: argparse.Namespace) -> int:
+    """Check each file; a file without a network is a library: its definitions are checked."""
+    from .api import loads
+    from .elaborate import check_definitions
+    from .loader import load_program
+
+    failed = 0
+    params = _params(args.set)
+    for path in args.files:
+        try:
+            text = _read(path)
+            program = load_program(text, path)
+            if any(d.kind == "network" for d in program.main.definitions):
+                net = loads(text, args.network, path=path, **params)
+                summary = f"{len(net.graph)} ops, {net.num_params:,} params, {_giga(net.macs)} MACs"
+            else:
+                check_definitions(program)
+                summary = f"library, {len(program.main.definitions)} definitions"
+        except SpecError as e:
+            print(render(e), file=sys.stderr)
+            failed += 1
+            continue
+        if not args.quiet:
+            print(f"{path}: ok ({summary})")
+    if len(args.files) > 1 and failed:
+        print(f"{failed} of {len(args.files)} files have errors", file=sys.stderr)
+    return EXIT_SPEC if failed else EXIT_OK
+
+
+def _read(path: str) -> str:
+    """A spec named on the command line; a missing or unreadable file is a usage error."""
+    from .loader import read_spec
+
+    if not os.path.isfile(path):
+        raise UsageError(f"no such file: {path}")
+    return read_spec(path)
+
+
+def _giga(n: int) -> str:
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.2f} {unit}"
+    return str(n)
+
+
+def _shape(shape: tuple[int, ...]) -> str:
+    from .ops import fmt_shape
+
+    return fmt_shape(shape)
+
+
+def _info(args: argparse.Namespace) -> int:
+    net = _load(args.file, args)
+    if args.json:
+        json.dump(_info_json(net), sys.stdout, indent=2)
+        print()
+        return EXIT_OK
+    rows = [("name", "op", "output shape", "params", "MACs")]
+    rows += [(la.name, la.op, _shape(la.shape), f"{la.params:,}", f"{la.macs:,}")
+             for la in net.layers]  # fmt: skip
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    out = [
+        f"network  {net.name}  ({args.file})",
+        "inputs   " + ", ".join(f"{k}: {_shape(v)}" for k, v in net.input_shapes.items()),
+        "outputs  " + ", ".join(f"{k}: {_shape(v)}" for k, v in net.output_shapes.items()),
+        f"params   {net.num_params:,}",
+        f"MACs     {net.macs:,} ({_giga(net.macs)})",
+        f"ops      {len(net.graph)}",
+        "",
+    ]
+    for i, row in enumerate(rows):
+        left = "  ".join(row[c].ljust(widths[c]) for c in range(3))
+        right = "  ".join(row[c].rjust(widths[c]) for c in range(3, 5))
+        out.append(f"{left}  {right}".rstrip())
+        if i == 0:
+            out.append("-" * (sum(widths) + 8))
+    print("\n".join(out))
+    return EXIT_OK
+
+
+def _info_json(net) -> dict[str, Any]:
+    return {
+        "network": net.name,
+        "source": net.source,
+        "parameters": net.params,
+        "inputs": {k: list(v) for k, v in net.input_shapes.items()},
+        "outputs": {k: list(v) for k, v in net.output_shapes.items()},
+        "num_params": net.num_params,
+        "macs": net.macs,
+        "layers": [
+            {"name": la.name, "op": la.op, "shape": list(la.shape), "params": la.params,
+             "macs": la.macs}
+            for la in net.layers
+        ],
+    }  # fmt: skip
+
+
+def _compile(args: argparse.Namespace) -> int:
+    from ._io import atomic_write
+    from .backends.torch import generate
+
+    net = _load(args.file, args)
+    source = generate(net.graph, source_path=args.file)
+    if args.output == "-":
+        sys.stdout.write(source)
+    else:
+        if os.path.isdir(args.output):
+            raise UsageError(f"{args.output} is a directory; give a file name such as model.py")
+        atomic_write(args.output, source)
+        print(f"wrote {args.output}", file=sys.stderr)
+    return EXIT_OK
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
