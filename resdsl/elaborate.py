@@ -556,6 +556,7 @@ class Elaborator:
             )
         name = self._name(frame, call.label, definition.name, call.span, scope=True)
         inner = Frame({}, name, definition.name)
+        self._bind_params(definition, inner, dict(enumerate(params)), kwargs, call.span)
         for inp, (value, span) in zip(definition.inputs, inputs, strict=True):
             if inp.shape is not None:
                 want = self.eval(inp.shape, inner)
@@ -565,7 +566,6 @@ class Elaborator:
                         f"got {fmt_shape(value.shape)}", span,
                     )  # fmt: skip
             inner.vars[inp.name] = value
-        self._bind_params(definition, inner, dict(enumerate(params)), kwargs, call.span)
         self.stack.append((definition, call.span))
         try:
             self._exec(definition.body, inner)

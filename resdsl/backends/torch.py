@@ -204,7 +204,7 @@ def generate(graph: Graph, source_path: str | None = None) -> str:
         "        return self._modules[str(key)]",
         "",
         "",
-        f"class {cls}(nn.Module):",
+        f"class {cls}(Scope):",
         "    def __init__(self):",
         "        super().__init__()",
         *(init or ["        pass"]),

@@ -7,9 +7,15 @@ from functools import lru_cache
 from importlib import resources
 
 from lark import Lark, Token, Transformer, v_args
-from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
+from lark.exceptions import (
+    UnexpectedCharacters,
+    UnexpectedEOF,
+    UnexpectedInput,
+    UnexpectedToken,
+    VisitError,
+)
 
-from ..errors import Span, SpecSyntaxError, remember_source
+from ..errors import Span, SpecError, SpecSyntaxError, remember_source
 from . import ast
 
 
@@ -23,14 +29,22 @@ def _parser() -> Lark:
 def parse(text: str, path: str = "<string>") -> ast.Module:
     """Parse a whole ``.res`` file."""
     remember_source(path, text)
-    tree = _parse(text, path, "start")
-    return _ToAst(path).transform(tree)
+    return _transform(_parse(text, path, "start"), path)
 
 
 def parse_expr(text: str, path: str = "<expr>") -> ast.Expr:
     """Parse one expression, e.g. a ``--set k=v`` value from the command line."""
     remember_source(path, text)
-    return _ToAst(path).transform(_parse(text, path, "expr"))
+    return _transform(_parse(text, path, "expr"), path)
+
+
+def _transform(tree, path: str):
+    try:
+        return _ToAst(path).transform(tree)
+    except VisitError as e:  # a template label's own syntax error, raised mid-transform
+        if isinstance(e.orig_exc, SpecError):
+            raise e.orig_exc from None
+        raise
 
 
 def _parse(text: str, path: str, start: str):

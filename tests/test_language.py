@@ -1,0 +1,213 @@
+"""The language's semantics: expressions, statements, blocks, names, parameters, imports."""
+
+import pytest
+
+import resdsl
+from resdsl.elaborate import constant
+
+
+def vector_net(body: str, params: str = "") -> str:
+    """A network over a (4,) vector whose body computes `n`, returned as linear(n)."""
+    return f"network t({params}) (x: (4,)) {{\n{body}\n    return x -> linear(n)\n}}\n"
+
+
+def value(expr: str, **params) -> int:
+    """Evaluate an int expression through the language: it becomes an output width."""
+    net = resdsl.loads(vector_net(f"    n = {expr}"), **params)
+    return net.output_shapes["output"][0]
+
+
+@pytest.mark.parametrize(
+    ("expr", "expected"),
+    [
+        ("1 + 2 * 3", 7),
+        ("(1 + 2) * 3", 9),
+        ("2 ** 3 ** 2", 512),  # right-associative
+        ("-2 ** 2 + 10", 6),  # unary minus binds looser than **
+        ("17 // 5 + 17 % 5", 5),
+        ("int(7 / 2)", 3),
+        ("int(64 * 0.5)", 32),
+        ("max(3, 9, 4) - min(3, 9, 4)", 6),
+        ("max((2, 8, 5))", 8),
+        ("abs(-5)", 5),
+        ("ceil(7 / 2) + floor(7 / 2)", 7),
+        ("round(2.6)", 3),
+        ("int(sqrt(49))", 7),
+        ("if 3 > 2 and not (1 == 2) then 11 else 12", 11),
+        ("if 1 >= 2 or false then 11 else 12", 12),
+        ("if 2 != 2 then 1 elif_is_not_syntax else 2".replace(" elif_is_not_syntax", ""), 2),
+        ("(5, 6, 7)[1]", 6),
+        ("(5, 6, 7)[-1]", 7),
+        ("len((1, 2, 3)) + len(\"ab\")", 5),
+        ("x.channels + x.rank + x.features", 9),
+        ("x.shape[0] * 10", 40),
+        ("1_000 // 100", 10),
+    ],
+)
+def test_expressions(expr, expected):
+    assert value(expr) == expected
+
+
+def test_short_circuit_skips_the_error():
+    # the right side would divide by zero; `and`/`or` and the conditional are lazy
+    assert value("if false and 1 / 0 > 1 then 1 else 2") == 2
+    assert value("if true or 1 / 0 > 1 then 3 else 4") == 3
+    assert value("if true then 5 else 1 / 0") == 5
+
+
+def test_for_repeat_if_and_unpacking():
+    body = """
+    n = 0
+    for i in range(1, 4) { n = n + i }
+    repeat 2 { n = n * 2 }
+    for w in (10, 20) { n = n + w }
+    a, b = (n, 1)
+    if a > 100 { n = 1 } elif a > 50 { n = a + b } else { n = 2 }
+"""
+    # (1 + 2 + 3) * 4 + 30 = 54 -> second branch -> 55
+    assert resdsl.loads(vector_net(body)).output_shapes["output"] == (55,)
+
+
+def test_parameters_types_and_defaults():
+    spec = vector_net(
+        "    n = if flag then int(width * scale) + len(name) else dims[1]",
+        "width: int = 8, scale: float = 1.5, flag: bool = true, name: str = \"ab\", "
+        "dims: tuple = (1, 2)",
+    )
+    assert resdsl.loads(spec).output_shapes["output"] == (14,)
+    assert resdsl.loads(spec, width=4, scale=2).output_shapes["output"] == (10,)
+    assert resdsl.loads(spec, flag=False, dims=(3, 7)).output_shapes["output"] == (7,)
+    with pytest.raises(resdsl.TypeMismatchError, match="parameter `width` is int"):
+        resdsl.loads(spec, width=2.5)
+    with pytest.raises(resdsl.TypeMismatchError, match="parameter `flag` is bool"):
+        resdsl.loads(spec, flag=1)
+
+
+def test_defaults_may_use_earlier_parameters():
+    spec = """
+block widen(c: int, out: int = c * 2) (x) { return x -> linear(out) }
+network t() (x: (4,)) { return x -> widen(3) }
+"""
+    assert resdsl.loads(spec).output_shapes["output"] == (6,)
+
+
+def test_blocks_as_values_and_multiple_outputs():
+    spec = """
+block split(a: int, b: int) (x) { return x -> left: linear(a), x -> right: linear(b) }
+block apply(f: block, n: int) (x) { return x -> inner: f(n) }
+block dense1(n: int) (x) { return x -> fc: linear(n) }
+network t() (x: (4,)) {
+    p, q = x -> s: split(2, 3)
+    return p, q, x -> app: apply(dense1, 5)
+}
+"""
+    net = resdsl.loads(spec)
+    assert net.output_shapes == {"p": (2,), "q": (3,), "output2": (5,)}
+    names = [n.name for n in net.graph.nodes()]
+    assert names == ["x", "s.left", "s.right", "app.inner.fc"]
+
+
+def test_anonymous_names_are_deterministic_per_scope():
+    spec = """
+block two() (x) { return x -> relu -> relu }
+network t() (x: (4,)) {
+    y = x -> linear(4) -> relu -> linear(4)
+    return y -> two -> two -> relu_0: identity
+}
+"""
+    names = [n.name for n in resdsl.loads(spec.replace("relu_0:", "last:")).graph.nodes()]
+    assert names == [
+        "x", "linear_0", "relu_0", "linear_1",
+        "two_0.relu_0", "two_0.relu_1", "two_1.relu_0", "two_1.relu_1", "last",
+    ]  # fmt: skip
+    # an explicit name may not take one already given to an anonymous op
+    with pytest.raises(resdsl.DuplicateNameError, match="`relu_0` is already used"):
+        resdsl.loads(spec)
+
+
+def test_template_labels():
+    spec = """
+block unit(n: int) (x) { return x -> fc: linear(n) }
+network t() (x: (4,)) {
+    for i in range(3) { x = x -> "layer{i + 1}": unit(4) }
+    return x -> "head_{str(7)}_{2 * 3}": unit(2)
+}
+"""
+    names = [n.name for n in resdsl.loads(spec).graph.nodes()]
+    assert names == ["x", "layer1.fc", "layer2.fc", "layer3.fc", "head_7_6.fc"]
+
+
+def test_block_input_shape_is_checked():
+    spec = """
+block wants(n: int) (x: (n,)) { return x -> linear(2) }
+network t() (x: (4,)) { return x -> wants(4) -> wants(3) }
+"""
+    with pytest.raises(resdsl.ShapeError, match="expects `x` of shape"):
+        resdsl.loads(spec)
+    ok = spec.replace("-> wants(3)", "")
+    assert resdsl.loads(ok).output_shapes["output"] == (2,)
+
+
+def test_network_choice(spec):
+    text = "network a() (x: (4,)) { return x }\nnetwork b() (x: (5,)) { return x }\n"
+    with pytest.raises(resdsl.SpecError, match="several networks"):
+        resdsl.loads(text)
+    assert resdsl.loads(text, "b").output_shapes == {"x": (5,)}
+    with pytest.raises(resdsl.UnknownNameError, match="no network named `aa`") as e:
+        resdsl.loads(text, "aa")
+    assert e.value.hints == ["did you mean `a`?"]
+
+
+def test_imports_are_relative_to_the_importing_file(spec):
+    spec("block unit(n: int) (x) { return x -> fc: linear(n) }\n", "lib/units.res")
+    spec('import "units.res"\nblock pair(n: int) (x) { return x -> a: unit(n) -> b: unit(n) }\n',
+         "lib/pairs.res")  # fmt: skip
+    path = spec('import "lib/pairs.res"\nnetwork t() (x: (4,)) { return x -> p: pair(3) }\n')
+    net = resdsl.load(path)
+    assert [n.name for n in net.graph.nodes()] == ["x", "p.a.fc", "p.b.fc"]
+
+
+def test_same_file_imported_twice_is_fine(spec):
+    spec("block unit() (x) { return x -> relu }\n", "u.res")
+    spec('import "u.res"\n', "a.res")
+    path = spec('import "u.res"\nimport "a.res"\nnetwork t() (x: (4,)) { return x -> unit }\n')
+    assert len(resdsl.load(path).graph) == 2
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("10", 10),
+        ("-3", -3),
+        ("2.5e-1", 0.25),
+        ("true", True),
+        ('"hi"', "hi"),
+        ("fast", "fast"),
+        ("(64, 128)", (64, 128)),
+        ("(1,)", (1,)),
+    ],
+)
+def test_command_line_constants(text, expected):
+    assert constant(text) == expected
+
+
+@pytest.mark.parametrize("text", ["1 + 2", "f(3)", "1 +", "x.shape"])
+def test_command_line_constants_reject_expressions(text):
+    with pytest.raises(ValueError):
+        constant(text)
+
+
+def test_to_torch_submodule_names_follow_the_spec():
+    torch = pytest.importorskip("torch")
+    spec = """
+block unit(n: int) (x) { return x -> fc: linear(n) -> relu }
+network t() (x: (4,)) {
+    for i in range(2) { x = x -> "{i}": unit(4) }
+    return x -> head: linear(3)
+}
+"""
+    model = resdsl.loads(spec).to_torch(seed=0)
+    assert list(model.state_dict()) == [
+        "0.fc.weight", "0.fc.bias", "1.fc.weight", "1.fc.bias", "head.weight", "head.bias",
+    ]  # fmt: skip
+    assert model(torch.zeros(2, 4)).shape == (2, 3)
