@@ -751,7 +751,7 @@ MACROS = {"shortcut": _shortcut, "project": _project}
 def _builtins(el: Elaborator) -> dict[str, Callable]:
     def numbers(name: str, call: ast.Call, args, kwargs, minimum=1, maximum=None) -> list:
         if kwargs:
-            key, (_, span) = next(iter(kwargs.items()))
+            _, (_, span) = next(iter(kwargs.items()))
             raise ArgumentError(f"`{name}` takes no keyword arguments", span)
         if len(args) < minimum or (maximum is not None and len(args) > maximum):
             count = f"{minimum}" if minimum == maximum else f"{minimum} to {maximum or 'any'}"

@@ -49,9 +49,7 @@ def test_resnet_matches_torchvision(depth):
     reference = getattr(torchvision.models, f"resnet{depth}")().eval()
     model = resdsl.load(EXAMPLES / f"resnet{depth}.res").to_torch(seed=0).eval()
     model.load_state_dict(reference.state_dict(), strict=True)
-    assert [n for n, _ in model.named_parameters()] == [
-        n for n, _ in reference.named_parameters()
-    ]
+    assert [n for n, _ in model.named_parameters()] == [n for n, _ in reference.named_parameters()]
     x = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(depth))
     with torch.no_grad():
         diff = (model(x) - reference(x)).abs().max().item()

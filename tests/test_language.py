@@ -38,7 +38,7 @@ def value(expr: str, **params) -> int:
         ("if 2 != 2 then 1 elif_is_not_syntax else 2".replace(" elif_is_not_syntax", ""), 2),
         ("(5, 6, 7)[1]", 6),
         ("(5, 6, 7)[-1]", 7),
-        ("len((1, 2, 3)) + len(\"ab\")", 5),
+        ('len((1, 2, 3)) + len("ab")', 5),
         ("x.channels + x.rank + x.features", 9),
         ("x.shape[0] * 10", 40),
         ("1_000 // 100", 10),
@@ -71,7 +71,7 @@ def test_for_repeat_if_and_unpacking():
 def test_parameters_types_and_defaults():
     spec = vector_net(
         "    n = if flag then int(width * scale) + len(name) else dims[1]",
-        "width: int = 8, scale: float = 1.5, flag: bool = true, name: str = \"ab\", "
+        'width: int = 8, scale: float = 1.5, flag: bool = true, name: str = "ab", '
         "dims: tuple = (1, 2)",
     )
     assert resdsl.loads(spec).output_shapes["output"] == (14,)

@@ -75,10 +75,12 @@ def _module_call(node: Node, args: Sequence[str], mod: str | None) -> str:
     return f"{mod}({args[0]})"
 
 
-def _pool(fn: str, names: dict[str, str]) -> Callable[[Node, Sequence[str], str | None], str]:
+def _pool(fn: str, names: Sequence[str]) -> Callable[[Node, Sequence[str], str | None], str]:
+    """F.max_pool2d / F.avg_pool2d: the attribute names are torch's keyword names."""
+
     def call(node: Node, args: Sequence[str], mod: str | None) -> str:
         kernel = _literal(node.attrs["kernel"])
-        return f"F.{fn}({args[0]}, {kernel}{_kwargs(node, names)})"
+        return f"F.{fn}({args[0]}, {kernel}{_kwargs(node, {n: n for n in names})})"
 
     return call
 
@@ -90,27 +92,9 @@ EMITTERS: dict[str, Emitter] = {
     "relu": Emitter(lambda n, a, m: f"F.relu({a[0]})"),
     "identity": Emitter(lambda n, a, m: a[0]),
     "dropout": Emitter(lambda n, a, m: f"F.dropout({a[0]}, {n.attrs['p']!r}, self.training)"),
-    "maxpool2d": Emitter(
-        _pool(
-            "max_pool2d",
-            {
-                "stride": "stride",
-                "padding": "padding",
-                "dilation": "dilation",
-                "ceil_mode": "ceil_mode",
-            },
-        )  # fmt: skip
-    ),
+    "maxpool2d": Emitter(_pool("max_pool2d", ("stride", "padding", "dilation", "ceil_mode"))),
     "avgpool2d": Emitter(
-        _pool(
-            "avg_pool2d",
-            {
-                "stride": "stride",
-                "padding": "padding",
-                "ceil_mode": "ceil_mode",
-                "count_include_pad": "count_include_pad",
-            },
-        )  # fmt: skip
+        _pool("avg_pool2d", ("stride", "padding", "ceil_mode", "count_include_pad"))
     ),
     "adaptive_avgpool2d": Emitter(
         lambda n, a, m: f"F.adaptive_avg_pool2d({a[0]}, {n.attrs['output_size']!r})"

@@ -205,7 +205,7 @@ class _ToAst(Transformer):
     def chain(self, meta, children):
         head, stage = children
         if isinstance(head, ast.Chain):
-            return ast.Chain(self._span(meta), head.head, head.stages + (stage,))
+            return ast.Chain(self._span(meta), head.head, (*head.stages, stage))
         return ast.Chain(self._span(meta), head, (stage,))
 
     def stage(self, meta, children):
