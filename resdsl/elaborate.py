@@ -123,7 +123,13 @@ class Elaborator:
             if not networks:
                 raise SpecError(f"{main.path} defines no `network`", Span(main.path, 1, 1, 1, 1))
             names = ", ".join(n.name for n in networks)
-            raise SpecError(f"{main.path} defines several networks ({names}); pick one by name")
+            raise SpecError(
+                f"{main.path} defines several networks ({names}); pick one by name",
+                networks[1].name_span,
+                hints=[
+                    "pass `network=NAME` to resdsl.load, or `--network NAME` on the command line"
+                ],
+            )
         found = {d.name: d for d in networks}.get(name)
         if found is None:
             raise UnknownNameError(
@@ -162,9 +168,9 @@ class Elaborator:
         for i, (v, expr) in enumerate(zip(values, ret.values, strict=True)):
             if not isinstance(v, TensorValue):
                 raise TypeMismatchError(f"a network returns tensors, got {_describe(v)}", expr.span)
-            name = (
-                expr.id if isinstance(expr, ast.Name) else f"output{i if len(values) > 1 else ''}"
-            )
+            name = expr.id if isinstance(expr, ast.Name) else "output"
+            if len(values) > 1 and (name == "output" or name in dict(self.graph.outputs)):
+                name = f"output{i}"  # unnamed, or the same value returned twice
             self.graph.outputs.append((name, v.node))
 
     # --- statements ----------------------------------------------------------------------------

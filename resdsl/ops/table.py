@@ -347,5 +347,12 @@ def _input_shape(a: Attrs, inputs: Sequence[Shape]) -> Shape:
 
 
 INPUT = register(
-    OpDef("input", "A graph input with a per-sample shape.", Group.SOURCE, _input_shape, inputs=0)
+    OpDef(
+        "input",
+        "A graph input with a per-sample shape.",
+        Group.SOURCE,
+        _input_shape,
+        inputs=0,
+        min_inputs=0,
+    )
 )
