@@ -17,7 +17,7 @@ from typing import Any
 import networkx as nx
 
 from .errors import Span
-from .ops import OPS, Shape
+from .ops import OPS, Shape, Weight
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,7 +105,12 @@ class Graph:
 
     def params_of(self, name: str) -> int:
         node = self.node(name)
-        return OPS[node.op].params(node.attrs, self._in_shapes(name), self.info(name).shape)
+        return OPS[node.op].params(node.attrs, self._in_shapes(name))
+
+    def weights_of(self, name: str) -> tuple[Weight, ...]:
+        """The tensors ``name`` owns; state_dict keys are ``f"{name}.{weight.name}"``."""
+        node = self.node(name)
+        return OPS[node.op].weights(node.attrs, self._in_shapes(name))
 
     def macs_of(self, name: str) -> int:
         node = self.node(name)

@@ -54,3 +54,16 @@ def test_resnet_matches_torchvision(depth):
     with torch.no_grad():
         diff = (model(x) - reference(x)).abs().max().item()
     assert diff <= 1e-5
+
+
+@pytest.mark.parametrize("depth", [18, 50])
+def test_op_table_weights_are_the_state_dict(depth):
+    """The op table's declared weights name and shape every state_dict entry of the module."""
+    pytest.importorskip("torch")
+    net = resdsl.load(EXAMPLES / f"resnet{depth}.res")
+    g = net.graph
+    declared = {
+        f"{n.name}.{w.name}": w.shape for n in g.nodes() for w in g.weights_of(n.name)
+    }
+    actual = {k: tuple(v.shape) for k, v in net.to_torch().state_dict().items()}
+    assert declared == actual

@@ -1,7 +1,18 @@
 """The op table: one entry per op with its signature, shape rule, params and MACs."""
 
 from . import table as _table  # noqa: F401 - registers the ops
-from .core import OPS, REQUIRED, Attr, AttrError, Group, OpDef, OpShapeError, Shape, register
+from .core import (
+    OPS,
+    REQUIRED,
+    Attr,
+    AttrError,
+    Group,
+    OpDef,
+    OpShapeError,
+    Shape,
+    Weight,
+    register,
+)
 from .table import fmt_shape, projection_hint, projection_stride
 
 __all__ = [
@@ -13,6 +24,7 @@ __all__ = [
     "OpDef",
     "OpShapeError",
     "Shape",
+    "Weight",
     "fmt_shape",
     "projection_hint",
     "projection_stride",

@@ -7,6 +7,7 @@ Shapes are per sample (the batch dimension is implicit): ``(C, H, W)`` for featu
 from __future__ import annotations
 
 import enum
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -142,6 +143,20 @@ def _zero(attrs: Attrs, inputs: Sequence[Shape], out: Shape) -> int:
 
 
 @dataclass(frozen=True)
+class Weight:
+    """A tensor an op owns, named as in PyTorch's state_dict (``weight``, ``running_mean``)."""
+
+    name: str
+    shape: Shape
+    trainable: bool = True  # False for buffers such as batch-norm running statistics
+    dtype: str = "float32"
+
+
+def _no_weights(attrs: Attrs, inputs: Sequence[Shape]) -> tuple[Weight, ...]:
+    return ()
+
+
+@dataclass(frozen=True)
 class OpDef:
     """An entry of the op table. Passes and backends look ops up here; nothing re-derives it."""
 
@@ -152,9 +167,13 @@ class OpDef:
     attrs: tuple[Attr, ...] = ()
     inputs: int | None = 1  # tensor inputs; None: variadic, at least ``min_inputs``
     min_inputs: int = 1
-    params: Callable[[Attrs, Sequence[Shape], Shape], int] = _zero
+    weights: Callable[[Attrs, Sequence[Shape]], tuple[Weight, ...]] = _no_weights
     macs: Callable[[Attrs, Sequence[Shape], Shape], int] = _zero
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    def params(self, attrs: Attrs, inputs: Sequence[Shape], out: Shape | None = None) -> int:
+        """Trainable parameters: the elements of the trainable weights."""
+        return sum(math.prod(w.shape) for w in self.weights(attrs, inputs) if w.trainable)
 
     def bind(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> dict[str, Any]:
         """Bind positional and keyword attribute values; fill defaults; validate each."""

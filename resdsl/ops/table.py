@@ -4,7 +4,10 @@ MACs convention: multiply-accumulates of one sample through conv2d and linear (t
 convention of torchvision's model table and fvcore). Normalisation, activations, pooling
 and additions count 0: they are memory-bound and folded or fused at inference.
 
-Adding an op: write its shape rule (and params/macs if it has weights), ``register`` it
+Parameters are declared as the weight tensors an op owns (named as in PyTorch's state_dict,
+buffers marked not trainable); the parameter count is derived from them.
+
+Adding an op: write its shape rule (and weights and MACs if it has any), ``register`` it
 here, then give it an emitter in every backend (``resdsl/backends``).
 """
 
@@ -13,7 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from .core import Attr, Attrs, Group, OpDef, OpShapeError, Shape, register
+from .core import Attr, Attrs, Group, OpDef, OpShapeError, Shape, Weight, register
 
 
 def _rank(name: str, shape: Shape, rank: int, what: str) -> None:
@@ -67,10 +70,10 @@ def _conv2d_shape(a: Attrs, inputs: Sequence[Shape]) -> Shape:
     return (a["out_channels"], h, w)
 
 
-def _conv2d_params(a: Attrs, inputs: Sequence[Shape], out: Shape) -> int:
-    kh, kw = a["kernel"]
-    weights = a["out_channels"] * (inputs[0][0] // a["groups"]) * kh * kw
-    return weights + (a["out_channels"] if a["bias"] else 0)
+def _conv2d_weights(a: Attrs, inputs: Sequence[Shape]) -> tuple[Weight, ...]:
+    out = a["out_channels"]
+    weight = Weight("weight", (out, inputs[0][0] // a["groups"], *a["kernel"]))
+    return (weight, Weight("bias", (out,))) if a["bias"] else (weight,)
 
 
 def _conv2d_macs(a: Attrs, inputs: Sequence[Shape], out: Shape) -> int:
@@ -93,7 +96,7 @@ CONV2D = register(
             Attr("groups", "int", 1, minimum=1),
             Attr("bias", "bool", True),
         ),
-        params=_conv2d_params,
+        weights=_conv2d_weights,
         macs=_conv2d_macs,
     )
 )
@@ -104,6 +107,16 @@ CONV2D = register(
 def _bn_shape(a: Attrs, inputs: Sequence[Shape]) -> Shape:
     _rank("batchnorm2d", inputs[0], 3, "feature map")
     return inputs[0]
+
+
+def _bn_weights(a: Attrs, inputs: Sequence[Shape]) -> tuple[Weight, ...]:
+    c = (inputs[0][0],)
+    stats = (
+        Weight("running_mean", c, trainable=False),
+        Weight("running_var", c, trainable=False),
+        Weight("num_batches_tracked", (), trainable=False, dtype="int64"),
+    )
+    return ((Weight("weight", c), Weight("bias", c)) if a["affine"] else ()) + stats
 
 
 BATCHNORM2D = register(
@@ -117,7 +130,7 @@ BATCHNORM2D = register(
             Attr("momentum", "float", 0.1, minimum=0),
             Attr("affine", "bool", True),
         ),
-        params=lambda a, i, o: 2 * i[0][0] if a["affine"] else 0,
+        weights=_bn_weights,
     )
 )
 
@@ -250,6 +263,12 @@ def _linear_shape(a: Attrs, inputs: Sequence[Shape]) -> Shape:
     return (*x[:-1], a["out_features"])
 
 
+def _linear_weights(a: Attrs, inputs: Sequence[Shape]) -> tuple[Weight, ...]:
+    out = a["out_features"]
+    weight = Weight("weight", (out, inputs[0][-1]))
+    return (weight, Weight("bias", (out,))) if a["bias"] else (weight,)
+
+
 LINEAR = register(
     OpDef(
         "linear",
@@ -257,9 +276,7 @@ LINEAR = register(
         Group.LAYER,
         _linear_shape,
         attrs=(Attr("out_features", "int", minimum=1), Attr("bias", "bool", True)),
-        params=lambda a, i, o: (
-            i[0][-1] * a["out_features"] + (a["out_features"] if a["bias"] else 0)
-        ),
+        weights=_linear_weights,
         macs=lambda a, i, o: math.prod(i[0]) * a["out_features"],
     )
 )
