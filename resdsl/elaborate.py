@@ -94,6 +94,7 @@ class Elaborator:
         self.names: dict[str, Span | None] = {}  # every node and scope name in use
         self.counters: dict[tuple[str, str], int] = {}
         self.stack: list[tuple[ast.Definition, Span | None]] = []
+        self.statement: Span | None = None  # the statement being run, for backstop errors
         self.builtins = _builtins(self)
 
     # --- entry point ---------------------------------------------------------------------------
@@ -180,6 +181,7 @@ class Elaborator:
             self._stmt(stmt, frame)
 
     def _stmt(self, stmt: ast.Stmt, frame: Frame) -> None:
+        self.statement = stmt.span
         match stmt:
             case ast.Assign(targets=targets, value=value):
                 self._assign(targets, self.eval(value, frame), stmt, frame)
@@ -335,14 +337,25 @@ class Elaborator:
         return value
 
     def _binop(self, expr: ast.BinOp, frame: Frame) -> Any:
-        left, right = self.eval(expr.left, frame), self.eval(expr.right, frame)
+        """Evaluate a left-deep run (``a + b - c + ...``) iteratively, however long."""
+        spine = [expr]
+        while isinstance(spine[-1].left, ast.BinOp) and spine[-1].left.op not in ("and", "or"):
+            spine.append(spine[-1].left)
+        value = self.eval(spine[-1].left, frame)
+        for node in reversed(spine):
+            value = self._apply(node, value, self.eval(node.right, frame), frame)
+        return value
+
+    def _apply(self, expr: ast.BinOp, left: Any, right: Any, frame: Frame) -> Any:
         if isinstance(left, TensorValue) or isinstance(right, TensorValue):
             return self._tensor_binop(expr, left, right, frame)
         try:
             result = _SCALAR_OPS[expr.op](left, right)
         except ZeroDivisionError:
             raise ValueRangeError("division by zero", expr.span) from None
-        except (TypeError, OverflowError, ValueError):
+        except OverflowError:
+            raise LimitError(f"the result of `{expr.op}` is too large", expr.span) from None
+        except (TypeError, ValueError):
             raise TypeMismatchError(
                 f"unsupported operands for `{expr.op}`: {_describe(left)} and {_describe(right)}",
                 expr.span,
@@ -527,7 +540,8 @@ class Elaborator:
         hints = [f"signature: {OPS[op].signature()}"]
         if e.kind == "unknown":
             hints = DidYouMean([a.name for a in OPS[op].attrs]).hint(str(e.at)) + hints
-        cls = {"type": TypeMismatchError, "value": ValueRangeError}.get(e.kind, ArgumentError)
+        kinds = {"type": TypeMismatchError, "value": ValueRangeError, "unknown": UnknownNameError}
+        cls = kinds.get(e.kind, ArgumentError)
         return cls(e.message, at_span, hints=hints)
 
     def _check_size(self, shape: tuple[int, ...], span: Span) -> None:
@@ -893,7 +907,11 @@ def elaborate(program: Program, network: str | None = None, params: dict[str, An
               limits: Limits | None = None) -> Graph:  # fmt: skip
     """Elaborate ``network`` (the only one in the main file by default) into a graph."""
     check_definitions(program)
-    return Elaborator(program, limits or Limits()).network(network, dict(params or {}))
+    elaborator = Elaborator(program, limits or Limits())
+    try:
+        return elaborator.network(network, dict(params or {}))
+    except RecursionError:  # a backstop: parse depth and call depth are limited before this
+        raise LimitError("the spec nests too deeply to elaborate", elaborator.statement) from None
 
 
 def check_definitions(program: Program) -> None:

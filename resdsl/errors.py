@@ -96,13 +96,13 @@ class SpecSyntaxError(SpecError):
 
 
 class UnknownNameError(SpecError):
-    """A name (variable, block, op, parameter, attribute) that does not exist."""
+    """A name that does not exist: variable, block, op, parameter, keyword argument, attribute."""
 
     code = "E0201"
 
 
 class ArgumentError(SpecError):
-    """Wrong number of arguments, unknown or duplicate keyword, missing required argument."""
+    """Wrong number of arguments, a keyword given twice, a missing required argument."""
 
     code = "E0202"
 

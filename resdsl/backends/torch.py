@@ -105,19 +105,25 @@ EMITTERS: dict[str, Emitter] = {
     "concat": Emitter(lambda n, a, m: f"torch.cat([{', '.join(a)}], dim={n.attrs['axis'] + 1})"),
 }
 
-_RESERVED = {"self", "torch", "nn", "F", "Scope"}
+_RESERVED = {"self", "torch", "nn", "F", "Scope", "build"}
+_WIDTH = 100  # the project's line length; generated code follows it
 
 
 def _is_identifier(name: str) -> bool:
     return name.isidentifier() and name.isascii() and not keyword.iskeyword(name)
 
 
-def _variable(name: str) -> str:
-    var = name.replace(".", "_")
-    if var[0].isdigit() or keyword.iskeyword(var) or var in _RESERVED:
-        var = "v_" + var
-    if not _is_identifier(var):  # pragma: no cover - names are checked during elaboration
+def _variable(name: str, taken: set[str]) -> str:
+    """A unique Python variable for node ``name`` (``layer1.0.conv1`` -> ``layer1_0_conv1``)."""
+    base = name.replace(".", "_")
+    if base[0].isdigit() or keyword.iskeyword(base) or base in _RESERVED:
+        base = "v_" + base
+    if not _is_identifier(base):  # pragma: no cover - names are checked during elaboration
         raise ValueError(f"bad name {name!r}")
+    var, k = base, 1
+    while var in taken:  # `a.b` and `a_b` are different nodes
+        var, k = f"{base}_{k}", k + 1
+    taken.add(var)
     return var
 
 
@@ -145,13 +151,13 @@ def generate(graph: Graph, source_path: str | None = None) -> str:
     """Python source of a module equivalent to ``graph`` (deterministic, byte for byte)."""
     from .. import __version__
 
-    init, forward, scopes = [], [], set()
+    init, forward, scopes, taken = [], [], set(), set(_RESERVED)
     var = {}
     for node in graph.nodes():
         if node.op not in EMITTERS and node.op != "input":
             raise SpecError(f"op `{node.op}` has no PyTorch emitter (target torch)", node.span)
         if node.op == "input":
-            var[node.name] = _variable(node.name)
+            var[node.name] = _variable(node.name, taken)
             continue
         emitter = EMITTERS[node.op]
         args = [var[src] for src in graph.inputs_of(node.name)]
@@ -162,9 +168,13 @@ def generate(graph: Graph, source_path: str | None = None) -> str:
             ref = _module_ref(node.name)
         if node.scope and (not forward or forward[-1][0] != node.scope):
             forward.append((node.scope, f"        # {node.scope}: {node.block}"))
-        var[node.name] = _variable(node.name)
+        var[node.name] = _variable(node.name, taken)
         line = f"        {var[node.name]} = {emitter.call(node, args, ref)}"
-        forward.append((node.scope, f"{line}  # {_shape(graph.info(node.name).shape)}"))
+        comment = f"# {_shape(graph.info(node.name).shape)}"
+        if len(line) + len(comment) + 2 <= _WIDTH:
+            forward.append((node.scope, f"{line}  {comment}"))
+        else:  # keep lines within the width: the shape goes on its own line above
+            forward += [(node.scope, f"        {comment}"), (node.scope, line)]
     outputs = [var[node] for _, node in graph.outputs]
     params = ", ".join(var[name] for name in graph.inputs)
     shapes = ", ".join(f"{var[n]}: {_shape(graph.info(n).shape)}" for n in graph.inputs)
@@ -176,7 +186,7 @@ def generate(graph: Graph, source_path: str | None = None) -> str:
         "Needs only PyTorch. Submodule names (and state_dict keys) are the spec's names.",
         '"""',
         "",
-        "import torch",
+        *(["import torch"] if any("torch." in line for _, line in forward) else []),
         "import torch.nn.functional as F",
         "from torch import nn",
         "",

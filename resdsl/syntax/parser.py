@@ -6,7 +6,7 @@ import re
 from functools import lru_cache
 from importlib import resources
 
-from lark import Lark, Token, Transformer, v_args
+from lark import Lark, Token, Transformer, Tree, v_args
 from lark.exceptions import (
     UnexpectedCharacters,
     UnexpectedEOF,
@@ -15,7 +15,7 @@ from lark.exceptions import (
     VisitError,
 )
 
-from ..errors import Span, SpecError, SpecSyntaxError, remember_source
+from ..errors import LimitError, Span, SpecError, SpecSyntaxError, remember_source
 from . import ast
 
 
@@ -47,11 +47,28 @@ def _transform(tree, path: str):
         raise
 
 
+MAX_DEPTH = 100  # nesting of the syntax tree; deeper input is refused, not recursed into
+
+
 def _parse(text: str, path: str, start: str):
     try:
-        return _parser().parse(text, start=start)
+        tree = _parser().parse(text, start=start)
     except UnexpectedInput as e:
         raise _syntax_error(e, text, path) from None
+    _check_depth(tree, path)
+    return tree
+
+
+def _check_depth(tree: Tree, path: str) -> None:
+    """Refuse pathologically nested input (``((((...))))``) before recursing over it."""
+    stack = [(tree, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            meta = node.meta
+            span = Span(path, meta.line, meta.column, meta.line, meta.column + 1)
+            raise LimitError(f"expression nested more than {MAX_DEPTH} levels deep", span)
+        stack += [(c, depth + 1) for c in node.children if isinstance(c, Tree)]
 
 
 # --- error messages ---------------------------------------------------------------------------
@@ -75,8 +92,10 @@ def _syntax_error(e: UnexpectedInput, text: str, path: str) -> SpecSyntaxError:
     width = 1
     if isinstance(e, UnexpectedToken):
         tok = e.token
-        if tok.type == "$END":
+        if tok.type == "$END":  # Lark gives $END the last token's position: use the real end
             found = "end of file"
+            lines = text.splitlines() or [""]
+            line, column = len(lines), len(lines[-1]) + 1
         else:
             found = f"`{tok.value}`"
             width = max(1, len(str(tok.value)))
@@ -100,6 +119,15 @@ def _syntax_error(e: UnexpectedInput, text: str, path: str) -> SpecSyntaxError:
 
 
 # --- tree -> AST ------------------------------------------------------------------------------
+
+
+def _interleave(operands: list) -> list:
+    """``[a, b, c]`` -> ``[a, None, b, None, c]``: operand slots for ``_fold``."""
+    out = []
+    for i, item in enumerate(operands):
+        out += [item] if i == 0 else [None, item]
+    return out
+
 
 _ESCAPES = {"n": "\n", "t": "\t", "\\": "\\", '"': '"', "'": "'", "{": "{", "}": "}"}
 
@@ -203,10 +231,8 @@ class _ToAst(Transformer):
 
     # expressions
     def chain(self, meta, children):
-        head, stage = children
-        if isinstance(head, ast.Chain):
-            return ast.Chain(self._span(meta), head.head, (*head.stages, stage))
-        return ast.Chain(self._span(meta), head, (stage,))
+        head, *stages = children
+        return ast.Chain(self._span(meta), head, tuple(stages))
 
     def stage(self, meta, children):
         label, func, args = children
@@ -217,7 +243,17 @@ class _ToAst(Transformer):
         return ast.Cond(self._span(meta), *children)
 
     def _bool(self, op, meta, children):
-        return ast.BinOp(self._span(meta), op, children[0], children[1])
+        return self._fold([op if i % 2 else c for i, c in enumerate(_interleave(children))])
+
+    def _fold(self, items: list) -> ast.Expr:
+        """``[a, "+", b, "-", c]`` -> ``(a + b) - c``, spans from the operands."""
+        left = items[0]
+        for i in range(1, len(items), 2):
+            right = items[i + 1]
+            span = Span(self.path, left.span.line, left.span.column,
+                        right.span.end_line, right.span.end_column)  # fmt: skip
+            left = ast.BinOp(span, str(items[i]), left, right)
+        return left
 
     def or_(self, meta, children):
         return self._bool("or", meta, children)
@@ -229,10 +265,11 @@ class _ToAst(Transformer):
         return ast.UnaryOp(self._span(meta), "not", children[0])
 
     def binop(self, meta, children):
+        return self._fold(children)
+
+    def compare(self, meta, children):
         left, op, right = children
         return ast.BinOp(self._span(meta), str(op), left, right)
-
-    compare = binop
 
     def unary(self, meta, children):
         return ast.UnaryOp(self._span(meta), str(children[0]), children[1])
