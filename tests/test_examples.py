@@ -62,8 +62,6 @@ def test_op_table_weights_are_the_state_dict(depth):
     pytest.importorskip("torch")
     net = resdsl.load(EXAMPLES / f"resnet{depth}.res")
     g = net.graph
-    declared = {
-        f"{n.name}.{w.name}": w.shape for n in g.nodes() for w in g.weights_of(n.name)
-    }
+    declared = {f"{n.name}.{w.name}": w.shape for n in g.nodes() for w in g.weights_of(n.name)}
     actual = {k: tuple(v.shape) for k, v in net.to_torch().state_dict().items()}
     assert declared == actual
