@@ -86,8 +86,12 @@ class Graph:
 
     def inputs_of(self, name: str) -> list[str]:
         """Producers of ``name``'s inputs, in port order."""
-        edges = sorted(self.nx.in_edges(name, data="port"), key=lambda e: e[2])
-        return [src for src, _, _ in edges]
+        # Read the adjacency directly: this is the hot path of counting and of every pass.
+        ports = [
+            (d["port"], src) for src, keys in self.nx._pred[name].items() for d in keys.values()
+        ]
+        ports.sort()
+        return [src for _, src in ports]
 
     def users_of(self, name: str) -> list[str]:
         return list(dict.fromkeys(dst for _, dst in self.nx.out_edges(name)))
@@ -103,21 +107,21 @@ class Graph:
         for name in self.nx.nodes:
             yield self.node(name)
 
+    def input_shapes(self, name: str) -> list[Shape]:
+        return [self.info(src).shape for src in self.inputs_of(name)]
+
     def params_of(self, name: str) -> int:
         node = self.node(name)
-        return OPS[node.op].params(node.attrs, self._in_shapes(name))
+        return OPS[node.op].params(node.attrs, self.input_shapes(name))
 
     def weights_of(self, name: str) -> tuple[Weight, ...]:
         """The tensors ``name`` owns; state_dict keys are ``f"{name}.{weight.name}"``."""
         node = self.node(name)
-        return OPS[node.op].weights(node.attrs, self._in_shapes(name))
+        return OPS[node.op].weights(node.attrs, self.input_shapes(name))
 
     def macs_of(self, name: str) -> int:
         node = self.node(name)
-        return OPS[node.op].macs(node.attrs, self._in_shapes(name), self.info(name).shape)
-
-    def _in_shapes(self, name: str) -> list[Shape]:
-        return [self.info(src).shape for src in self.inputs_of(name)]
+        return OPS[node.op].macs(node.attrs, self.input_shapes(name), self.info(name).shape)
 
 
 def freeze(attrs: dict[str, Any]) -> Mapping[str, Any]:

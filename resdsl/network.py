@@ -7,7 +7,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from .ir import Graph
-from .ops import Shape
+from .ops import OPS, Shape
 
 if TYPE_CHECKING:  # torch is imported only by the backend that needs it
     import torch
@@ -38,11 +38,12 @@ class Network:
 
     @cached_property
     def layers(self) -> list[Layer]:
-        g = self.graph
-        return [
-            Layer(n.name, n.op, g.info(n.name).shape, g.params_of(n.name), g.macs_of(n.name))
-            for n in g.nodes()
-        ]
+        g, layers = self.graph, []
+        for n in g.nodes():
+            op, inputs, out = OPS[n.op], g.input_shapes(n.name), g.info(n.name).shape
+            params, macs = op.params(n.attrs, inputs), op.macs(n.attrs, inputs, out)
+            layers.append(Layer(n.name, n.op, out, params, macs))
+        return layers
 
     @property
     def num_params(self) -> int:
