@@ -30,6 +30,7 @@ from .errors import (
 from .ir import Graph, Node, TensorInfo, TensorValue, freeze
 from .loader import Program
 from .ops import OPS, AttrError, OpShapeError, fmt_shape, projection_hint, projection_stride
+from .ops.core import spec_text
 from .syntax import ast
 
 
@@ -365,7 +366,7 @@ class Elaborator:
 
     def _check_scalar(self, value: Any, span: Span) -> None:
         if type(value) is int and abs(value) > self.limits.max_int:
-            raise LimitError(f"integer {value:.3g} is too large", span)
+            raise LimitError(f"integer of {len(str(abs(value)))} digits is too large", span)
         if isinstance(value, float) and not math.isfinite(value):
             raise ValueRangeError(f"arithmetic gives {value}", span)
         if isinstance(value, tuple | str) and len(value) > self.limits.max_loop:
@@ -468,7 +469,9 @@ class Elaborator:
                 raise ArgumentError(
                     f"`{call.func}` is a function; only ops and blocks take a name", call.label.span
                 )
-            return self.builtins[call.func](call, args, kwargs)
+            result = self.builtins[call.func](call, args, kwargs)
+            self._check_scalar(result, call.span)
+            return result
         known = [*OPS, *MACROS, *self.builtins, *self.program.definitions]
         raise UnknownNameError(
             f"unknown op or block `{call.func}`", call.func_span,
@@ -580,6 +583,7 @@ class Elaborator:
         for inp, (value, span) in zip(definition.inputs, inputs, strict=True):
             if inp.shape is not None:
                 want = self.eval(inp.shape, inner)
+                want = (want,) if type(want) is int else want  # `(x: 4)` means `(x: (4,))`
                 if want != value.shape:
                     raise ShapeError(
                         f"`{definition.name}` expects `{inp.name}` of shape {want}, "
@@ -591,6 +595,10 @@ class Elaborator:
             self._exec(definition.body, inner)
         except _Return as r:
             return r.value
+        except SpecError as e:  # say which instance failed: the body is shared by all of them
+            if e.span is not None and e.span.path is not None and len(e.notes) < 8:
+                e.notes.append(Note(f"in `{name}`, an instance of `{definition.name}`", call.span))
+            raise
         finally:
             self.stack.pop()
         raise SpecError(f"block `{definition.name}` ends without `return`", definition.name_span)
@@ -706,7 +714,7 @@ def _shortcut(el: Elaborator, call: ast.Call, args, kwargs, frame: Frame) -> Ten
             )  # fmt: skip
         return _projection(el, call, frame, x, target[0], stride, bn)
     if len(x.shape) == len(target) and x.shape[:-1] == target[:-1]:
-        return _projection(el, call, frame, x, target[-1], 1, False)
+        return _projection(el, call, frame, x, target[-1], 1, bn)
     raise ShapeError(f"cannot project {fmt_shape(x.shape)} to {fmt_shape(target)}", call.span)
 
 
@@ -718,12 +726,17 @@ def _project(el: Elaborator, call: ast.Call, args, kwargs, frame: Frame) -> Tens
     for name, v in (("channels", channels), ("stride", stride)):
         if type(v) is not int or v < 1:
             raise ValueRangeError(f"`project` {name} must be a positive int, got {v!r}", call.span)
-    return _projection(el, call, frame, x, channels, stride, bn and len(x.shape) == 3)
+    return _projection(el, call, frame, x, channels, stride, bn)
 
 
-def _projection(el, call, frame, x: TensorValue, out: int, stride: int, bn: bool) -> TensorValue:
+def _projection(el, call, frame, x: TensorValue, out: int, stride: int, bn: Any) -> TensorValue:
+    """A 1x1 conv (+ batchnorm2d) on feature maps; a bias-free linear on anything else."""
     if type(bn) is not bool:
-        raise TypeMismatchError("`bn` must be true or false", call.span)
+        raise TypeMismatchError(f"`bn` must be true or false, got {_describe(bn)}", call.span)
+    if len(x.shape) != 3 and stride != 1:
+        raise ValueRangeError(
+            f"a stride needs a (C, H, W) feature map, got {fmt_shape(x.shape)}", call.span
+        )
     scope = el._name(frame, call.label, call.func, call.span, scope=True)
     inner = Frame(frame.vars, scope, call.func)
     if len(x.shape) == 3:
@@ -881,7 +894,7 @@ def _describe(value: Any) -> str:
     if value is None:
         return "nothing"
     kind = {int: "int", float: "float", str: "str", tuple: "tuple"}.get(type(value), "value")
-    text = repr(value)
+    text = spec_text(value) or repr(value)
     return f"{kind} {text if len(text) < 40 else text[:37] + '...'}"
 
 

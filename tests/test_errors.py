@@ -252,14 +252,14 @@ def test_keyword_given_twice():
 def test_str_where_block_expects_int():
     text = BLOCK_P + NET + '    return x -> b("four")\n}\n'
     err = fail(resdsl.TypeMismatchError, text)
-    assert err.message == "parameter `p` is int, got str 'four'"
+    assert err.message == 'parameter `p` is int, got str "four"'
     assert where(err) == (5, col(text, 5, '"four"'))
 
 
 def test_str_where_op_expects_int():
     text = NET + '    return x -> conv2d("four", 3)\n}\n'
     err = fail(resdsl.TypeMismatchError, text)
-    assert err.message == "`out_channels` expects an int, got str 'four'"
+    assert err.message == '`out_channels` expects an int, got str "four"'
     assert where(err) == (2, col(text, 2, '"four"'))
 
 

@@ -211,3 +211,48 @@ network t() (x: (4,)) {
         "0.fc.weight", "0.fc.bias", "1.fc.weight", "1.fc.bias", "head.weight", "head.bias",
     ]  # fmt: skip
     assert model(torch.zeros(2, 4)).shape == (2, 3)
+
+
+def test_chain_binds_looser_than_the_conditional():
+    # `->` is the loosest operator: the whole conditional is the chain's head
+    spec = "network t(wide: bool = false) (x: (4,)) {\n    return if wide then x else x -> linear(3)\n}\n"
+    assert resdsl.loads(spec).output_shapes["output"] == (3,)
+    assert resdsl.loads(spec, wide=True).output_shapes["output"] == (3,)
+
+
+def test_keywords_cannot_be_assigned():
+    with pytest.raises(resdsl.SpecSyntaxError, match="`true` is a keyword") as e:
+        resdsl.loads("network t() (x: (4,)) {\n    true = 3\n    return x\n}\n")
+    assert (e.value.line, e.value.column) == (2, 5)
+
+
+def test_errors_inside_a_block_name_the_instance():
+    spec = """block unit(c: int) (x) { return conv2d(x, c, 3, padding=1) + x }
+network t() (x: (4, 8, 8)) {
+    y = x -> first: unit(4)
+    return y -> second: unit(8)
+}
+"""
+    with pytest.raises(resdsl.ShapeError) as e:
+        resdsl.loads(spec)
+    assert (e.value.line, e.value.column) == (1, 33)  # `conv2d(...) + x`
+    instance = e.value.notes[-1]
+    assert instance.message == "in `second`, an instance of `unit`"
+    assert (instance.span.line, instance.span.column) == (4, 17)
+
+
+def test_builtin_results_are_bounded():
+    with pytest.raises(resdsl.LimitError, match="too large"):
+        value("int(1e30)")
+
+
+def test_projection_argument_checks():
+    base = "network t() (x: (4,)) {{\n    return {}\n}}\n"
+    with pytest.raises(resdsl.TypeMismatchError, match="`bn` must be true or false"):
+        resdsl.loads(base.format("project(x, 8, bn=1)"))
+    with pytest.raises(resdsl.ValueRangeError, match="a stride needs a"):
+        resdsl.loads(base.format("project(x, 8, stride=2)"))
+    net = resdsl.loads(base.format("p: project(x, 8)"))
+    assert [(n.name, n.op, n.attrs.get("bias")) for n in net.graph.nodes()][1:] == [
+        ("p.0", "linear", False)
+    ]

@@ -78,7 +78,22 @@ def _type_name(value: Any) -> str:
 
 
 def _expect(attr: Attr, value: Any, wanted: str) -> AttrError:
-    return AttrError("type", f"`{attr.name}` expects {wanted}, got {_type_name(value)} {value!r}")
+    return AttrError(
+        "type", f"`{attr.name}` expects {wanted}, got {_type_name(value)} {spec_text(value)}"
+    )
+
+
+def spec_text(value: Any) -> str:
+    """A value as spec text: ``true`` rather than Python's ``True``."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return f'"{value}"'
+    if isinstance(value, tuple):
+        return "(" + ", ".join(map(spec_text, value)) + ("," if len(value) == 1 else "") + ")"
+    if isinstance(value, int | float):
+        return repr(value)
+    return ""
 
 
 def _as_int(attr: Attr, v: Any) -> int:

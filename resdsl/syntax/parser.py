@@ -47,6 +47,13 @@ def _transform(tree, path: str):
         raise
 
 
+# Reserved words: the grammar's keywords may not be assigned to.
+KEYWORDS = frozenset(
+    {
+        "and", "assert", "block", "dense", "elif", "else", "false", "for", "if", "import",
+        "in", "network", "not", "or", "repeat", "return", "then", "true",
+    }
+)  # fmt: skip
 MAX_DEPTH = 100  # nesting of the syntax tree; deeper input is refused, not recursed into
 
 
@@ -202,6 +209,9 @@ class _ToAst(Transformer):
     # statements
     def assign(self, meta, children):
         *targets, value = children
+        for t in targets:
+            if str(t) in KEYWORDS:
+                raise SpecSyntaxError(f"`{t}` is a keyword and cannot be assigned", self._tok(t))
         return ast.Assign(self._span(meta), tuple(str(t) for t in targets), value)
 
     def return_stmt(self, meta, children):
