@@ -589,7 +589,8 @@ class Elaborator:
                         f"`{definition.name}` expects `{inp.name}` of shape {want}, "
                         f"got {fmt_shape(value.shape)}", span,
                     )  # fmt: skip
-            inner.vars[inp.name] = value
+            # inside the body, the value's origin is the block's input declaration
+            inner.vars[inp.name] = TensorValue(value.node, value.shape, inp.span)
         self.stack.append((definition, call.span))
         try:
             self._exec(definition.body, inner)
