@@ -215,7 +215,10 @@ network t() (x: (4,)) {
 
 def test_chain_binds_looser_than_the_conditional():
     # `->` is the loosest operator: the whole conditional is the chain's head
-    spec = "network t(wide: bool = false) (x: (4,)) {\n    return if wide then x else x -> linear(3)\n}\n"
+    spec = (
+        "network t(wide: bool = false) (x: (4,)) {\n"
+        "    return if wide then x else x -> linear(3)\n}\n"
+    )
     assert resdsl.loads(spec).output_shapes["output"] == (3,)
     assert resdsl.loads(spec, wide=True).output_shapes["output"] == (3,)
 

@@ -176,3 +176,13 @@ def test_dotted_and_underscored_names_do_not_collide():
     )
     with torch.no_grad():
         assert torch.allclose(m(x), want, atol=1e-5)
+
+
+def test_generated_code_is_ruff_formatted(tmp_path):
+    assert compile_to(tmp_path / "m.py") == 0
+    result = subprocess.run(
+        [sys.executable, "-m", "ruff", "format", "--check", "--isolated", "--line-length", "100",
+         str(tmp_path / "m.py")],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -47,7 +47,9 @@ def _kwargs(node: Node, names: dict[str, str], skip: Sequence[str] = ()) -> str:
 def _literal(value: Any) -> str:
     if isinstance(value, tuple) and len(value) == 2 and value[0] == value[1]:
         value = value[0]  # (3, 3) -> 3: reads like hand-written code
-    if isinstance(value, bool | int | float | str) or value is None:
+    if isinstance(value, str):
+        return f'"{value}"'  # attribute strings are from a fixed set ("same")
+    if isinstance(value, bool | int | float) or value is None:
         return repr(value)
     if isinstance(value, tuple) and all(isinstance(v, int) for v in value):
         return repr(value)
@@ -132,7 +134,7 @@ def _module_ref(name: str) -> str:
     ref = "self"
     for seg in name.split("."):
         ref += (
-            f".{seg}" if _is_identifier(seg) else f"[{seg!r}]" if not seg.isdigit() else f"[{seg}]"
+            f".{seg}" if _is_identifier(seg) else f'["{seg}"]' if not seg.isdigit() else f"[{seg}]"
         )
     return ref
 
@@ -232,7 +234,7 @@ def _declare(name: str, constructor: str, scopes: set[str]) -> list[str]:
         if _is_identifier(seg):
             lines.append(f"        {parent}.{seg} = {value}")
         else:
-            lines.append(f"        {parent}.add_module({seg!r}, {value})")
+            lines.append(f'        {parent}.add_module("{seg}", {value})')
     return lines
 
 
