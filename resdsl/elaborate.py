@@ -520,8 +520,6 @@ class Elaborator:
             )
         except AttrError as e:
             raise self._attr_error(op_name, e, attr_args, kwargs, span) from None
-        if op.name == "dropout" and attrs["p"] >= 1:
-            raise ValueRangeError("dropout `p` must be below 1", span)
         try:
             shape = op.shape(attrs, [i.shape for i in inputs])
         except OpShapeError as e:

@@ -64,8 +64,7 @@ class Graph:
         if check_unique and node.name in self.nx:
             raise KeyError(node.name)
         self.nx.add_node(node.name, op=node, info=info)
-        for port, src in enumerate(inputs):
-            self.nx.add_edge(src, node.name, port=port)
+        self.nx.add_edges_from((src, node.name, {"port": p}) for p, src in enumerate(inputs))
         if node.op == "input":
             self.inputs.append(node.name)
 

@@ -55,6 +55,7 @@ class Attr:
     kind: str
     default: Any = REQUIRED
     minimum: float | None = None
+    below: float | None = None  # exclusive upper bound
     choices: tuple[str, ...] = ()
     doc: str = ""
 
@@ -64,6 +65,8 @@ class Attr:
         for v in value if isinstance(value, tuple) else (value,):
             if self.minimum is not None and isinstance(v, int | float) and v < self.minimum:
                 raise AttrError("value", f"`{self.name}` must be >= {self.minimum}, got {v}")
+            if self.below is not None and isinstance(v, int | float) and v >= self.below:
+                raise AttrError("value", f"`{self.name}` must be below {self.below}, got {v}")
         return value
 
 

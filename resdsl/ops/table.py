@@ -149,7 +149,7 @@ DROPOUT = register(
         "Zeroes elements with probability p in training (scaled by 1/(1-p)); identity in eval.",
         Group.ELEMENTWISE,
         _same,
-        attrs=(Attr("p", "float", 0.5, minimum=0),),
+        attrs=(Attr("p", "float", 0.5, minimum=0, below=1),),
     )
 )
 
