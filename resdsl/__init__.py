@@ -3,10 +3,16 @@
 >>> import resdsl
 >>> net = resdsl.load("examples/resnet50.res", num_classes=10)
 >>> net.num_params, net.macs, net.output_shapes
+
+The front end (Lark, NetworkX) is imported on first use, so ``import resdsl.runtime`` on a
+deployment machine needs neither.
 """
 
-from .api import load, loads
-from .elaborate import Limits
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from .errors import (
     ArgumentError,
     CycleError,
@@ -21,9 +27,24 @@ from .errors import (
     ValueRangeError,
     render,
 )
-from .network import Network
+
+if TYPE_CHECKING:
+    from .api import load, loads
+    from .elaborate import Limits
+    from .network import Network
 
 __version__ = "0.1.0"
+
+_LAZY = {"load": "api", "loads": "api", "Limits": "elaborate", "Network": "network"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'resdsl' has no attribute {name!r}")
+
 
 __all__ = [
     "ArgumentError",

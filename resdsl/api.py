@@ -37,4 +37,4 @@ def loads(
     """Like :func:`load`, from spec text. Imports resolve relative to ``path``."""
     program = load_program(text, path)
     graph = elaborate(program, network, params, limits)
-    return Network(graph, params, path)
+    return Network(graph, params, path, program.digest)

@@ -6,6 +6,7 @@ Exit codes: 0 success, 1 an error in a spec, 2 a usage error, 3 an internal erro
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import sys
@@ -73,14 +74,50 @@ def _parser() -> argparse.ArgumentParser:
     _spec_options(info)
     info.set_defaults(run=_info)
 
-    comp = sub.add_parser("compile", help="emit a model for a target")
-    comp.add_argument("file", metavar="FILE")
-    comp.add_argument("--target", choices=["torch"], default="torch", help="default: torch")
-    comp.add_argument(
-        "-o", "--output", default="-", metavar="OUT", help="output file (default: stdout)"
+    comp = sub.add_parser(
+        "compile",
+        help="emit a PyTorch file, or build a CPU/CUDA artifact with TVM",
+        description="torch: a self-contained .py file. llvm/cuda: a directory with model.so "
+        "(the compiled library, weights included) and model.json (inputs, outputs, target).",
     )
+    comp.add_argument("file", metavar="FILE")
+    comp.add_argument(
+        "--target", choices=["torch", "llvm", "cuda"], default="torch", help="default: torch"
+    )
+    comp.add_argument(
+        "-o", "--output", metavar="OUT",
+        help="torch: output file (default: stdout); llvm/cuda: output directory (required)",
+    )  # fmt: skip
+    tvm = comp.add_argument_group("llvm and cuda targets")
+    tvm.add_argument(
+        "--weights", metavar="FILE",
+        help=".safetensors or PyTorch state_dict keyed by the spec's names (default: --seed)",
+    )  # fmt: skip
+    tvm.add_argument("--seed", type=int, default=0, help="initialise weights (default: 0)")
+    tvm.add_argument("--dtype", choices=["float32", "float16"], default="float32")
+    tvm.add_argument("--batch", type=int, default=1, help="fixed batch size (default: 1)")
+    tvm.add_argument("--cpu", metavar="MCPU", help="llvm: CPU to tune code for (default: host)")
+    tvm.add_argument("--arch", metavar="SM", help="cuda: e.g. sm_80 (default), sm_90")
+    tvm.add_argument(
+        "--check", action="store_true",
+        help="compare the artifact with the PyTorch backend on a random input",
+    )  # fmt: skip
     _spec_options(comp)
     comp.set_defaults(run=_compile)
+
+    run = sub.add_parser(
+        "run",
+        help="run a compiled artifact on .npy inputs",
+        description="Runs DIR/model.so with NumPy inputs; needs TVM's runtime only.",
+    )
+    run.add_argument("artifact", metavar="DIR")
+    run.add_argument(
+        "--input", action="append", default=[], metavar="[NAME=]FILE",
+        help=".npy input, in input order or by name (default: a seeded random input)",
+    )  # fmt: skip
+    run.add_argument("--output", metavar="FILE", help="write outputs: .npy, or .npz for several")
+    run.add_argument("--seed", type=int, default=0, help="seed of the random input")
+    run.set_defaults(run=_run)
     return parser
 
 
@@ -214,12 +251,17 @@ def _info_json(net) -> dict[str, Any]:
 
 
 def _compile(args: argparse.Namespace) -> int:
+    if args.target != "torch":
+        return _compile_tvm(args)
     from ._io import atomic_write
     from .backends.torch import generate
 
+    for flag in ("weights", "cpu", "arch"):
+        if getattr(args, flag):
+            raise UsageError(f"--{flag} applies to --target llvm or cuda")
     net = _load(args.file, args)
     source = generate(net.graph, source_path=args.file)
-    if args.output == "-":
+    if args.output in (None, "-"):
         sys.stdout.write(source)
     else:
         if os.path.isdir(args.output):
@@ -227,6 +269,108 @@ def _compile(args: argparse.Namespace) -> int:
         atomic_write(args.output, source)
         print(f"wrote {args.output}", file=sys.stderr)
     return EXIT_OK
+
+
+def _compile_tvm(args: argparse.Namespace) -> int:
+    if not args.output or args.output == "-":
+        raise UsageError(f"--target {args.target} writes a directory: give it with -o DIR")
+    if os.path.exists(args.output) and not os.path.isdir(args.output):
+        raise UsageError(f"{args.output} exists and is not a directory")
+    net = _load(args.file, args)
+    if importlib.util.find_spec("tvm") is None:
+        raise UsageError(f"--target {args.target} needs TVM: pip install 'resdsl[tvm]'")
+    from .backends.tvm import BuildOptions, compile_network
+    from .backends.tvm.check import cross_check
+
+    options = BuildOptions(args.target, args.cpu, args.arch, args.dtype, args.batch)
+    print(f"compiling {net.name} for {args.target} ...", file=sys.stderr)
+    meta = compile_network(net, args.output, options, weights=args.weights, seed=args.seed)
+    print(f"wrote {os.path.join(args.output, 'model.so')} and model.json", file=sys.stderr)
+    if args.check:
+        if meta["device"] == "cuda" and not _has_cuda():
+            print("check skipped: no CUDA device on this machine", file=sys.stderr)
+            return EXIT_OK
+        from .weights import resolve
+
+        weights, _ = resolve(net.graph, args.weights, args.seed)
+        results = cross_check(net, args.output, weights, args.seed)
+        for r in results:
+            verdict = "ok" if r.ok else "FAILED"
+            print(f"check {r.output}: max abs diff {r.max_abs_diff:.3g} "
+                  f"(tolerance {r.tolerance:.3g}) {verdict}")  # fmt: skip
+        if not all(r.ok for r in results):
+            print("the compiled artifact does not match the PyTorch backend", file=sys.stderr)
+            return EXIT_SPEC
+    return EXIT_OK
+
+
+def _has_cuda() -> bool:
+    import tvm
+
+    return bool(tvm.cuda(0).exist)
+
+
+def _run(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from . import runtime
+
+    model = runtime.load(args.artifact)
+    names = [i["name"] for i in model.inputs]
+    if args.input:
+        arrays = _read_inputs(args.input, names)
+    else:
+        rng = np.random.default_rng(args.seed)
+        arrays = {i["name"]: rng.standard_normal(i["shape"]).astype(i["dtype"])
+                  for i in model.inputs}  # fmt: skip
+    result = model(**arrays)
+    outputs = result if isinstance(result, tuple) else (result,)
+    named = {o["name"]: y for o, y in zip(model.outputs, outputs, strict=True)}
+    if args.output:
+        _write_outputs(args.output, named)
+        print(f"wrote {args.output}", file=sys.stderr)
+        return EXIT_OK
+    for name, y in named.items():
+        head = ", ".join(f"{v:.6g}" for v in y.reshape(-1)[:5])
+        print(f"{name}: shape {tuple(y.shape)} {y.dtype} mean {y.mean():.6g} std {y.std():.6g} "
+              f"[{head}{', ...' if y.size > 5 else ''}]")  # fmt: skip
+    return EXIT_OK
+
+
+def _read_inputs(specs: Sequence[str], names: list[str]) -> dict[str, Any]:
+    import numpy as np
+
+    arrays: dict[str, Any] = {}
+    for i, spec in enumerate(specs):
+        name, sep, path = spec.partition("=")
+        if not sep:
+            if i >= len(names):
+                raise UsageError(f"the model takes {len(names)} input(s); got more --input")
+            name, path = names[i], spec
+        if not os.path.isfile(path):
+            raise UsageError(f"no such file: {path}")
+        try:
+            arrays[name] = np.load(path, allow_pickle=False)
+        except (ValueError, OSError) as e:
+            raise UsageError(f"cannot read {path} as .npy: {e}") from None
+    return arrays
+
+
+def _write_outputs(path: str, named: dict[str, Any]) -> None:
+    import io
+
+    import numpy as np
+
+    from ._io import atomic_write
+
+    buffer = io.BytesIO()
+    if path.endswith(".npz"):
+        np.savez(buffer, **named)
+    elif len(named) == 1:
+        np.save(buffer, next(iter(named.values())))
+    else:
+        raise UsageError(f"the model has {len(named)} outputs: write them to a .npz file")
+    atomic_write(path, buffer.getvalue())
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -109,6 +109,38 @@ class Graph:
     def input_shapes(self, name: str) -> list[Shape]:
         return [self.info(src).shape for src in self.inputs_of(name)]
 
+    # --- rewriting (used by passes) ---------------------------------------------------------
+
+    def replace_node(self, name: str, node: Node) -> None:
+        """Swap the op record of ``name`` (same name, same edges), e.g. new attributes."""
+        if node.name != name:
+            raise ValueError(f"replace_node keeps the name: {name} != {node.name}")
+        self.nx.nodes[name]["op"] = node
+
+    def redirect(self, old: str, new: str) -> None:
+        """Make every user of ``old`` (and any graph output) read ``new`` instead."""
+        for _, dst, key, data in list(self.nx.out_edges(old, keys=True, data=True)):
+            self.nx.remove_edge(old, dst, key)
+            self.nx.add_edge(new, dst, port=data["port"])
+        self.outputs = [(out, new if node == old else node) for out, node in self.outputs]
+
+    def remove(self, name: str) -> None:
+        """Delete a node that nothing reads any more."""
+        if self.users_of(name) or any(node == name for _, node in self.outputs):
+            raise ValueError(f"{name} still has users")
+        self.nx.remove_node(name)
+        if name in self.inputs:
+            self.inputs.remove(name)
+
+    def copy(self) -> Graph:
+        """A copy whose structure can be rewritten without touching this graph."""
+        other = Graph(self.name)
+        other.nx = self.nx.copy()
+        other.inputs, other.outputs = list(self.inputs), list(self.outputs)
+        return other
+
+    # --- counting -----------------------------------------------------------------------------
+
     def params_of(self, name: str) -> int:
         node = self.node(name)
         return OPS[node.op].params(node.attrs, self.input_shapes(name))

@@ -40,6 +40,13 @@ class Program:
     main: ast.Module
     definitions: dict[str, ast.Definition] = field(default_factory=dict)
     files: list[str] = field(default_factory=list)
+    digest: str = ""  # sha256 over every file's text, in import order
+
+    def _add_file(self, path: str, text: str) -> None:
+        self.files.append(path)
+        h = hashlib.sha256(self.digest.encode())
+        h.update(text.encode())
+        self.digest = h.hexdigest()
 
 
 def read_spec(path: str) -> str:
@@ -56,12 +63,14 @@ def load_program(text: str, path: str) -> Program:
     """Parse ``text`` (the file at ``path``) and, recursively, its imports."""
     main = parse_cached(text, path)
     program = Program(main)
-    _collect(program, main, path, stack=[os.path.realpath(path)], seen=set())
+    _collect(program, main, path, text, stack=[os.path.realpath(path)], seen=set())
     return program
 
 
-def _collect(program: Program, module: ast.Module, path: str, stack: list[str], seen: set) -> None:
-    program.files.append(path)
+def _collect(
+    program: Program, module: ast.Module, path: str, text: str, stack: list[str], seen: set
+) -> None:
+    program._add_file(path, text)
     for definition in module.definitions:
         _define(program, definition)
     for imp in module.imports:
@@ -73,8 +82,9 @@ def _collect(program: Program, module: ast.Module, path: str, stack: list[str], 
         if real in seen:
             continue
         seen.add(real)
-        child = parse_cached(read_spec_for(imp, target), target)
-        _collect(program, child, target, [*stack, real], seen)
+        child_text = read_spec_for(imp, target)
+        child = parse_cached(child_text, target)
+        _collect(program, child, target, child_text, [*stack, real], seen)
 
 
 def read_spec_for(imp: ast.Import, target: str) -> str:

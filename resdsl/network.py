@@ -27,10 +27,11 @@ class Layer:
 class Network:
     """A checked network. Build one with :func:`resdsl.load` or :func:`resdsl.loads`."""
 
-    def __init__(self, graph: Graph, params: dict[str, Any], source: str) -> None:
+    def __init__(self, graph: Graph, params: dict[str, Any], source: str, digest: str = "") -> None:
         self.graph = graph
         self.params = params  # the network parameters it was elaborated with
         self.source = source  # path of the main spec file
+        self.spec_hash = digest  # sha256 over the spec file and its imports
 
     @property
     def name(self) -> str:

@@ -168,6 +168,11 @@ class Weight:
     shape: Shape
     trainable: bool = True  # False for buffers such as batch-norm running statistics
     dtype: str = "float32"
+    # Initial value, as PyTorch's layers do by default: "uniform" draws from
+    # U(-1/sqrt(fan_in), 1/sqrt(fan_in)); "zeros" and "ones" are constants.
+    init: str = "uniform"
+    fan_in: int = 1
+    required: bool = True  # False: may be absent from a checkpoint (unused at inference)
 
 
 def _no_weights(attrs: Attrs, inputs: Sequence[Shape]) -> tuple[Weight, ...]:

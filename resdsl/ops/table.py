@@ -71,9 +71,9 @@ def _conv2d_shape(a: Attrs, inputs: Sequence[Shape]) -> Shape:
 
 
 def _conv2d_weights(a: Attrs, inputs: Sequence[Shape]) -> tuple[Weight, ...]:
-    out = a["out_channels"]
-    weight = Weight("weight", (out, inputs[0][0] // a["groups"], *a["kernel"]))
-    return (weight, Weight("bias", (out,))) if a["bias"] else (weight,)
+    out, fan_in = a["out_channels"], inputs[0][0] // a["groups"] * math.prod(a["kernel"])
+    weight = Weight("weight", (out, inputs[0][0] // a["groups"], *a["kernel"]), fan_in=fan_in)
+    return (weight, Weight("bias", (out,), fan_in=fan_in)) if a["bias"] else (weight,)
 
 
 def _conv2d_macs(a: Attrs, inputs: Sequence[Shape], out: Shape) -> int:
@@ -112,11 +112,12 @@ def _bn_shape(a: Attrs, inputs: Sequence[Shape]) -> Shape:
 def _bn_weights(a: Attrs, inputs: Sequence[Shape]) -> tuple[Weight, ...]:
     c = (inputs[0][0],)
     stats = (
-        Weight("running_mean", c, trainable=False),
-        Weight("running_var", c, trainable=False),
-        Weight("num_batches_tracked", (), trainable=False, dtype="int64"),
+        Weight("running_mean", c, trainable=False, init="zeros"),
+        Weight("running_var", c, trainable=False, init="ones"),
+        Weight("num_batches_tracked", (), False, "int64", init="zeros", required=False),
     )
-    return ((Weight("weight", c), Weight("bias", c)) if a["affine"] else ()) + stats
+    affine = (Weight("weight", c, init="ones"), Weight("bias", c, init="zeros"))
+    return (affine if a["affine"] else ()) + stats
 
 
 BATCHNORM2D = register(
@@ -264,9 +265,9 @@ def _linear_shape(a: Attrs, inputs: Sequence[Shape]) -> Shape:
 
 
 def _linear_weights(a: Attrs, inputs: Sequence[Shape]) -> tuple[Weight, ...]:
-    out = a["out_features"]
-    weight = Weight("weight", (out, inputs[0][-1]))
-    return (weight, Weight("bias", (out,))) if a["bias"] else (weight,)
+    out, fan_in = a["out_features"], inputs[0][-1]
+    weight = Weight("weight", (out, fan_in), fan_in=fan_in)
+    return (weight, Weight("bias", (out,), fan_in=fan_in)) if a["bias"] else (weight,)
 
 
 LINEAR = register(

@@ -1,5 +1,19 @@
 """Analyses and rewrites over the graph IR; each a plain function of a :class:`~resdsl.ir.Graph`."""
 
+from .inference import (
+    INFERENCE_NOOPS,
+    drop_identities,
+    eliminate_dead,
+    fold_batchnorm,
+    run_inference_passes,
+)
 from .shapes import infer_shapes
 
-__all__ = ["infer_shapes"]
+__all__ = [
+    "INFERENCE_NOOPS",
+    "drop_identities",
+    "eliminate_dead",
+    "fold_batchnorm",
+    "infer_shapes",
+    "run_inference_passes",
+]

@@ -1,0 +1,131 @@
+"""Targets, the compile pipeline, and the artifact: ``model.so`` + ``model.json``.
+
+The Relax module from :mod:`.lower` goes through TVM's default pipeline for the target:
+legalisation, FuseOps/FuseTIR, and for CUDA the default GPU schedules (dlight), so a CUDA
+build works without tuning. With a MetaSchedule database (``tune.py``) its records are
+applied. The library is exported with ``export_library``; CUDA kernels compile here with
+nvcc, no GPU needed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import tvm
+
+from ..._io import atomic_write, staged
+from ...errors import SpecError
+from ...network import Network
+from ...weights import Weights
+from .lower import to_relax
+
+DEFAULT_CUDA_ARCH = "sm_80"  # Ampere: runs on A100, and on H100/H200 (sm_90) by PTX JIT
+ARTIFACT_FORMAT = "resdsl-artifact/1"
+
+
+class TargetError(SpecError):
+    """A target, architecture or dtype that cannot be built."""
+
+    code = "E0701"
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """How to build: target kind, its details, dtype and the fixed batch size."""
+
+    target: str = "llvm"  # llvm | cuda
+    cpu: str | None = None  # llvm: -mcpu, e.g. "skylake-avx512"; default: the host
+    arch: str | None = None  # cuda: e.g. "sm_80"
+    dtype: str = "float32"
+    batch: int = 1
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def tvm_target(self) -> tvm.target.Target:
+        if self.batch < 1:
+            raise TargetError(f"--batch must be at least 1, got {self.batch}")
+        if self.dtype not in ("float32", "float16"):
+            raise TargetError(f"--dtype must be float32 or float16, got {self.dtype}")
+        if self.target == "llvm":
+            if self.dtype != "float32":
+                raise TargetError("float16 is supported for --target cuda only")
+            spec: dict[str, Any] = {"kind": "llvm"}
+            if self.cpu:
+                spec["mcpu"] = self.cpu
+            else:  # the host's own CPU: vector width and features
+                spec["mcpu"] = tvm.target.codegen.llvm_get_system_cpu()
+            return tvm.target.Target(spec)
+        if self.target == "cuda":
+            arch = self.arch or DEFAULT_CUDA_ARCH
+            if not arch.startswith("sm_") or not arch[3:].isdigit():
+                raise TargetError(f"--arch must look like sm_80, got {arch!r}")
+            return tvm.target.Target({"kind": "cuda", "arch": arch})
+        raise TargetError(f"unknown target {self.target!r}; expected llvm or cuda")
+
+
+def build(net: Network, weights: Weights, options: BuildOptions, database=None):
+    """Lower and compile; returns a ``relax.Executable``."""
+    from ...passes import run_inference_passes
+
+    target = options.tvm_target()
+    graph, weights = run_inference_passes(net.graph, weights)
+    mod = to_relax(graph, weights, batch=options.batch, dtype=options.dtype)
+    with contextlib.ExitStack() as stack:
+        if database is not None:
+            stack.enter_context(database)
+            stack.enter_context(tvm.transform.PassContext(opt_level=3))
+        return tvm.compile(mod, target)
+
+
+def metadata(net: Network, options: BuildOptions, weights_source: str) -> dict[str, Any]:
+    """What ``model.json`` records: enough to run the library without the spec."""
+    from ... import __version__
+
+    target = options.tvm_target()
+    g = net.graph
+
+    def tensors(names: list[tuple[str, str]]) -> list[dict[str, Any]]:
+        return [
+            {"name": label, "shape": [options.batch, *g.info(node).shape], "dtype": options.dtype}
+            for label, node in names
+        ]
+
+    return {
+        "format": ARTIFACT_FORMAT,
+        "resdsl_version": __version__,
+        "tvm_version": tvm.__version__,
+        "network": net.name,
+        "spec": {"path": net.source, "sha256": net.spec_hash, "parameters": net.params},
+        "target": {"kind": options.target, "tvm": json.loads(str(target))},
+        "device": "cuda" if options.target == "cuda" else "cpu",
+        "dtype": options.dtype,
+        "batch": options.batch,
+        "dynamic_batch": False,
+        "inputs": tensors([(name, name) for name in g.inputs]),
+        "outputs": tensors(g.outputs),
+        "weights": weights_source,
+        "library": "model.so",
+    }
+
+
+def write_artifact(executable, meta: dict[str, Any], out_dir: str) -> None:
+    """Export into ``out_dir``. The library is written to a temporary name and renamed, then
+    ``model.json`` likewise, so a failed run leaves an earlier artifact as it was."""
+    os.makedirs(out_dir, exist_ok=True)
+    text = json.dumps(meta, indent=2, sort_keys=True, default=_json_default) + "\n"
+    library = os.path.join(out_dir, "model.so")
+    with staged(library) as tmp:
+        executable.export_library(tmp)
+    atomic_write(os.path.join(out_dir, "model.json"), text)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return list(value)
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"cannot write {type(value).__name__} to model.json")

@@ -1,0 +1,164 @@
+"""Graph IR -> TVM Relax IRModule with ``relax.BlockBuilder``.
+
+``EMITTERS`` maps every op of the op table to a small function, mirroring the PyTorch
+backend's table: given the node, its Relax inputs and the weights, it emits Relax ops.
+Weights become constants of the module (so the exported library is self-contained).
+The batch size is fixed at compile time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import tvm
+from tvm import relax
+from tvm.relax import op as R  # noqa: N812 - the name TVM itself uses
+
+from ...errors import SpecError
+from ...ir import Graph, Node
+from ...ops import Shape
+
+
+@dataclass
+class Context:
+    """What an emitter needs besides its inputs: the builder, weights and dtype."""
+
+    bb: relax.BlockBuilder
+    weights: dict[str, np.ndarray]
+    dtype: str
+
+    def emit(self, expr: relax.Expr) -> relax.Var:
+        return self.bb.emit(expr)
+
+    def weight(self, node: Node, name: str, shape: Sequence[int] | None = None) -> relax.Constant:
+        array = self.weights[f"{node.name}.{name}"]
+        if shape is not None:
+            array = array.reshape(shape)
+        return relax.const(np.ascontiguousarray(array.astype(self.dtype)))
+
+    def const(self, array: np.ndarray) -> relax.Constant:
+        return relax.const(np.ascontiguousarray(array.astype(self.dtype)))
+
+
+Emitter = Callable[[Context, Node, list[relax.Expr], list[Shape]], relax.Expr]
+
+
+def _padding(node: Node) -> tuple[int, int, int, int]:
+    """(top, left, bottom, right); "same" pads like PyTorch (extra on the bottom/right)."""
+    a = node.attrs
+    if a["padding"] != "same":
+        ph, pw = a["padding"]
+        return (ph, pw, ph, pw)
+    total = [d * (k - 1) for d, k in zip(a["dilation"], a["kernel"], strict=True)]
+    return (total[0] // 2, total[1] // 2, total[0] - total[0] // 2, total[1] - total[1] // 2)
+
+
+def _conv2d(ctx: Context, node: Node, args: list[relax.Expr], shapes: list[Shape]) -> relax.Expr:
+    a = node.attrs
+    y = ctx.emit(
+        R.nn.conv2d(
+            args[0], ctx.weight(node, "weight"), strides=a["stride"], padding=_padding(node),
+            dilation=a["dilation"], groups=a["groups"],
+        )
+    )  # fmt: skip
+    if a["bias"]:
+        y = ctx.emit(R.add(y, ctx.weight(node, "bias", (1, a["out_channels"], 1, 1))))
+    return y
+
+
+def _batchnorm2d(ctx: Context, node: Node, args, shapes) -> relax.Expr:
+    """Inference form, x * scale + shift, with the statistics folded into two constants."""
+    c = shapes[0][0]
+    w = ctx.weights
+    mean, var = w[f"{node.name}.running_mean"], w[f"{node.name}.running_var"]
+    gamma = w.get(f"{node.name}.weight", np.ones(c, np.float32))
+    beta = w.get(f"{node.name}.bias", np.zeros(c, np.float32))
+    scale = gamma.astype(np.float64) / np.sqrt(var.astype(np.float64) + node.attrs["eps"])
+    shift = beta - mean * scale
+    y = ctx.emit(R.multiply(args[0], ctx.const(scale.reshape(1, c, 1, 1))))
+    return ctx.emit(R.add(y, ctx.const(shift.reshape(1, c, 1, 1))))
+
+
+def _linear(ctx: Context, node: Node, args, shapes) -> relax.Expr:
+    weight = ctx.weights[f"{node.name}.weight"]
+    y = ctx.emit(R.matmul(args[0], ctx.const(weight.T)))
+    if node.attrs["bias"]:
+        y = ctx.emit(R.add(y, ctx.weight(node, "bias")))
+    return y
+
+
+def _pool(fn: Callable[..., relax.Expr], **extra: str) -> Emitter:
+    def emit(ctx: Context, node: Node, args, shapes) -> relax.Expr:
+        a = node.attrs
+        ph, pw = a["padding"]
+        more = {name: a[attr] for name, attr in extra.items()}
+        return ctx.emit(
+            fn(args[0], pool_size=a["kernel"], strides=a["stride"] or a["kernel"],
+               padding=(ph, pw, ph, pw), ceil_mode=a["ceil_mode"], **more)
+        )  # fmt: skip
+
+    return emit
+
+
+def _flatten(ctx: Context, node: Node, args, shapes) -> relax.Expr:
+    start = node.attrs["start"]
+    batch = int(args[0].struct_info.shape[0])
+    per_sample = (*shapes[0][:start], int(np.prod(shapes[0][start:])))
+    return ctx.emit(R.reshape(args[0], (batch, *per_sample)))
+
+
+def _add(ctx: Context, node: Node, args, shapes) -> relax.Expr:
+    y = args[0]
+    for other in args[1:]:
+        y = ctx.emit(R.add(y, other))
+    return y
+
+
+EMITTERS: dict[str, Emitter] = {
+    "conv2d": _conv2d,
+    "batchnorm2d": _batchnorm2d,
+    "linear": _linear,
+    "relu": lambda ctx, n, a, s: ctx.emit(R.nn.relu(a[0])),
+    "identity": lambda ctx, n, a, s: a[0],
+    "dropout": lambda ctx, n, a, s: a[0],  # inference
+    "maxpool2d": _pool(R.nn.max_pool2d, dilation="dilation"),
+    "avgpool2d": _pool(R.nn.avg_pool2d, count_include_pad="count_include_pad"),
+    "adaptive_avgpool2d": lambda ctx, n, a, s: ctx.emit(
+        R.nn.adaptive_avg_pool2d(a[0], output_size=n.attrs["output_size"])
+    ),
+    "global_avgpool": lambda ctx, n, a, s: ctx.emit(R.mean(a[0], axis=[2, 3])),
+    "flatten": _flatten,
+    "add": _add,
+    "concat": lambda ctx, n, a, s: ctx.emit(R.concat(a, axis=n.attrs["axis"] + 1)),
+}
+
+
+def to_relax(
+    graph: Graph, weights: dict[str, np.ndarray], *, batch: int = 1, dtype: str = "float32"
+) -> tvm.IRModule:
+    """The network as a Relax module with one function, ``main(inputs...) -> outputs``."""
+    for node in graph.nodes():
+        if node.op != "input" and node.op not in EMITTERS:
+            raise SpecError(f"op `{node.op}` has no TVM emitter (target tvm)", node.span)
+    bb = relax.BlockBuilder()
+    params = [
+        relax.Var(name, relax.TensorType((batch, *graph.info(name).shape), dtype))
+        for name in graph.inputs
+    ]
+    ctx = Context(bb, weights, dtype)
+    values: dict[str, Any] = dict(zip(graph.inputs, params, strict=True))
+    with bb.function("main", params):
+        with bb.dataflow():
+            for node in graph.nodes():
+                if node.op == "input":
+                    continue
+                srcs = graph.inputs_of(node.name)
+                shapes = [graph.info(s).shape for s in srcs]
+                values[node.name] = EMITTERS[node.op](ctx, node, [values[s] for s in srcs], shapes)
+            outs = [values[node] for _, node in graph.outputs]
+            result = bb.emit_output(outs[0] if len(outs) == 1 else relax.Tuple(outs))
+        bb.emit_func_output(result)
+    return bb.get()
