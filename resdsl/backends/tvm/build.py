@@ -2,9 +2,8 @@
 
 The Relax module from :mod:`.lower` goes through TVM's default pipeline for the target:
 legalisation, FuseOps/FuseTIR, and for CUDA the default GPU schedules (dlight), so a CUDA
-build works without tuning. With a MetaSchedule database (``tune.py``) its records are
-applied. The library is exported with ``export_library``; CUDA kernels compile here with
-nvcc, no GPU needed.
+build works without tuning. With a MetaSchedule database its records are applied. The
+library is exported with ``export_library``; a CUDA build needs no GPU.
 """
 
 from __future__ import annotations
@@ -24,7 +23,10 @@ from ...network import Network
 from ...weights import Weights
 from .lower import to_relax
 
-DEFAULT_CUDA_ARCH = "sm_80"  # Ampere: runs on A100, and on H100/H200 (sm_90) by PTX JIT
+# CUDA kernels are stored in the library as CUDA C++ and compiled for the GPU that loads the
+# artifact (TVM's runtime uses NVRTC, or nvcc with TVM_CUDA_COMPILE_MODE=nvcc), so the arch
+# only steers code generation (e.g. which tensor-core paths exist); Ampere is a safe floor.
+DEFAULT_CUDA_ARCH = "sm_80"
 ARTIFACT_FORMAT = "resdsl-artifact/1"
 
 
