@@ -291,6 +291,10 @@ class Elaborator:
                 return not self._bool(operand, frame)
             case ast.UnaryOp(op=op, operand=operand):
                 value = self.eval(operand, frame)
+                if isinstance(value, TensorValue):
+                    scale = (-1.0 if op == "-" else 1.0, expr.span)
+                    return self.emit("scale_shift", [value], {}, {"scale": scale}, expr.span,
+                                     frame, None)  # fmt: skip
                 if type(value) not in (int, float):
                     raise TypeMismatchError(
                         f"bad operand for unary {op}: {_describe(value)}", expr.span
@@ -373,26 +377,40 @@ class Elaborator:
             raise LimitError(f"value of length {len(value)} is too long", span)
 
     def _tensor_binop(self, expr: ast.BinOp, left: Any, right: Any, frame: Frame) -> TensorValue:
-        if expr.op != "+":
+        """Arithmetic with tensors: `+` `-` of equal shapes, `*` broadcasting, and numbers.
+
+        ``y + x`` is the residual add (shapes must match); ``t * f`` a gate; ``x / L``,
+        ``alpha * f`` and ``1 - t`` become ``scale_shift`` with constant factors.
+        """
+        op, span = expr.op, expr.span
+        tensors = isinstance(left, TensorValue) and isinstance(right, TensorValue)
+        if tensors and op in ("+", "-", "*"):
+            kind = {"+": "add", "-": "sub", "*": "mul"}[op]
+            try:
+                return self.emit(kind, [left, right], {}, {}, span, frame, None)
+            except ShapeError as e:
+                if op == "+":
+                    e.hints = self._projection_hints(expr, left, right) or e.hints
+                e.notes = [
+                    Note(f"`{_text(side)}` has shape {fmt_shape(v.shape)}", v.span)
+                    for side, v in ((expr.left, left), (expr.right, right))
+                    if v.span is not None
+                ]
+                raise
+        tensor_left = isinstance(left, TensorValue)
+        number = right if tensor_left else left
+        supported = op in ("+", "-", "*") or (op == "/" and tensor_left)
+        if tensors or type(number) not in (int, float) or not supported:
             raise TypeMismatchError(
-                f"`{expr.op}` is not defined on tensors", expr.span,
-                hints=["tensors support `+` (residual add); use ops for the rest"],
+                f"`{op}` is not defined for {_describe(left)} and {_describe(right)}", span,
+                hints=["tensors combine with `+`, `-`, `*` and with numbers (`x / 2`, `1 - t`)"],
             )  # fmt: skip
-        for side, value in (("left", left), ("right", right)):
-            if not isinstance(value, TensorValue):
-                raise TypeMismatchError(
-                    f"cannot add a tensor and {_describe(value)} ({side} side)", expr.span
-                )
-        try:
-            return self.emit("add", [left, right], {}, {}, expr.span, frame, None)
-        except ShapeError as e:
-            e.hints = self._projection_hints(expr, left, right) or e.hints
-            e.notes = [
-                Note(f"`{_text(side)}` has shape {fmt_shape(v.shape)}", v.span)
-                for side, v in ((expr.left, left), (expr.right, right))
-                if v.span is not None
-            ]
-            raise
+        scale, shift = _affine(op, float(number), tensor_left, span)
+        tensor = left if tensor_left else right
+        return self.emit(
+            "scale_shift", [tensor], {}, {"scale": (scale, span), "shift": (shift, span)},
+            span, frame, None,
+        )  # fmt: skip
 
     def _projection_hints(self, expr: ast.BinOp, left: TensorValue, right: TensorValue) -> list:
         """Suggest projecting the skip: the operand computed earlier in the graph."""
@@ -428,6 +446,9 @@ class Elaborator:
 
     def _index(self, expr: ast.Index, frame: Frame) -> Any:
         value, index = self.eval(expr.value, frame), self.eval(expr.index, frame)
+        if isinstance(value, TensorValue) and type(index) is int:  # x[0]: the first token
+            attrs = {"axis": (0, expr.span), "index": (index, expr.index.span)}
+            return self.emit("select", [value], {}, attrs, expr.span, frame, None)
         if not isinstance(value, tuple | str) or type(index) is not int:
             raise TypeMismatchError(
                 f"cannot index {_describe(value)} with {_describe(index)}", expr.span
@@ -480,6 +501,8 @@ class Elaborator:
 
     def _call_op(self, call: ast.Call, args, kwargs, frame: Frame) -> TensorValue:
         op = OPS[call.func]
+        if op.inputs is None and args and _tensors(args[0][0]):  # concat(features)
+            args = [(v, args[0][1]) for v in args[0][0]] + list(args[1:])
         n = 0
         while n < len(args) and isinstance(args[n][0], TensorValue):
             n += 1
@@ -901,6 +924,26 @@ def _label_part(value: Any, where: ast.Expr | ast.Call) -> str:
     if type(value) in (int, str):
         return str(value)
     raise TypeMismatchError(f"a name can hold ints and strings, got {_describe(value)}", where.span)
+
+
+def _tensors(value: Any) -> bool:
+    """A non-empty tuple of tensors (spread into a variadic op's inputs)."""
+    return (
+        isinstance(value, tuple) and bool(value) and all(isinstance(v, TensorValue) for v in value)
+    )
+
+
+def _affine(op: str, number: float, tensor_left: bool, span: Span) -> tuple[float, float]:
+    """(scale, shift) of ``tensor op number`` or ``number op tensor``."""
+    if op == "+":
+        return 1.0, number
+    if op == "-":
+        return (1.0, -number) if tensor_left else (-1.0, number)
+    if op == "*":
+        return number, 0.0
+    if number == 0:  # `/`, with the tensor on the left (checked by the caller)
+        raise ValueRangeError("division by zero", span)
+    return 1.0 / number, 0.0
 
 
 def _through(start: Span, end: Span) -> Span:

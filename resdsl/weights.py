@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import SpecError
 from .ir import Graph
-from .ops import Weight
+from .ops import Weight, weight_key
 
 if TYPE_CHECKING:
     import numpy as np
@@ -36,7 +36,9 @@ class WeightsError(SpecError):
 def expected(graph: Graph) -> dict[str, Weight]:
     """Every weight the graph's ops own, by state_dict key, in graph order."""
     return {
-        f"{node.name}.{w.name}": w for node in graph.nodes() for w in graph.weights_of(node.name)
+        weight_key(node.name, w.name): w
+        for node in graph.nodes()
+        for w in graph.weights_of(node.name)
     }
 
 
@@ -95,6 +97,8 @@ def initialise(graph: Graph, seed: int = 0) -> Weights:
         if w.init == "uniform":
             bound = 1.0 / math.sqrt(max(w.fan_in, 1))
             out[key] = rng.uniform(-bound, bound, w.shape).astype(w.dtype)
+        elif w.init == "normal":
+            out[key] = rng.normal(0.0, w.std, w.shape).astype(w.dtype)
         else:
             fill = np.ones if w.init == "ones" else np.zeros
             out[key] = fill(w.shape, dtype=w.dtype)

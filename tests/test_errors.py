@@ -271,10 +271,14 @@ def test_str_for_int_network_parameter():
 
 
 def test_tensor_in_arithmetic():
-    text = NET + "    y = x * 2\n    return y\n}\n"
+    # tensors take + - * (and numbers: x * 2, x / 2, 1 - x), but not ** or //
+    text = NET + "    y = x ** 2\n    return y\n}\n"
     err = fail(resdsl.TypeMismatchError, text)
-    assert err.message == "`*` is not defined on tensors"
-    assert where(err) == (2, col(text, 2, "x * 2"))
+    assert err.message == "`**` is not defined for a tensor of shape (3, 8, 8) and int 2"
+    assert where(err) == (2, col(text, 2, "x ** 2"))
+    text = NET + "    y = 2 / x\n    return y\n}\n"
+    err = fail(resdsl.TypeMismatchError, text)
+    assert where(err) == (2, col(text, 2, "2 / x"))
 
 
 def test_non_bool_condition_expression():

@@ -4,6 +4,7 @@ import pytest
 
 import resdsl
 from resdsl.cli import main
+from resdsl.ops import weight_key
 
 from .conftest import EXAMPLES
 
@@ -65,6 +66,8 @@ def test_op_table_weights_are_the_state_dict(depth):
     pytest.importorskip("torch")
     net = resdsl.load(EXAMPLES / f"resnet{depth}.res")
     g = net.graph
-    declared = {f"{n.name}.{w.name}": w.shape for n in g.nodes() for w in g.weights_of(n.name)}
+    declared = {
+        weight_key(n.name, w.name): w.shape for n in g.nodes() for w in g.weights_of(n.name)
+    }
     actual = {k: tuple(v.shape) for k, v in net.to_torch().state_dict().items()}
     assert declared == actual

@@ -87,6 +87,28 @@ def _pool(fn: str, names: Sequence[str]) -> Callable[[Node, Sequence[str], str |
     return call
 
 
+def _ints(values: Sequence[int]) -> str:
+    return ", ".join(str(v) for v in values)
+
+
+def _scale_shift(x: str, scale: float, shift: float) -> str:
+    expr = x if scale == 1 else f"{x} * {scale!r}"
+    return expr if shift == 0 else f"{expr} + {shift!r}"
+
+
+def _layernorm(node: Node, shapes: Sequence[Shape]) -> str:
+    return f"nn.LayerNorm({shapes[0][-1]}{_kwargs(node, {'eps': 'eps'})})"
+
+
+def _attention(node: Node, shapes: Sequence[Shape]) -> str:
+    rest = _kwargs(node, {"dropout": "dropout"})
+    return f"nn.MultiheadAttention({shapes[0][-1]}, {node.attrs['heads']}{rest}, batch_first=True)"
+
+
+def _parameter(node: Node, shapes: Sequence[Shape]) -> str:
+    return f"nn.Parameter(torch.zeros(1, {_ints(node.attrs['shape'])}))"
+
+
 EMITTERS: dict[str, Emitter] = {
     "conv2d": Emitter(_module_call, _conv2d),
     "batchnorm2d": Emitter(_module_call, _batchnorm2d),
@@ -105,9 +127,43 @@ EMITTERS: dict[str, Emitter] = {
     "flatten": Emitter(lambda n, a, m: f"{a[0]}.flatten({n.attrs['start'] + 1})"),
     "add": Emitter(lambda n, a, m: " + ".join(a)),
     "concat": Emitter(lambda n, a, m: f"torch.cat([{', '.join(a)}], dim={n.attrs['axis'] + 1})"),
+    "mul": Emitter(lambda n, a, m: f"{a[0]} * {a[1]}"),
+    "sub": Emitter(lambda n, a, m: f"{a[0]} - {a[1]}"),
+    "scale_shift": Emitter(lambda n, a, m: _scale_shift(a[0], n.attrs["scale"], n.attrs["shift"])),
+    "sigmoid": Emitter(lambda n, a, m: f"torch.sigmoid({a[0]})"),
+    "gelu": Emitter(lambda n, a, m: f"F.gelu({a[0]})"),
+    "drop_path": Emitter(lambda n, a, m: f"drop_path({a[0]}, {n.attrs['p']!r}, self.training)"),
+    "layernorm": Emitter(_module_call, _layernorm),
+    "attention": Emitter(
+        lambda n, a, m: f"{m}({a[0]}, {a[0]}, {a[0]}, need_weights=False)[0]", _attention
+    ),
+    # ops without tensor inputs get the batch size as their argument
+    "parameter": Emitter(
+        lambda n, a, m: f"{m}.expand({a[0]}{', -1' * len(n.attrs['shape'])})", _parameter
+    ),
+    "reshape": Emitter(
+        lambda n, a, m: f"{a[0]}.reshape({a[0]}.shape[0], {_ints(n.attrs['shape'])})"
+    ),
+    "permute": Emitter(
+        lambda n, a, m: f"{a[0]}.permute(0, {_ints(tuple(i + 1 for i in n.attrs['axes']))})"
+    ),
+    "select": Emitter(lambda n, a, m: f"{a[0]}.select({n.attrs['axis'] + 1}, {n.attrs['index']})"),
 }
 
-_RESERVED = {"self", "torch", "nn", "F", "Scope", "build"}
+# Helpers that generated files define when they use them (kept readable and dependency-free).
+HELPERS = {
+    "drop_path": [
+        "def drop_path(x, p: float, training: bool):",
+        '    """Stochastic depth: zero whole samples with probability p, scale the rest."""',
+        "    if not training or p == 0.0:",
+        "        return x",
+        "    keep = x.new_empty((x.shape[0],) + (1,) * (x.dim() - 1)).bernoulli_(1 - p)",
+        "    return x * keep / (1 - p)",
+    ],
+}
+
+
+_RESERVED = {"self", "torch", "nn", "F", "Scope", "build", *HELPERS}
 _WIDTH = 100  # the project's line length; generated code follows it
 
 
@@ -153,7 +209,7 @@ def generate(graph: Graph, source_path: str | None = None) -> str:
     """Python source of a module equivalent to ``graph`` (deterministic, byte for byte)."""
     from .. import __version__
 
-    init, forward, scopes, taken = [], [], set(), set(_RESERVED)
+    init, forward, scopes, taken, helpers = [], [], set(), set(_RESERVED), set()
     var = {}
     for node in graph.nodes():
         if node.op not in EMITTERS and node.op != "input":
@@ -162,7 +218,11 @@ def generate(graph: Graph, source_path: str | None = None) -> str:
             var[node.name] = _variable(node.name, taken)
             continue
         emitter = EMITTERS[node.op]
-        args = [var[src] for src in graph.inputs_of(node.name)]
+        args = [var[src] for src in graph.inputs_of(node.name)] or [
+            f"{var[graph.inputs[0]]}.shape[0]"  # an op without inputs: the batch size
+        ]
+        if node.op in HELPERS:
+            helpers.add(node.op)
         shapes = [graph.info(src).shape for src in graph.inputs_of(node.name)]
         ref = None
         if emitter.module is not None:
@@ -188,11 +248,16 @@ def generate(graph: Graph, source_path: str | None = None) -> str:
         "Needs only PyTorch. Submodule names (and state_dict keys) are the spec's names.",
         '"""',
         "",
-        *(["import torch"] if any("torch." in line for _, line in forward) else []),
+        *(
+            ["import torch"]
+            if "torch." in "".join(text for _, text in forward) + "".join(init)
+            else []
+        ),
         "import torch.nn.functional as F",
         "from torch import nn",
         "",
         "",
+        *(line for name in sorted(helpers) for line in [*HELPERS[name], "", ""]),
         "class Scope(nn.Module):",
         '    """A block instance of the spec: a named group of layers."""',
         "",
@@ -233,6 +298,8 @@ def _declare(name: str, constructor: str, scopes: set[str]) -> list[str]:
         seg = segments[depth - 1]
         if _is_identifier(seg):
             lines.append(f"        {parent}.{seg} = {value}")
+        elif value.startswith("nn.Parameter("):
+            lines.append(f'        {parent}.register_parameter("{seg}", {value})')
         else:
             lines.append(f'        {parent}.add_module("{seg}", {value})')
     return lines

@@ -1,6 +1,7 @@
 """The op table: one entry per op with its signature, shape rule, params and MACs."""
 
 from . import table as _table  # noqa: F401 - registers the ops
+from . import variants as _variants  # noqa: F401 - registers the ops
 from .core import (
     OPS,
     REQUIRED,
@@ -12,6 +13,7 @@ from .core import (
     Shape,
     Weight,
     register,
+    weight_key,
 )
 from .table import fmt_shape, projection_hint, projection_stride
 
@@ -29,4 +31,5 @@ __all__ = [
     "projection_hint",
     "projection_stride",
     "register",
+    "weight_key",
 ]

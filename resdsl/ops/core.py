@@ -141,6 +141,14 @@ def _as_padding(attr: Attr, v: Any) -> tuple[int, int] | str:
     return _as_pair(attr, v)
 
 
+def _as_ints(attr: Attr, v: Any) -> tuple[int, ...]:
+    if isinstance(v, int) and not isinstance(v, bool):
+        return (v,)
+    if isinstance(v, tuple) and all(type(i) is int for i in v):
+        return v
+    raise _expect(attr, v, "an int or a tuple of ints")
+
+
 def _as_optional_pair(attr: Attr, v: Any) -> tuple[int, int] | None:
     return None if v is None else _as_pair(attr, v)
 
@@ -151,6 +159,7 @@ _COERCE: dict[str, Callable[[Attr, Any], Any]] = {
     "bool": _as_bool,
     "str": _as_str,
     "pair": _as_pair,
+    "ints": _as_ints,
     "optional_pair": _as_optional_pair,
     "padding": _as_padding,
 }
@@ -169,10 +178,17 @@ class Weight:
     trainable: bool = True  # False for buffers such as batch-norm running statistics
     dtype: str = "float32"
     # Initial value, as PyTorch's layers do by default: "uniform" draws from
-    # U(-1/sqrt(fan_in), 1/sqrt(fan_in)); "zeros" and "ones" are constants.
+    # U(-1/sqrt(fan_in), 1/sqrt(fan_in)); "normal" from N(0, std^2); "zeros" and "ones".
     init: str = "uniform"
     fan_in: int = 1
+    std: float = 0.02
     required: bool = True  # False: may be absent from a checkpoint (unused at inference)
+
+
+def weight_key(node: str, weight: str) -> str:
+    """The state_dict key of a node's weight; a weight named "" is the node itself
+    (a learnable tensor such as ViT's ``class_token``)."""
+    return f"{node}.{weight}" if weight else node
 
 
 def _no_weights(attrs: Attrs, inputs: Sequence[Shape]) -> tuple[Weight, ...]:

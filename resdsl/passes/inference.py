@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 import networkx as nx
 
 from ..ir import Graph, Node, TensorInfo, freeze
+from ..ops import weight_key
 from ..weights import check, expected
 from .shapes import infer_shapes
 
@@ -30,13 +31,15 @@ if TYPE_CHECKING:
 Pass = Callable[[Graph, "Weights"], bool]
 
 # Ops that return their input unchanged at inference time (dropout is identity in eval mode).
-INFERENCE_NOOPS = {"identity", "dropout"}
+INFERENCE_NOOPS = {"identity", "dropout", "drop_path"}
 
 
 def _drop_weights(graph: Graph, weights: Weights, name: str) -> None:
     """Delete the weights ``name`` owns; call it while ``name`` still has its inputs."""
     for w in graph.weights_of(name):
-        weights.pop(f"{name}.{w.name}", None)  # optional ones (num_batches_tracked) may be absent
+        weights.pop(
+            weight_key(name, w.name), None
+        )  # optional ones (num_batches_tracked) may be absent
 
 
 def _sole_user(graph: Graph, name: str) -> str | None:

@@ -19,7 +19,7 @@ from tvm.relax import op as R  # noqa: N812 - the name TVM itself uses
 
 from ...errors import SpecError
 from ...ir import Graph, Node
-from ...ops import Shape
+from ...ops import Shape, weight_key
 
 
 @dataclass
@@ -29,12 +29,13 @@ class Context:
     bb: relax.BlockBuilder
     weights: dict[str, np.ndarray]
     dtype: str
+    batch: int
 
     def emit(self, expr: relax.Expr) -> relax.Var:
         return self.bb.emit(expr)
 
     def weight(self, node: Node, name: str, shape: Sequence[int] | None = None) -> relax.Constant:
-        array = self.weights[f"{node.name}.{name}"]
+        array = self.weights[weight_key(node.name, name)]
         if shape is not None:
             array = array.reshape(shape)
         return relax.const(np.ascontiguousarray(array.astype(self.dtype)))
@@ -117,6 +118,67 @@ def _add(ctx: Context, node: Node, args, shapes) -> relax.Expr:
     return y
 
 
+def _batch(x: relax.Expr) -> int:
+    return int(x.struct_info.shape[0])
+
+
+def _mul(ctx: Context, node: Node, args, shapes) -> relax.Expr:
+    """Broadcasting product; per-sample shapes align on the last axis, batches on the first."""
+    a, b = args
+    rank = max(len(shapes[0]), len(shapes[1]))
+    a, b = (
+        ctx.emit(R.reshape(v, (_batch(v), *(1,) * (rank - len(s)), *s))) if len(s) < rank else v
+        for v, s in ((a, shapes[0]), (b, shapes[1]))
+    )
+    return ctx.emit(R.multiply(a, b))
+
+
+def _scale_shift(ctx: Context, node: Node, args, shapes) -> relax.Expr:
+    y, (scale, shift) = args[0], (node.attrs["scale"], node.attrs["shift"])
+    if scale != 1:
+        y = ctx.emit(R.multiply(y, ctx.const(np.array(scale))))
+    if shift != 0:
+        y = ctx.emit(R.add(y, ctx.const(np.array(shift))))
+    return y
+
+
+def _layernorm(ctx: Context, node: Node, args, shapes) -> relax.Expr:
+    return ctx.emit(
+        R.nn.layer_norm(args[0], ctx.weight(node, "weight"), ctx.weight(node, "bias"),
+                        axes=[-1], epsilon=node.attrs["eps"])
+    )  # fmt: skip
+
+
+def _attention(ctx: Context, node: Node, args, shapes) -> relax.Expr:
+    """nn.MultiheadAttention's computation with its packed input projection."""
+    (t, d), heads = shapes[0], node.attrs["heads"]
+    x, b, hd = args[0], _batch(args[0]), d // node.attrs["heads"]
+    w = ctx.weights
+    qkv = ctx.emit(R.matmul(x, ctx.const(w[weight_key(node.name, "in_proj_weight")].T)))
+    qkv = ctx.emit(R.add(qkv, ctx.weight(node, "in_proj_bias")))
+    parts = ctx.emit(R.split(qkv, 3, axis=-1))
+    q, k, v = (  # (B, T, D) -> (B, heads, T, D / heads)
+        ctx.emit(R.reshape(relax.TupleGetItem(parts, i), (b, t, heads, hd))) for i in range(3)
+    )
+    q, k, v = (ctx.emit(R.permute_dims(z, [0, 2, 1, 3])) for z in (q, k, v))
+    scores = ctx.emit(R.matmul(q, ctx.emit(R.permute_dims(k, [0, 1, 3, 2]))))
+    scores = ctx.emit(R.multiply(scores, ctx.const(np.array(1.0 / np.sqrt(hd)))))
+    y = ctx.emit(R.matmul(ctx.emit(R.nn.softmax(scores, axis=-1)), v))
+    y = ctx.emit(R.reshape(ctx.emit(R.permute_dims(y, [0, 2, 1, 3])), (b, t, d)))
+    y = ctx.emit(R.matmul(y, ctx.const(w[weight_key(node.name, "out_proj.weight")].T)))
+    return ctx.emit(R.add(y, ctx.weight(node, "out_proj.bias")))
+
+
+def _parameter(ctx: Context, node: Node, args, shapes) -> relax.Expr:
+    shape = node.attrs["shape"]
+    return ctx.emit(R.broadcast_to(ctx.weight(node, ""), (ctx.batch, *shape)))
+
+
+def _select(ctx: Context, node: Node, args, shapes) -> relax.Expr:
+    axis, index = node.attrs["axis"] + 1, node.attrs["index"] % shapes[0][node.attrs["axis"]]
+    return ctx.emit(R.take(args[0], relax.const(index, "int64"), axis=axis))
+
+
 EMITTERS: dict[str, Emitter] = {
     "conv2d": _conv2d,
     "batchnorm2d": _batchnorm2d,
@@ -133,7 +195,32 @@ EMITTERS: dict[str, Emitter] = {
     "flatten": _flatten,
     "add": _add,
     "concat": lambda ctx, n, a, s: ctx.emit(R.concat(a, axis=n.attrs["axis"] + 1)),
+    "mul": _mul,
+    "sub": lambda ctx, n, a, s: ctx.emit(R.subtract(a[0], a[1])),
+    "scale_shift": _scale_shift,
+    "sigmoid": lambda ctx, n, a, s: ctx.emit(R.sigmoid(a[0])),
+    "gelu": lambda ctx, n, a, s: ctx.emit(R.nn.gelu(a[0])),
+    "drop_path": lambda ctx, n, a, s: a[0],  # inference
+    "layernorm": _layernorm,
+    "attention": _attention,
+    "parameter": _parameter,
+    "reshape": lambda ctx, n, a, s: ctx.emit(
+        R.reshape(a[0], (_batch(a[0]), *_reshaped(s[0], n.attrs["shape"])))
+    ),
+    "permute": lambda ctx, n, a, s: ctx.emit(
+        R.permute_dims(a[0], [0, *(i + 1 for i in n.attrs["axes"])])
+    ),
+    "select": _select,
 }
+
+
+def _reshaped(shape: Shape, target: Sequence[int]) -> list[int]:
+    """``target`` with its -1 resolved."""
+    out = list(target)
+    if -1 in out:
+        known = int(np.prod([d for d in out if d != -1]))
+        out[out.index(-1)] = int(np.prod(shape)) // known
+    return out
 
 
 def to_relax(
@@ -148,7 +235,7 @@ def to_relax(
         relax.Var(name, relax.TensorType((batch, *graph.info(name).shape), dtype))
         for name in graph.inputs
     ]
-    ctx = Context(bb, weights, dtype)
+    ctx = Context(bb, weights, dtype, batch)
     values: dict[str, Any] = dict(zip(graph.inputs, params, strict=True))
     with bb.function("main", params):
         with bb.dataflow():
