@@ -106,9 +106,8 @@ def _pool(fn: Callable[..., relax.Expr], **extra: str) -> Emitter:
 
 def _flatten(ctx: Context, node: Node, args, shapes) -> relax.Expr:
     start = node.attrs["start"]
-    batch = int(args[0].struct_info.shape[0])
     per_sample = (*shapes[0][:start], int(np.prod(shapes[0][start:])))
-    return ctx.emit(R.reshape(args[0], (batch, *per_sample)))
+    return ctx.emit(R.reshape(args[0], (ctx.batch, *per_sample)))
 
 
 def _add(ctx: Context, node: Node, args, shapes) -> relax.Expr:
@@ -118,16 +117,12 @@ def _add(ctx: Context, node: Node, args, shapes) -> relax.Expr:
     return y
 
 
-def _batch(x: relax.Expr) -> int:
-    return int(x.struct_info.shape[0])
-
-
 def _mul(ctx: Context, node: Node, args, shapes) -> relax.Expr:
     """Broadcasting product; per-sample shapes align on the last axis, batches on the first."""
     a, b = args
     rank = max(len(shapes[0]), len(shapes[1]))
     a, b = (
-        ctx.emit(R.reshape(v, (_batch(v), *(1,) * (rank - len(s)), *s))) if len(s) < rank else v
+        ctx.emit(R.reshape(v, (ctx.batch, *(1,) * (rank - len(s)), *s))) if len(s) < rank else v
         for v, s in ((a, shapes[0]), (b, shapes[1]))
     )
     return ctx.emit(R.multiply(a, b))
@@ -152,7 +147,7 @@ def _layernorm(ctx: Context, node: Node, args, shapes) -> relax.Expr:
 def _attention(ctx: Context, node: Node, args, shapes) -> relax.Expr:
     """nn.MultiheadAttention's computation with its packed input projection."""
     (t, d), heads = shapes[0], node.attrs["heads"]
-    x, b, hd = args[0], _batch(args[0]), d // node.attrs["heads"]
+    x, b, hd = args[0], ctx.batch, d // node.attrs["heads"]
     w = ctx.weights
     qkv = ctx.emit(R.matmul(x, ctx.const(w[weight_key(node.name, "in_proj_weight")].T)))
     qkv = ctx.emit(R.add(qkv, ctx.weight(node, "in_proj_bias")))
@@ -176,7 +171,8 @@ def _parameter(ctx: Context, node: Node, args, shapes) -> relax.Expr:
 
 def _select(ctx: Context, node: Node, args, shapes) -> relax.Expr:
     axis, index = node.attrs["axis"] + 1, node.attrs["index"] % shapes[0][node.attrs["axis"]]
-    return ctx.emit(R.take(args[0], relax.const(index, "int64"), axis=axis))
+    y = ctx.emit(R.strided_slice(args[0], axes=[axis], begin=[index], end=[index + 1]))
+    return ctx.emit(R.squeeze(y, axis=[axis]))
 
 
 EMITTERS: dict[str, Emitter] = {
@@ -205,7 +201,7 @@ EMITTERS: dict[str, Emitter] = {
     "attention": _attention,
     "parameter": _parameter,
     "reshape": lambda ctx, n, a, s: ctx.emit(
-        R.reshape(a[0], (_batch(a[0]), *_reshaped(s[0], n.attrs["shape"])))
+        R.reshape(a[0], (ctx.batch, *_reshaped(s[0], n.attrs["shape"])))
     ),
     "permute": lambda ctx, n, a, s: ctx.emit(
         R.permute_dims(a[0], [0, *(i + 1 for i in n.attrs["axes"])])
