@@ -598,7 +598,7 @@ class Elaborator:
                 hints=[f"chain it, `x -> {definition.name}(...)`, or pass the tensor first"],
                 notes=[Note(f"`{definition.name}` is defined here", definition.name_span)],
             )
-        name = self._name(frame, call.label, definition.name, call.span, scope=True)
+        name = self._name(frame, call.label, definition.name, call.span)
         inner = Frame({}, name, definition.name)
         self._bind_params(definition, inner, dict(enumerate(params)), kwargs, call.span)
         for inp, (value, span) in zip(definition.inputs, inputs, strict=True):
@@ -677,9 +677,8 @@ class Elaborator:
 
     # --- names ---------------------------------------------------------------------------------
 
-    def _name(
-        self, frame: Frame, label: ast.Label | str | None, base: str, span: Span, scope=False
-    ) -> str:
+    def _name(self, frame: Frame, label: ast.Label | str | None, base: str, span: Span) -> str:
+        """The hierarchical name of a new node or block instance (one namespace for both)."""
         if label is None:
             k = self.counters.get((frame.prefix, base), 0)
             while True:
@@ -759,7 +758,7 @@ def _projection(el, call, frame, x: TensorValue, out: int, stride: int, bn: Any)
         raise ValueRangeError(
             f"a stride needs a (C, H, W) feature map, got {fmt_shape(x.shape)}", call.span
         )
-    scope = el._name(frame, call.label, call.func, call.span, scope=True)
+    scope = el._name(frame, call.label, call.func, call.span)
     inner = Frame(frame.vars, scope, call.func)
     if len(x.shape) == 3:
         attrs = {"stride": (stride, (stride, call.span)), "bias": (False, call.span)}
