@@ -37,6 +37,7 @@ def _import_tvm():
             os.environ["TVM_USE_RUNTIME_LIB"] = "1"  # a runtime-only TVM package
     try:
         import tvm
+        import tvm.runtime.vm  # not imported by `import tvm` in a runtime-only package
     except ImportError as e:
         raise ArtifactError(f"running an artifact needs TVM's runtime: {e}") from None
     return tvm

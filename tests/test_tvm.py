@@ -601,11 +601,6 @@ def test_export_failure_into_a_new_directory_leaves_no_files(tmp_path, monkeypat
     assert not out.exists() or not list(out.iterdir())
 
 
-@pytest.mark.xfail(
-    reason="write_artifact renames model.so into place before writing model.json, so a "
-    "failure writing model.json leaves the new library beside the old metadata",
-    strict=True,
-)
 def test_metadata_write_failure_keeps_previous_artifact(previous, monkeypatch):
     out, before = previous
 
@@ -643,12 +638,6 @@ def test_check_cuda_is_skipped_without_gpu(spec_file, tmp_path, capsys):
     assert (out / "model.so").exists()
 
 
-@pytest.mark.xfail(
-    reason="the PyTorch backend emits `mul` as a plain `a * b` on batched tensors, so operands "
-    "of different per-sample rank broadcast against the batch axis: --check (and the module) "
-    "fails for batch > 1",
-    strict=True,
-)
 def test_check_batch_2_with_a_lower_rank_gate(spec_file, tmp_path, capsys):
     path = spec_file("""
         network gate() (x: (4, 5, 5)) {
@@ -706,11 +695,6 @@ def test_runtime_only_with_vm_imported(built, tmp_path):
     assert "runtime ok" in result.stdout
 
 
-@pytest.mark.xfail(
-    reason="with TVM_USE_RUNTIME_LIB=1 `import tvm` does not import tvm.runtime.vm, and "
-    "resdsl.runtime uses tvm.runtime.vm.VirtualMachine without importing it: AttributeError",
-    strict=True,
-)
 def test_runtime_only(built, tmp_path):
     result = _run_runtime_only(built, tmp_path)
     assert result.returncode == 0, result.stderr

@@ -421,11 +421,6 @@ def test_layer_scale_parameters():
     assert g.input_shapes("layer2.1.mul_0") == [(32, 1, 1), (32, 16, 16)]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="torch backend ignores `parameter(init=...)`: every parameter is torch.zeros "
-    "(resdsl/backends/torch.py `_parameter`), so layer scale starts at 0, not 1",
-)
 def test_layer_scale_starts_at_one_in_torch():
     m = load("scaled_residual", layer_scale=True).to_torch(seed=0)
     assert torch.equal(m.layer1[0].alpha, torch.ones(1, 16, 1, 1))

@@ -28,8 +28,9 @@ from ..ops import OPS, Shape
 class Emitter:
     """How one op appears in generated PyTorch code."""
 
-    call: Callable[[Node, Sequence[str], str | None], str]  # (node, arg vars, module ref)
+    call: Callable[..., str]  # (node, arg vars, module ref[, input shapes]) -> expression
     module: Callable[[Node, Sequence[Shape]], str] | None = None  # constructor, if stateful
+    shaped: bool = False  # whether ``call`` also takes the per-sample input shapes
 
 
 def _kwargs(node: Node, names: dict[str, str], skip: Sequence[str] = ()) -> str:
@@ -106,7 +107,22 @@ def _attention(node: Node, shapes: Sequence[Shape]) -> str:
 
 
 def _parameter(node: Node, shapes: Sequence[Shape]) -> str:
-    return f"nn.Parameter(torch.zeros(1, {_ints(node.attrs['shape'])}))"
+    """The tensor with a leading 1 (it broadcasts over the batch), initialised per ``init``."""
+    size, init = _ints(node.attrs["shape"]), node.attrs["init"]
+    if init == "normal":
+        return f"nn.Parameter(torch.empty(1, {size}).normal_(std={node.attrs['std']!r}))"
+    return f"nn.Parameter(torch.{init}(1, {size}))"  # zeros or ones
+
+
+def _mul(node: Node, args: Sequence[str], shapes: Sequence[Shape]) -> str:
+    """Broadcasting product: per-sample shapes align on the last axis, the batch on the first,
+    so the operand of lower rank gains unit axes after its batch axis."""
+    rank = max(len(s) for s in shapes)
+    a, b = (
+        f"{v}[:{', None' * (rank - len(s))}]" if len(s) < rank else v
+        for v, s in zip(args, shapes, strict=True)
+    )
+    return f"{a} * {b}"
 
 
 EMITTERS: dict[str, Emitter] = {
@@ -127,7 +143,7 @@ EMITTERS: dict[str, Emitter] = {
     "flatten": Emitter(lambda n, a, m: f"{a[0]}.flatten({n.attrs['start'] + 1})"),
     "add": Emitter(lambda n, a, m: " + ".join(a)),
     "concat": Emitter(lambda n, a, m: f"torch.cat([{', '.join(a)}], dim={n.attrs['axis'] + 1})"),
-    "mul": Emitter(lambda n, a, m: f"{a[0]} * {a[1]}"),
+    "mul": Emitter(lambda n, a, m, s: _mul(n, a, s), shaped=True),
     "sub": Emitter(lambda n, a, m: f"{a[0]} - {a[1]}"),
     "scale_shift": Emitter(lambda n, a, m: _scale_shift(a[0], n.attrs["scale"], n.attrs["shift"])),
     "sigmoid": Emitter(lambda n, a, m: f"torch.sigmoid({a[0]})"),
@@ -231,7 +247,8 @@ def generate(graph: Graph, source_path: str | None = None) -> str:
         if node.scope and (not forward or forward[-1][0] != node.scope):
             forward.append((node.scope, f"        # {node.scope}: {node.block}"))
         var[node.name] = _variable(node.name, taken)
-        line = f"        {var[node.name]} = {emitter.call(node, args, ref)}"
+        call = emitter.call(node, args, ref, *([shapes] if emitter.shaped else []))
+        line = f"        {var[node.name]} = {call}"
         comment = f"# {_shape(graph.info(node.name).shape)}"
         if len(line) + len(comment) + 2 <= _WIDTH:
             forward.append((node.scope, f"{line}  {comment}"))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -115,14 +116,23 @@ def metadata(net: Network, options: BuildOptions, weights_source: str) -> dict[s
 
 
 def write_artifact(executable, meta: dict[str, Any], out_dir: str) -> None:
-    """Export into ``out_dir``. The library is written to a temporary name and renamed, then
-    ``model.json`` likewise, so a failed run leaves an earlier artifact as it was."""
+    """Export into ``out_dir`` so that a failed run leaves an earlier artifact as it was.
+
+    The library is exported to a temporary name; ``model.json`` is written (atomically) only
+    once that succeeded, and the library is renamed into place last, so any failure before
+    the final rename keeps both old files. A directory this call created is removed again.
+    """
+    created = not os.path.isdir(out_dir)
     os.makedirs(out_dir, exist_ok=True)
-    text = json.dumps(meta, indent=2, sort_keys=True, default=_json_default) + "\n"
-    library = os.path.join(out_dir, "model.so")
-    with staged(library) as tmp:
-        executable.export_library(tmp)
-    atomic_write(os.path.join(out_dir, "model.json"), text)
+    try:
+        text = json.dumps(meta, indent=2, sort_keys=True, default=_json_default) + "\n"
+        with staged(os.path.join(out_dir, "model.so")) as tmp:
+            executable.export_library(tmp)
+            atomic_write(os.path.join(out_dir, "model.json"), text)
+    except BaseException:
+        if created:
+            shutil.rmtree(out_dir, ignore_errors=True)
+        raise
 
 
 def _json_default(value: Any) -> Any:

@@ -1,0 +1,133 @@
+#!/usr/bin/env bash
+# GPU check of resdsl's CUDA artifacts: parity with torchvision and latency next to PyTorch.
+#
+# Two halves; the Python for both is benchmarks/gpu_prepare.py.
+#
+#   bash benchmarks/gpu_check.sh prepare   # HERE: needs TVM's compiler, no GPU (~10-15 min
+#                                          # the first time; up-to-date artifacts are kept)
+#   bash benchmarks/gpu_check.sh run       # THERE: the GPU machine, unattended, ~3-6 min
+#                                          # (starts no torch.compile after 240 s; killed at 450 s)
+#
+# The device tool call, one call:
+#   command:   bash benchmarks/gpu_check.sh run
+#   carry:     ["build/gpu"]
+#   timeout_s: 480
+# Results: $OUT/gpu_results.txt (the report), $OUT/gpu_results.json, $OUT/gpu_check.log.
+# Exit status: 0 all artifacts match torchvision; 1 a mismatch or an artifact that failed;
+# 2 no GPU (the dry run here ends so, after rebuilding and importing everything);
+# 3 the environment lacks something (the message says what).
+#
+# What the GPU machine has, and so what is carried
+# -------------------------------------------------
+# It has python3 3.12 with PyTorch, torchvision, NumPy, networkx and cuda-bindings, and
+# nothing of ours: no TVM, no Lark, no resdsl. `prepare` puts all of that in build/gpu/:
+#   pylib/tvm       the installed tvm package without lib/libtvm_compiler.so (the 255 MB
+#                   compiler), 3rdparty/, src/, include/, web/, cmake/ and bytecode caches:
+#                   ~17 MiB, of which libtvm_runtime{,_cuda,_extra}.so are 5 MiB.
+#                   Without the compiler library it imports with TVM_USE_RUNTIME_LIB=1.
+#   pylib/tvm_ffi   without its sources, headers and test library, with its compiled core
+#                   for both CPython 3.11 (here, for the self-test) and 3.12 (there; taken
+#                   from the same apache-tvm-ffi version's cp312 wheel: the core is
+#                   CPython-version specific, the rest of the wheel is identical).
+#   pylib/lark, pylib/resdsl (all of it, grammar included)
+#   artifacts/<model>-<dtype>-b<batch>/  six CUDA artifacts built for sm_90 (H100/H200):
+#                   resnet18 fp32 and fp16 at batch 1, resnet50 fp32 and fp16 at batch 1
+#                   and 32 -- as skeletons, see below
+#   specs/, manifest.json (seed, sha256 of the weights and of every model.so, tolerances)
+#
+# Why skeletons. Everything that travels (the working tree and the carry) must fit in
+# 64 MiB. The weights are compiled into model.so: resnet18 is 49 MB in fp32 and 25 MB in
+# fp16, resnet50 100 MB and 51 MB, once per batch size -- about 380 MB for the six, and
+# not even resnet18 fp32 + fp16 fit next to the runtime. Compressing does not help
+# (random weights: 11%). But the weights need not travel: they are derived from a seed.
+# So `prepare` finds each weight constant in model.so (every one is a tensor of the
+# weights after resdsl's inference passes -- batch norm folded -- cast to the artifact's
+# dtype, the classifier's transposed) and cuts it out; what is left (kernels, code,
+# metadata; 1-3 MB per artifact) is xz-compressed, with the list of holes. The GPU side
+# draws the same weights from the seed, runs the same resdsl passes (from the carried
+# copy), refills the holes and checks the sha256 of the result against the model.so that
+# was compiled here: it runs exactly the compiled artifacts, bit for bit. The whole
+# carry is ~30 MiB.
+#
+# The weights. torchvision's resnet18/resnet50 (their state_dicts load into the specs
+# strictly), filled from NumPy's PCG64 seeded per tensor with torchvision's init scales,
+# batch norms drawn away from the identity so that folding is tested. Not torch's RNG:
+# its initialisers take CPU-dependent vectorised paths, and both machines must draw the
+# same bits (the GPU side checks a sha256 and stops with a message if they differ).
+#
+# What the GPU side must do that a plain `resdsl.runtime.load` does not (yet):
+#  * load tvm/lib/libtvm_runtime_cuda.so: a runtime-only TVM (TVM_USE_RUNTIME_LIB=1)
+#    skips its built-in backends on import, so without this tvm.cuda(0) does not exist
+#    and CUDA modules cannot be loaded (torch is imported first; it brings libcudart);
+#  * TVM_FFI_DISABLE_TORCH_C_DLPACK=1, or tvm_ffi JIT-compiles a torch extension on import;
+#  * compile the kernels: TVM 0.27 stores them in model.so as CUDA C++ and compiles them
+#    when the artifact is loaded, with NVRTC from `cuda-bindings` (PyTorch's CUDA wheels
+#    bring it) and the CUDA toolkit's headers (CUDA_PATH, found from nvcc). If
+#    cuda-bindings is missing but nvcc is there, TVM_CUDA_COMPILE_MODE=nvcc is used;
+#    with neither, the run stops with a message. `prepare` already compiled every
+#    artifact's kernels with NVRTC for sm_90a here, so they are known to compile.
+#
+# The checks (on the GPU, same seeded input): the fp32 reference is torchvision in fp32
+# with TF32 off; resdsl fp32 must match it within 1e-3 abs, resdsl fp16 within
+# 1e-2 * max|reference|. Latencies (median, synchronised per call): resdsl's VM on
+# device-resident tensors (and through resdsl.runtime's NumPy call, copies included),
+# PyTorch eager fp32 (TF32 off) and fp16, and torch.compile (default mode) for as many
+# shapes as the time budget allows (each shape compiles anew, about a minute each).
+#
+# Tested here: `prepare` compiles, NVRTC-checks, punches and rebuilds every artifact,
+# then runs the device code on an llvm resnet18 artifact in a subprocess that imports
+# only build/gpu/pylib, and finally dry-runs `run` (rebuild, import, stop on "no GPU").
+
+set -uo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root" || exit 3
+bundle="build/gpu"
+
+case "${1:-}" in
+prepare)
+    shift
+    exec python benchmarks/gpu_prepare.py prepare "$@"
+    ;;
+run)
+    shift
+    ;;
+*)
+    echo "usage: bash benchmarks/gpu_check.sh prepare|run" >&2
+    exit 2
+    ;;
+esac
+
+out="${OUT:-$root/build/gpu-results}"
+mkdir -p "$out"
+py="${PYTHON:-python3}"
+if [ ! -f "$bundle/manifest.json" ]; then
+    echo "error: $bundle/manifest.json is missing: run 'bash benchmarks/gpu_check.sh prepare'" \
+        "on the build machine and carry build/gpu" | tee "$out/gpu_check.log" >&2
+    exit 3
+fi
+export PYTHONPATH="$root/$bundle/pylib"
+export TVM_USE_RUNTIME_LIB=1 TVM_FFI_DISABLE_TORCH_C_DLPACK=1
+export PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
+
+# Pre-flight: messages for what would otherwise fail deep inside an import.
+ver="$($py -c 'import sys; print(f"{sys.version_info[0]}{sys.version_info[1]}")')"
+if ! ls "$bundle"/pylib/tvm_ffi/core.cpython-"$ver"-*.so >/dev/null 2>&1; then
+    echo "error: the carried tvm_ffi has no compiled core for this Python ($($py -V)):" \
+        "rerun prepare with --device-python X.Y" | tee "$out/gpu_check.log" >&2
+    exit 3
+fi
+if ! $py -c 'from cuda.bindings import nvrtc' >/dev/null 2>&1; then
+    echo "WARNING: the cuda-bindings package (NVRTC) is missing: TVM needs it to compile the" \
+        "artifacts' CUDA kernels when they are loaded (pip install cuda-bindings matching" \
+        "the CUDA version); falling back to nvcc if there is one" | tee -a "$out/gpu_check.log"
+fi
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null \
+    | tee -a "$out/gpu_check.log"
+
+# The Python stops starting torch.compile runs at its --deadline; timeout is the backstop
+# (the results files are rewritten after every step, so a killed run still leaves them).
+timeout 450 "$py" benchmarks/gpu_prepare.py device --artifacts "$bundle" --out "$out" "$@" 2>&1 \
+    | tee -a "$out/gpu_check.log"
+rc=${PIPESTATUS[0]}
+echo "gpu_check: exit status $rc; results in $out" | tee -a "$out/gpu_check.log"
+exit "$rc"
