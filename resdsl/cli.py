@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from . import __version__
-from .errors import SpecError, render
+from .errors import SpecError, render, to_dicts, use_color
 
 EXIT_OK, EXIT_SPEC, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
 
@@ -32,7 +32,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.run(args)
     except SpecError as e:
-        print(render(e), file=sys.stderr)
+        _diagnose(e, args)
         return EXIT_SPEC
     except UsageError as e:
         print(f"resdsl {args.command}: error: {e}", file=sys.stderr)
@@ -65,6 +65,10 @@ def _parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check", help="parse, elaborate and shape-check specs")
     check.add_argument("files", nargs="+", metavar="FILE")
     check.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
+    check.add_argument(
+        "--format", choices=["text", "json"], default="text",
+        help="json: every file's result and diagnostics on stdout, for editors and tools",
+    )  # fmt: skip
     _spec_options(check)
     check.set_defaults(run=_check)
 
@@ -130,6 +134,10 @@ def _spec_options(p: argparse.ArgumentParser) -> None:
         help="set a network parameter, e.g. --set num_classes=10 (repeatable)",
     )
     p.add_argument("--network", metavar="NAME", help="which network, if the file has several")
+    p.add_argument(
+        "--color", choices=["auto", "always", "never"], default="auto",
+        help="colour diagnostics (default: auto, on a terminal unless NO_COLOR is set)",
+    )  # fmt: skip
 
 
 def _params(pairs: Sequence[str]) -> dict[str, Any]:
@@ -147,6 +155,12 @@ def _params(pairs: Sequence[str]) -> dict[str, Any]:
     return params
 
 
+def _diagnose(error: SpecError, args: argparse.Namespace) -> None:
+    """Print a spec error (all of its diagnostics) to stderr, coloured on a terminal."""
+    color = use_color(sys.stderr, getattr(args, "color", "auto"))
+    print(render(error, color), file=sys.stderr)
+
+
 def _load(path: str, args: argparse.Namespace):
     from .api import loads
 
@@ -159,7 +173,7 @@ def _check(args: argparse.Namespace) -> int:
     from .elaborate import check_definitions
     from .loader import load_program
 
-    failed = 0
+    failed, report = 0, []
     params = _params(args.set)
     for path in args.files:
         try:
@@ -172,12 +186,20 @@ def _check(args: argparse.Namespace) -> int:
                 check_definitions(program)
                 summary = f"library, {len(program.main.definitions)} definitions"
         except SpecError as e:
-            print(render(e), file=sys.stderr)
             failed += 1
+            if args.format == "json":
+                report.append({"path": path, "ok": False, "diagnostics": to_dicts(e)})
+            else:
+                _diagnose(e, args)
             continue
-        if not args.quiet:
+        if args.format == "json":
+            report.append({"path": path, "ok": True, "summary": summary, "diagnostics": []})
+        elif not args.quiet:
             print(f"{path}: ok ({summary})")
-    if len(args.files) > 1 and failed:
+    if args.format == "json":
+        json.dump({"files": report}, sys.stdout, indent=2)
+        print()
+    elif len(args.files) > 1 and failed:
         print(f"{failed} of {len(args.files)} files have errors", file=sys.stderr)
     return EXIT_SPEC if failed else EXIT_OK
 

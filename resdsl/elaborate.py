@@ -66,6 +66,28 @@ class _Return(Exception):  # noqa: N818 - control flow, not an error
         self.value, self.stmt = value, stmt
 
 
+class _Poison:
+    """The value of a name whose statement failed: using it fails silently (the error that
+    caused it is already recorded), so one mistake is reported once, not at every use."""
+
+    def __repr__(self) -> str:
+        return "<poison>"
+
+
+POISON = _Poison()
+
+
+class _Poisoned(Exception):  # noqa: N818 - control flow, not an error
+    """An expression used a poisoned name; its statement is skipped without a new error."""
+
+
+class _Stop(Exception):  # noqa: N818 - control flow, not an error
+    """Enough errors recorded: unwind to the entry point, which raises them."""
+
+
+MAX_ERRORS = 20  # stop collecting after this many distinct errors
+
+
 PARAM_TYPES: dict[str, Callable[[Any], bool]] = {
     "int": lambda v: type(v) is int,
     "float": lambda v: type(v) in (int, float),
@@ -96,6 +118,8 @@ class Elaborator:
         self.counters: dict[tuple[str, str], int] = {}
         self.stack: list[tuple[ast.Definition, Span | None]] = []
         self.statement: Span | None = None  # the statement being run, for backstop errors
+        self.errors: list[SpecError] = []  # recorded by statements that failed; see _exec
+        self.instances: list[tuple[str, str, Span]] = []  # (name, block, call) being run
         self.builtins = _builtins(self)
 
     # --- entry point ---------------------------------------------------------------------------
@@ -111,10 +135,46 @@ class Elaborator:
         try:
             self._exec(definition.body, frame)
         except _Return as r:
+            self._raise_recorded()
             self._outputs(r.stmt, r.value)
+        except (_Poisoned, _Stop):
+            self._raise_recorded()
+            raise AssertionError("a poisoned value without an error") from None  # pragma: no cover
         else:
+            self._raise_recorded()
             raise SpecError(f"network `{definition.name}` has no `return`", definition.name_span)
         return self.graph
+
+    # --- error recovery ------------------------------------------------------------------------
+
+    def _record(self, error: SpecError) -> None:
+        """Keep ``error`` and go on with the next statement, so one run reports every
+        independent mistake. Limits and cycles are not recovered from: going on would
+        repeat the expensive work they stopped."""
+        if isinstance(error, LimitError | CycleError):
+            raise error
+        key = (error.code, error.span, error.message)
+        if any((e.code, e.span, e.message) == key for e in self.errors):
+            return  # the same mistake in another instance of a block
+        for name, block, call in reversed(self.instances[-8:]):
+            error.notes.append(Note(f"in `{name}`, an instance of `{block}`", call))
+        self.errors.append(error)
+        if len(self.errors) >= MAX_ERRORS:
+            raise _Stop
+
+    def _raise_recorded(self) -> None:
+        """Raise the first recorded error (in source order), carrying all of them."""
+        if not self.errors:
+            return
+        ordered = sorted(self.errors, key=_error_order)
+        first = ordered[0]
+        first.errors = ordered
+        raise first
+
+    def _poison(self, stmt: ast.Stmt, frame: Frame) -> None:
+        """Mark every name ``stmt`` would have assigned as poisoned."""
+        for name in _assigned(stmt):
+            frame.vars[name] = POISON
 
     def _pick_network(self, name: str | None) -> ast.Definition:
         main = self.program.main
@@ -179,7 +239,17 @@ class Elaborator:
 
     def _exec(self, body: Sequence[ast.Stmt], frame: Frame) -> None:
         for stmt in body:
-            self._stmt(stmt, frame)
+            try:
+                self._stmt(stmt, frame)
+            except _Poisoned:
+                if isinstance(stmt, ast.Return):
+                    raise  # the caller's statement is poisoned in turn
+                self._poison(stmt, frame)
+            except SpecError as e:
+                self._record(e)
+                if isinstance(stmt, ast.Return):
+                    raise _Poisoned from None
+                self._poison(stmt, frame)
 
     def _stmt(self, stmt: ast.Stmt, frame: Frame) -> None:
         self.statement = stmt.span
@@ -246,6 +316,8 @@ class Elaborator:
     def _dense(self, stmt: ast.Dense, frame: Frame) -> None:
         """DenseNet connectivity: each pass sees the concatenation of all earlier outputs."""
         first = frame.vars.get(stmt.var)
+        if first is POISON:
+            raise _Poisoned
         if not isinstance(first, TensorValue):
             raise TypeMismatchError(
                 f"`dense {stmt.var}` needs `{stmt.var}` to be a tensor, got {_describe(first)}",
@@ -258,6 +330,8 @@ class Elaborator:
             frame.vars[stmt.var] = seen
             self._exec(stmt.body, frame)
             new = frame.vars[stmt.var]
+            if new is POISON:
+                raise _Poisoned
             if not isinstance(new, TensorValue) or new == seen:
                 raise TypeMismatchError(
                     f"the body of `dense {stmt.var}` must assign a new tensor to `{stmt.var}`",
@@ -317,7 +391,10 @@ class Elaborator:
 
     def _lookup(self, name: str, span: Span, frame: Frame) -> Any:
         if name in frame.vars:
-            return frame.vars[name]
+            value = frame.vars[name]
+            if value is POISON:
+                raise _Poisoned
+            return value
         definition = self.program.definitions.get(name)
         if definition is not None and definition.kind == "block":
             return BlockRef(definition)
@@ -471,6 +548,8 @@ class Elaborator:
             # the span covers `key=value`, so an unknown or mistyped keyword is underlined whole
             kwargs[key] = (self.eval(value, frame), _through(key_span, value.span))
         target = frame.vars.get(call.func)
+        if target is POISON:
+            raise _Poisoned
         if call.func in frame.vars and not isinstance(target, BlockRef):
             raise TypeMismatchError(
                 f"`{call.func}` is {_describe(target)}, not a block or op", call.func_span
@@ -613,6 +692,7 @@ class Elaborator:
             # inside the body, the value's origin is the block's input declaration
             inner.vars[inp.name] = TensorValue(value.node, value.shape, inp.span)
         self.stack.append((definition, call.span))
+        self.instances.append((name, definition.name, call.span))
         try:
             self._exec(definition.body, inner)
         except _Return as r:
@@ -623,6 +703,7 @@ class Elaborator:
             raise
         finally:
             self.stack.pop()
+            self.instances.pop()
         raise SpecError(f"block `{definition.name}` ends without `return`", definition.name_span)
 
     def _bind_params(
@@ -953,6 +1034,28 @@ def _join(prefix: str, segment: str) -> str:
     return f"{prefix}.{segment}" if prefix else segment
 
 
+def _assigned(stmt: ast.Stmt) -> list[str]:
+    """The names a statement assigns, including in nested bodies."""
+    match stmt:
+        case ast.Assign(targets=targets):
+            return list(targets)
+        case ast.For(var=var, body=body):
+            return [var, *(n for s in body for n in _assigned(s))]
+        case ast.Dense(var=var, index=index, body=body):
+            return [var, index, *(n for s in body for n in _assigned(s))]
+        case ast.Repeat(body=body):
+            return [n for s in body for n in _assigned(s)]
+        case ast.If(branches=branches, otherwise=otherwise):
+            bodies = [b for _, b in branches] + [otherwise or ()]
+            return [n for b in bodies for s in b for n in _assigned(s)]
+    return []
+
+
+def _error_order(error: SpecError) -> tuple:
+    span = error.span
+    return (0, span.path, span.line, span.column) if span else (1, "", 0, 0)
+
+
 def _text(expr: ast.Expr) -> str:
     return expr.id if isinstance(expr, ast.Name) else "x"
 
@@ -969,15 +1072,21 @@ def elaborate(program: Program, network: str | None = None, params: dict[str, An
 
 
 def check_definitions(program: Program) -> None:
-    """Checks that need no elaboration: every parameter type is known."""
-    for definition in program.definitions.values():
-        for p in definition.params:
-            if p.type not in PARAM_TYPES:
-                raise UnknownNameError(
-                    f"unknown type `{p.type}`", p.type_span,
-                    hints=DidYouMean(list(PARAM_TYPES)).hint(p.type)
-                    or ["types: " + ", ".join(PARAM_TYPES)],
-                )  # fmt: skip
+    """Checks that need no elaboration: every parameter type is known (all are reported)."""
+    errors: list[SpecError] = [
+        UnknownNameError(
+            f"unknown type `{p.type}`", p.type_span,
+            hints=DidYouMean(list(PARAM_TYPES)).hint(p.type)
+            or ["types: " + ", ".join(PARAM_TYPES)],
+        )
+        for definition in program.definitions.values()
+        for p in definition.params
+        if p.type not in PARAM_TYPES
+    ]  # fmt: skip
+    if errors:
+        errors.sort(key=_error_order)
+        errors[0].errors = errors
+        raise errors[0]
 
 
 def constant(text: str) -> Any:

@@ -71,6 +71,9 @@ class SpecError(Exception):
         self.span = span
         self.hints = list(hints or [])
         self.notes = list(notes or [])
+        # every error of the run, in source order, this one first; more than one when the
+        # elaborator recovered from a failed statement and found independent mistakes
+        self.errors: list[SpecError] = [self]
 
     @property
     def path(self) -> str | None:
@@ -171,7 +174,24 @@ def source_line(path: str, line: int) -> str | None:
     return lines[line - 1] if 0 < line <= len(lines) else ""
 
 
-def _excerpt(span: Span) -> list[str]:
+# ANSI styles for a terminal (see ``use_color``); plain text everywhere else.
+_STYLES = {"error": "1;31", "caret": "1;31", "hint": "36", "note": "34", "where": "1"}
+
+
+def _paint(text: str, style: str, color: bool) -> str:
+    return f"\x1b[{_STYLES[style]}m{text}\x1b[0m" if color else text
+
+
+def use_color(stream, choice: str = "auto") -> bool:
+    """Colour for ``auto`` only on a terminal and never with ``NO_COLOR`` set (no-color.org)."""
+    if choice != "auto":
+        return choice == "always"
+    if os.environ.get("NO_COLOR"):
+        return False
+    return bool(getattr(stream, "isatty", lambda: False)())
+
+
+def _excerpt(span: Span, color: bool = False) -> list[str]:
     text = source_line(span.path, span.line)
     if text is None:
         return []
@@ -179,23 +199,55 @@ def _excerpt(span: Span) -> list[str]:
     end = span.end_column if span.end_line == span.line else len(text) + 1
     width = max(1, end - span.column)
     gutter = f"{span.line:>4} | "
-    return [gutter + text, " " * len(gutter) + " " * (span.column - 1) + "^" * width]
+    caret = _paint("^" * width, "caret", color)
+    return [gutter + text, " " * len(gutter) + " " * (span.column - 1) + caret]
 
 
-def render(error: SpecError) -> str:
+def render(error: SpecError, color: bool = False) -> str:
+    """Every diagnostic of ``error.errors``, then a count when there are several."""
+    if len(error.errors) <= 1:
+        return render_one(error, color)
+    parts = [render_one(e, color) for e in error.errors]
+    return "\n\n".join(parts) + f"\n\n{len(parts)} errors"
+
+
+def render_one(error: SpecError, color: bool = False) -> str:
     """The one text form of a diagnostic: location, message, source line, caret, hints, notes."""
-    where = f"{error.span}: " if error.span else ""
-    out = [f"{where}error[{error.code}]: {error.message}"]
+    where = _paint(f"{error.span}: ", "where", color) if error.span else ""
+    out = [f"{where}{_paint(f'error[{error.code}]', 'error', color)}: {error.message}"]
     if error.span:
-        out += _excerpt(error.span)
-    out += [f"  hint: {h}" for h in error.hints]
+        out += _excerpt(error.span, color)
+    out += [f"  {_paint('hint', 'hint', color)}: {h}" for h in error.hints]
     for note in error.notes:
-        out.append(
-            f"  note: {note.span}: {note.message}" if note.span else f"  note: {note.message}"
-        )
+        label = _paint("note", "note", color)
+        out.append(f"  {label}: {note.span}: {note.message}" if note.span else
+                   f"  {label}: {note.message}")  # fmt: skip
         if note.span:
-            out += ["  " + line for line in _excerpt(note.span)]
+            out += ["  " + line for line in _excerpt(note.span, color)]
     return "\n".join(out)
+
+
+def _span_dict(span: Span | None) -> dict | None:
+    if span is None:
+        return None
+    return {"path": span.path, "line": span.line, "column": span.column,
+            "end_line": span.end_line, "end_column": span.end_column}  # fmt: skip
+
+
+def to_dicts(error: SpecError) -> list[dict]:
+    """``error.errors`` as JSON-ready diagnostics (``resdsl check --format json``)."""
+    return [
+        {
+            "severity": "error",
+            "code": e.code,
+            "kind": type(e).__name__,
+            "message": e.message,
+            "span": _span_dict(e.span),
+            "hints": list(e.hints),
+            "notes": [{"message": n.message, "span": _span_dict(n.span)} for n in e.notes],
+        }
+        for e in error.errors
+    ]
 
 
 @dataclass
