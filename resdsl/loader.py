@@ -3,15 +3,26 @@
 An import names a ``.res`` file relative to the importing file. It may not leave the
 importing file's directory tree (no absolute paths, no ``..`` escape, no symlink escape),
 so a spec from an untrusted repository can only read the spec files beside it.
+``import std.NAME`` reads ``NAME.res`` of the standard library shipped in ``resdsl/std``;
+its spans say ``std/NAME.res``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import re
 from dataclasses import dataclass, field
+from importlib import resources
 
-from .errors import CycleError, DuplicateNameError, Note, SpecError, SpecImportError
+from .errors import (
+    CycleError,
+    DidYouMean,
+    DuplicateNameError,
+    Note,
+    SpecError,
+    SpecImportError,
+)
 from .syntax import ast, parse
 
 _CACHE: dict[str, ast.Module] = {}  # parse cache keyed by (path, text) digest
@@ -74,15 +85,18 @@ def _collect(
     for definition in module.definitions:
         _define(program, definition)
     for imp in module.imports:
-        target = _resolve(imp, path)
-        real = os.path.realpath(target)
+        if imp.std is not None:
+            target, real = imp.path, f"<std>/{imp.std}"
+        else:
+            target = _resolve(imp, path)
+            real = os.path.realpath(target)
         if real in stack:
             chain = " -> ".join(os.path.basename(p) for p in [*stack, real])
             raise CycleError(f"import cycle: {chain}", imp.span)
         if real in seen:
             continue
         seen.add(real)
-        child_text = read_spec_for(imp, target)
+        child_text = read_std(imp) if imp.std is not None else read_spec_for(imp, target)
         child = parse_cached(child_text, target)
         _collect(program, child, target, child_text, [*stack, real], seen)
 
@@ -92,6 +106,24 @@ def read_spec_for(imp: ast.Import, target: str) -> str:
         return read_spec(target)
     except SpecError as e:
         raise SpecImportError(f"cannot import {imp.path!r}: {e.message}", imp.span) from None
+
+
+def std_modules() -> list[str]:
+    """Names of the standard library's modules (``import std.NAME``)."""
+    files = resources.files("resdsl.std").iterdir()
+    return sorted(f.name[:-4] for f in files if f.name.endswith(".res"))
+
+
+def read_std(imp: ast.Import) -> str:
+    """The text of ``std/NAME.res``; only the names the package ships can be read."""
+    name = imp.std or ""
+    if not re.fullmatch(r"[a-z_][a-z0-9_]*", name) or name not in std_modules():
+        raise SpecImportError(
+            f"no module `std.{name}` in the standard library", imp.span,
+            hints=DidYouMean(std_modules()).hint(name)
+            or ["modules: " + ", ".join(f"std.{m}" for m in std_modules())],
+        )  # fmt: skip
+    return resources.files("resdsl.std").joinpath(f"{name}.res").read_text(encoding="utf-8")
 
 
 def _resolve(imp: ast.Import, importer: str) -> str:

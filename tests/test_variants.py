@@ -15,6 +15,8 @@ from resdsl.ops import weight_key
 
 from .conftest import EXAMPLES, ROOT
 
+STD = ROOT / "resdsl" / "std"
+
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
 
@@ -268,7 +270,7 @@ def test_se_block_numerics():
 def test_se_block_is_torchvisions_squeeze_excitation():
     torchvision = pytest.importorskip("torchvision")
     net = loads_beside_examples(
-        'import "blocks.res"\n'
+        "import std.blocks\n"
         "network se_only() (x: (64, 8, 8)) { return x -> se: squeeze_excite(16) }\n"
     )
     assert net.num_params == 64 * 4 + 4 + 4 * 64 + 64
@@ -581,8 +583,9 @@ def test_cookbook_has_snippets():
     assert len(snippets) >= 10
     sources = {s for s, _ in snippets if s}
     for name in ("preact_resnet18", "se_resnet", "stochastic_depth", "scaled_residual",
-                 "highway", "long_skips", "blocks"):  # fmt: skip
+                 "highway", "long_skips"):  # fmt: skip
         assert f"examples/{name}.res" in sources, name
+    assert "resdsl/std/blocks.res" in sources
 
 
 @pytest.mark.parametrize("index", range(len(cookbook_snippets())))
@@ -617,7 +620,7 @@ BROKEN = [
      "    skip = if f.shape == x.shape then x else (a -> shortcut: project(planes, stride, "
      "bn=false))\n    return f + skip",
      "    return f + x", "preact_resnet18.res", {}),
-    ("blocks.res",
+    ("std/blocks.res",
      "    s = x -> avgpool: adaptive_avgpool2d(1)\n"
      "          -> fc1: conv2d(squeezed, 1) -> relu\n"
      "          -> fc2: conv2d(x.channels, 1) -> sigmoid",
@@ -632,8 +635,14 @@ BROKEN = [
 @pytest.mark.parametrize(("broken", "old", "new", "main", "params"), BROKEN,
                          ids=[b[3] for b in BROKEN])  # fmt: skip
 def test_cookbook_errors_are_current(tmp_path, monkeypatch, broken, old, new, main, params):
+    # the examples and, as files beside them, the standard library: `std/blocks.res` is
+    # what the diagnostics call it either way
+    (tmp_path / "std").mkdir()
+    for path in STD.glob("*.res"):
+        (tmp_path / "std" / path.name).write_text(path.read_text())
     for path in EXAMPLES.glob("*.res"):
-        (tmp_path / path.name).write_text(path.read_text())
+        text = re.sub(r"^import std\.(\w+)", r'import "std/\1.res"', path.read_text(), flags=re.M)
+        (tmp_path / path.name).write_text(text)
     text = (tmp_path / broken).read_text()
     assert old in text
     (tmp_path / broken).write_text(text.replace(old, new))

@@ -178,7 +178,8 @@ class Definition:
 @dataclass(frozen=True, slots=True)
 class Import:
     span: Span
-    path: str
+    path: str  # relative to the importing file; "std/NAME.res" for the standard library
+    std: str | None = None  # NAME of `import std.NAME`
 
 
 @dataclass(frozen=True, slots=True)

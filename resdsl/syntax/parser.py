@@ -177,6 +177,16 @@ class _ToAst(Transformer):
     def import_stmt(self, meta, children):
         return ast.Import(self._span(meta), _unquote(children[0]))
 
+    def std_import(self, meta, children):
+        package, name = children
+        if str(package) != "std":
+            raise SpecSyntaxError(
+                f"unknown library `{package}`: dotted imports name the standard library, "
+                "`import std.NAME`", self._tok(package),
+                hints=[f'a file is imported by its path: `import "{package}.res"`'],
+            )  # fmt: skip
+        return ast.Import(self._span(meta), f"std/{name}.res", std=str(name))
+
     def _definition(self, kind, meta, children):
         name, params, inputs, body = children
         return ast.Definition(

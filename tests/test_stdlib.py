@@ -1,0 +1,104 @@
+"""The standard library: `import std.NAME`, its documentation, and its errors."""
+
+from __future__ import annotations
+
+import pathlib
+import re
+
+import pytest
+
+import resdsl
+from resdsl.errors import DuplicateNameError, SpecImportError, SpecSyntaxError
+from resdsl.loader import std_modules
+
+from .conftest import ROOT
+
+STD = ROOT / "resdsl" / "std"
+DOC = (ROOT / "docs" / "stdlib.md").read_text()
+
+
+def headers(path) -> list[str]:
+    """Each `block ...` header of a library file, up to (not including) ` {`."""
+    text = path.read_text()
+    return [m.group(1) for m in re.finditer(r"^(block [^{]*?) \{", text, re.M | re.S)]
+
+
+def test_the_modules():
+    assert std_modules() == ["blocks", "densenet", "resnet", "transformer"]
+    assert sorted(p.stem for p in STD.glob("*.res")) == std_modules()
+
+
+@pytest.mark.parametrize("name", ["blocks", "densenet", "resnet", "transformer"])
+def test_every_block_is_documented_with_its_exact_header(name):
+    assert f"## `std.{name}`" in DOC
+    found = headers(STD / f"{name}.res")
+    assert found, name
+    for header in found:
+        assert f"```text\n{header}\n```" in DOC, header
+
+
+@pytest.mark.parametrize("name", ["blocks", "densenet", "resnet", "transformer"])
+def test_each_module_is_a_library_that_checks(name, spec):
+    from resdsl.elaborate import check_definitions
+    from resdsl.loader import load_program
+
+    path = spec(f"import std.{name}\n")
+    program = load_program(pathlib.Path(path).read_text(), path)
+    check_definitions(program)
+    assert program.files[1:] == [f"std/{name}.res"]
+
+
+def test_the_documented_example_works_from_any_directory(spec):
+    (body,) = re.findall(r"```res\n(.*?)```", DOC, re.S)
+    net = resdsl.load(spec(body, "elsewhere/deep/net.res"))
+    # stem 3*64*9 + BN 128; layer1: 4 convs 64*64*9 + 4 BN; layer2: 128*64*9 + 3 * 128*128*9,
+    # 4 BN of 128, a 1x1 projection 64*128 with its BN; fc 128*10 + 10
+    expected = (1728 + 128) + (4 * 36864 + 4 * 128) + (73728 + 3 * 147456 + 4 * 256 + 8192
+                                                        + 256) + (1280 + 10)  # fmt: skip
+    assert net.num_params == expected == 676_682
+    assert net.graph.inputs_of("layer2.0.downsample.0") == ["layer1.1.relu_1"]
+
+
+def test_unknown_module_is_located_with_a_suggestion():
+    with pytest.raises(SpecImportError) as e:
+        resdsl.loads("import std.resnt\nnetwork n() (x: 3) { return x }", path="n.res")
+    assert (e.value.line, e.value.column) == (1, 1)
+    assert e.value.message == "no module `std.resnt` in the standard library"
+    assert e.value.hints == ["did you mean `resnet`?"]
+    with pytest.raises(SpecImportError) as e:
+        resdsl.loads("import std.zzz\nnetwork n() (x: 3) { return x }", path="n.res")
+    assert e.value.hints == ["modules: std.blocks, std.densenet, std.resnet, std.transformer"]
+
+
+def test_only_std_is_a_dotted_library():
+    with pytest.raises(SpecSyntaxError) as e:
+        resdsl.loads("\nimport os.path\nnetwork n() (x: 3) { return x }", path="n.res")
+    assert (e.value.line, e.value.column) == (2, 8)
+    assert e.value.hints == ['a file is imported by its path: `import "os.res"`']
+
+
+def test_std_names_share_the_namespace(spec):
+    with pytest.raises(DuplicateNameError) as e:
+        resdsl.loads(
+            "import std.resnet\nblock basic() (x) { return x }\nnetwork n() (x: 3) { return x }",
+            path="n.res",
+        )
+    # the spec's own definitions come first, so the library's `basic` is the second one
+    assert (e.value.path, e.value.line, e.value.column) == ("std/resnet.res", 6, 7)
+    note = e.value.notes[0]
+    assert (note.message, note.span.path, note.span.line) == ("first defined here", "n.res", 2)
+
+
+def test_std_imported_twice_and_through_a_file(spec):
+    spec("import std.resnet\n", "lib.res")
+    path = spec('import std.resnet\nimport "lib.res"\nimport std.resnet\n'
+                "network n() (x: (3, 8, 8)) { return x -> stage(basic, 3, 1) }")  # fmt: skip
+    assert resdsl.load(path).num_params == 2 * (3 * 3 * 9 + 6)
+
+
+def test_errors_inside_std_point_at_the_library(spec):
+    path = spec("import std.resnet\nnetwork n() (x: (3, 8, 8)) { return x -> basic(4, groups=2) }")
+    with pytest.raises(resdsl.SpecError) as e:
+        resdsl.load(path)
+    assert (e.value.path, e.value.line) == ("std/resnet.res", 7)
+    assert "basic blocks have one group of width 64" in resdsl.render(e.value)
