@@ -1,0 +1,60 @@
+"""``compile --check`` for every target: run the PyTorch backend on the same weights and
+input as a compiled model, and compare each output within a tolerance scaled to it."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..network import Network
+from ..weights import Weights
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """One output: the largest absolute difference from the PyTorch backend."""
+
+    output: str
+    max_abs_diff: float
+    tolerance: float
+
+    @property
+    def ok(self) -> bool:
+        return self.max_abs_diff <= self.tolerance
+
+
+def tolerance(reference: np.ndarray, dtype: str = "float32") -> float:
+    """Absolute tolerance scaled to the output: fp32 1e-5 + 1e-4 rel, fp16 1e-3 + 1e-2 rel."""
+    scale = float(np.abs(reference).max()) if reference.size else 0.0
+    return 1e-5 + 1e-4 * scale if dtype == "float32" else 1e-3 + 1e-2 * scale
+
+
+def random_inputs(shapes: Sequence[Sequence[int]], seed: int) -> list[np.ndarray]:
+    """Seeded standard-normal float32 inputs of the given full (batched) shapes."""
+    rng = np.random.default_rng(seed)
+    return [rng.standard_normal(tuple(s)).astype(np.float32) for s in shapes]
+
+
+def reference(net: Network, weights: Weights, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """The PyTorch backend's outputs (eval mode) with ``weights`` loaded."""
+    import torch
+
+    module = net.to_torch(seed=None).eval()
+    state = {k: torch.from_numpy(np.array(v)) for k, v in weights.items()}
+    module.load_state_dict(state, strict=False)  # optional buffers may be absent
+    with torch.no_grad():
+        out = module(*(torch.from_numpy(x) for x in inputs))
+    return [o.numpy() for o in (out if isinstance(out, tuple) else (out,))]
+
+
+def compare(
+    names: Sequence[str], expected: Sequence[np.ndarray], actual: Sequence[np.ndarray],
+    dtype: str = "float32",
+) -> list[Comparison]:  # fmt: skip
+    out = []
+    for name, want, got in zip(names, expected, actual, strict=True):
+        diff = float(np.abs(got.astype(np.float32) - want).max()) if want.size else 0.0
+        out.append(Comparison(name, diff, tolerance(want, dtype)))
+    return out
