@@ -1,0 +1,166 @@
+"""``resdsl sample`` and the search-space view of ``resdsl info`` (docs/cli.md).
+
+Imported by ``resdsl.cli`` when its parser is built; everything heavier is imported when a
+command runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+from collections.abc import Callable
+from typing import Any
+
+_SUFFIX = {"": 1, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
+
+
+def count(text: str) -> int:
+    """A budget from the command line: ``25000000``, ``25_000_000``, ``2.5e7``, ``25M``, ``4G``."""
+    m = re.fullmatch(r"\s*([0-9][0-9_]*(?:\.[0-9]+)?(?:[eE][0-9]+)?)\s*([KMGT]?)\s*", text)
+    if m is None:
+        raise argparse.ArgumentTypeError(
+            f"expected a count such as 25000000, 2.5e7 or 25M: {text!r}"
+        )
+    value = float(m.group(1).replace("_", "")) * _SUFFIX[m.group(2)]
+    if value < 0 or value != int(value):
+        raise argparse.ArgumentTypeError(f"expected a whole number: {text!r}")
+    return int(value)
+
+
+def add_sample_command(sub: Any, spec_options: Callable[[argparse.ArgumentParser], None]) -> None:
+    """Register ``resdsl sample`` on the ``resdsl`` subcommand parser."""
+    p = sub.add_parser(
+        "sample",
+        help="draw candidates of a search space and write them as concrete .res files",
+        description="Draws --n candidates uniformly from the choices of SPACE (with --seed), "
+        "rejecting those that do not build or exceed the budget, and writes each as a "
+        "self-contained .res file in DIR. stdout: one line per candidate; stderr: the "
+        "rejection rate. See docs/search.md.",
+    )
+    p.add_argument("space", metavar="SPACE")
+    p.add_argument("--n", type=int, default=10, help="number of candidates (default: 10)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument("--max-params", type=count, metavar="N", help="budget: at most N parameters")
+    p.add_argument("--max-macs", type=count, metavar="N", help="budget: at most N MACs (2G, 5e8)")
+    p.add_argument("-o", "--output", metavar="DIR", help="write NETWORK_NNN.res files here")
+    p.add_argument("--json", action="store_true", help="one JSON object per candidate")
+    spec_options(p)
+    p.set_defaults(run=run_sample)
+
+
+def run_sample(args: argparse.Namespace) -> int:
+    from .. import cli
+    from .._io import atomic_write
+    from .fingerprint import fingerprint
+    from .space import as_random, describe, loads_space
+
+    if args.n < 1:
+        raise cli.UsageError("--n must be at least 1")
+    if args.output and os.path.exists(args.output) and not os.path.isdir(args.output):
+        raise cli.UsageError(f"{args.output} exists and is not a directory")
+    space = loads_space(
+        cli._read(args.space), args.network, path=args.space, max_params=args.max_params,
+        max_macs=args.max_macs, **cli._params(args.set),
+    )  # fmt: skip
+    if not space.choices:
+        print(f"note: {args.space} has no choices: every candidate is the same", file=sys.stderr)
+    rng, width = as_random(args.seed), max(3, len(str(args.n - 1)))
+    if args.output:
+        os.makedirs(args.output, exist_ok=True)
+    for i in range(args.n):
+        assignment = space.sample(rng)
+        net = space.build(assignment)
+        fp = fingerprint(net)
+        path = None
+        if args.output:
+            path = os.path.join(args.output, f"{space.network}_{i:0{width}d}.res")
+            header = (
+                f"Candidate {i} of {args.space} (network {space.network}), drawn by "
+                f"`resdsl sample --seed {args.seed}`.\nchoices: {describe(assignment)}\n"
+                f"{net.num_params:,} params, {net.macs:,} MACs, fingerprint {fp}"
+            )
+            atomic_write(path, space.to_spec(assignment, header))
+        _report(args, path, assignment, net, fp)
+    print(f"sampled {args.n} of {space.size:,} candidates: {space.stats}", file=sys.stderr)
+    return cli.EXIT_OK
+
+
+def _report(args: argparse.Namespace, path: str | None, assignment, net, fp: str) -> None:
+    from .space import describe
+
+    if args.json:
+        row = {"file": path, "choices": _jsonable(assignment), "params": net.num_params,
+               "macs": net.macs, "fingerprint": fp}  # fmt: skip
+        print(json.dumps(row))
+    else:
+        print(
+            f"{path or '-'}  {net.num_params:,} params  {net.macs:,} MACs  {describe(assignment)}"
+        )
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, tuple):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def space_info(args: argparse.Namespace) -> bool:
+    """``resdsl info`` on a search space: print its size and choices; False if the network
+    has no choice left open (``--set`` may fix them all), so ``info`` reports it as usual."""
+    from .. import cli
+    from ..loader import load_program
+    from ..syntax import ast
+    from .space import describe, loads_space
+
+    text, params = cli._read(args.file), cli._params(args.set)
+    networks = [d for d in load_program(text, args.file).main.definitions if d.kind == "network"]
+    picked = [d for d in networks if d.name == args.network or len(networks) == 1]
+    if len(picked) != 1 or not any(
+        isinstance(p.default, ast.Choice) and p.name not in params for p in picked[0].params
+    ):
+        return False
+    space = loads_space(text, args.network, path=args.file, **params)
+    choices = space.choices
+    if args.json:
+        json.dump(_space_json(space, choices), sys.stdout, indent=2)
+        print()
+        return True
+    first = space.build({})
+    rows = [("choice", "type", "written", "values")]
+    for c in choices.values():
+        deps = f"  (depends on {', '.join(c.depends_on)})" if c.depends_on else ""
+        rows.append((c.name, c.type, c.text, ", ".join(map(_text, c.values)) + deps))
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    out = [
+        f"space    {space.network}  ({args.file})",
+        f"size     {space.size:,} candidates",
+        f"first    {first.num_params:,} params, {first.macs:,} MACs: {describe(space.params({}))}",
+        "",
+    ]
+    out += ["  ".join(r[c].ljust(widths[c]) for c in range(3)) + "  " + r[3] for r in rows]
+    print("\n".join(line.rstrip() for line in out))
+    return True
+
+
+def _space_json(space, choices) -> dict[str, Any]:
+    return {
+        "space": space.network,
+        "source": space.path,
+        "size": space.size,
+        "choices": {
+            c.name: {"type": c.type, "written": c.text, "values": _jsonable(c.values),
+                     "depends_on": list(c.depends_on)}
+            for c in choices.values()
+        },
+    }  # fmt: skip
+
+
+def _text(value: Any) -> str:
+    from ..ops.core import spec_text
+
+    return spec_text(value)
