@@ -3,15 +3,15 @@
 For each model (ResNet-18, ResNet-50) and batch size it builds the torchvision model with
 seeded weights, compiles ``examples/<model>.res`` for ``--target llvm`` with exactly those
 weights (``compile_network(..., weights=torchvision_model)``; the spec's names are
-torchvision's, so its state_dict loads strictly) and measures the median wall time
-(``time.perf_counter``) of one forward pass of the same seeded input through:
+torchvision's, so its state_dict loads strictly) and measures the median time of one
+forward pass of the same seeded input through:
 
 * resdsl: the untuned artifact, run through ``resdsl.runtime.load(dir)`` on NumPy arrays
   (the time includes copying the input in and the output out, which is what a caller pays);
 * resdsl tuned: the same, compiled with a MetaSchedule database, when ``--tuned-db DIR``
   holds tuning records (``database_workload.json`` + ``database_tuning_record.json``) in
   ``DIR/<model>-b<batch>/``, ``DIR/<model>/`` or ``DIR/`` itself; otherwise skipped;
-* PyTorch eager: ``model.eval()`` under ``torch.no_grad()``, torch's default thread count;
+* PyTorch eager: ``model.eval()`` under ``torch.no_grad()``;
 * onnxruntime: the model exported with ``torch.onnx.export`` (the dynamo-based exporter when
   onnxscript is installed, else, or when that fails, the TorchScript one with
   ``dynamo=False``), one export per model with a dynamic batch axis, run by an
@@ -23,16 +23,31 @@ batch-norm affine parameters and running statistics are redrawn from a seeded ge
 folding untested). Input: ``numpy.random.default_rng(seed).standard_normal``.
 
 Each engine is warmed up once (first-touch allocation, thread pools, onnxruntime's
-arena) before it is timed. Untuned TVM code is slow (seconds per image), so the number of
-timed repeats adapts: at most ``--repeats``, at least ``--min-repeats``, and otherwise as many
-as fit in ``--budget`` seconds per measurement, judged from the warm-up call. The table says
-how many were used. Every engine's output is compared with PyTorch eager's (max abs diff, and
-that relative to the largest output); a difference over 1e-3 relative is flagged.
+arena). Then the engines of one (model, batch) are timed in rounds, one call of each per
+round, so that load from other processes on a shared machine falls on all of them alike;
+each engine's figure is the median over the rounds. The number of rounds adapts: at most
+``--repeats``, at least ``--min-repeats``, and otherwise as many as fit in ``--budget``
+seconds, judged from the warm-up calls; each timed call starts after a 20 ms pause, so that
+idle worker threads of the engine before have stopped spinning. Every engine's output is
+compared with PyTorch eager's (max abs diff, and that relative to the largest output); a
+difference over 1e-3 relative is flagged.
 
-GFLOP/s = 2 * MACs * batch / latency, with MACs from ``resdsl.load(spec).macs``.
+GFLOP/s = 2 * MACs * batch / latency, with MACs from ``resdsl.load(spec).macs``. The
+machine's peak is measured once, first, as the best of ``--peak-repeats`` runs of a kernel
+that does nothing but independent float32 vector FMAs on registers, on as many threads as
+the artifacts use; "% peak" is GFLOP/s over that. PyTorch's 2048^3 matrix product (MKL) is
+printed next to it (on this Zen 4 it reaches about 75% of the FMA peak). Compile times are
+wall times of ``compile_network`` (lowering, TVM, export).
+
+Threads: by default each engine uses its own default (all cores). ``--threads N`` sets N for
+all three (``TVM_NUM_THREADS``, ``torch.set_num_threads``, onnxruntime's intra-op threads).
+Times are wall times (``time.perf_counter``); on a shared machine ``--threads 1 --clock cpu``
+measures the calling thread's CPU time instead, which load from other processes disturbs
+far less (every engine then runs in the calling thread).
 
     python benchmarks/compiled.py
     python benchmarks/compiled.py --models resnet18 --batches 1 --repeats 5
+    python benchmarks/compiled.py --threads 1 --clock cpu     # on a busy machine
     python benchmarks/compiled.py --tuned-db tuning/          # add the tuned artifact
 
 Exits 0 (mismatches are flagged in the output, not in the exit status).
@@ -65,6 +80,16 @@ import resdsl.runtime
 MODELS = ["resnet18", "resnet50"]
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 MISMATCH_REL = 1e-3  # flag an engine whose output differs from eager's by more than this
+
+# What timed regions are measured with: wall time, or with --threads 1 --clock cpu the calling
+# thread's CPU time (every engine then runs in the calling thread), which other processes on
+# a shared machine disturb much less.
+CLOCKS = {"wall": time.perf_counter, "cpu": time.thread_time}
+clock = time.perf_counter
+# A pause before each timed call: the previous engine's idle worker threads (OpenMP's,
+# TVM's) spin for a while after a call before they sleep; they should not steal this one's
+# cores.
+SETTLE_S = 0.02
 
 
 @dataclass
@@ -123,20 +148,84 @@ def seeded_input(batch: int, seed: int) -> np.ndarray:
 # --------------------------------------------------------------------------- timing
 
 
-def measure(
-    fn: Callable[[], np.ndarray], max_repeats: int, min_repeats: int, budget_s: float
-) -> tuple[float, int, np.ndarray]:
-    """Warm up once, then time ``fn``; returns (median seconds, repeats used, last output)."""
-    start = time.perf_counter()
-    out = fn()
-    warm_s = time.perf_counter() - start
-    repeats = max(min_repeats, min(max_repeats, int(budget_s / max(warm_s, 1e-9))))
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), repeats, out
+def matmul_peak(repeats: int) -> float:
+    """GFLOP/s of PyTorch's float32 2048^3 matrix product (MKL): the best of ``repeats``."""
+    n = 2048
+    a, b, out = torch.randn(n, n), torch.randn(n, n), torch.empty(n, n)
+    best = math.inf
+    for _ in range(repeats + 1):  # the first one warms up
+        start = clock()
+        torch.mm(a, b, out=out)
+        best = min(best, clock() - start)
+    return 2.0 * n**3 / best / 1e9
+
+
+def fma_peak(repeats: int, lanes: int) -> float:
+    """GFLOP/s of independent vector FMAs on registers, on every TVM thread: the ceiling.
+
+    Each thread keeps 12 vector accumulators (more than an FMA's latency times the FMA
+    units, so the units never wait) and updates them 200,000 times.
+    """
+    import tvm
+    from tvm.script import tirx as T  # noqa: N812 - the name TVM itself uses
+
+    threads, chains, steps = tvm.get_global_func("runtime.NumThreads")(), 12, 200_000
+
+    @T.prim_func
+    def kernel(
+        xy: T.Buffer((2, lanes), "float32"), out: T.Buffer((threads, chains, lanes), "float32")
+    ):
+        T.func_attr({"global_symbol": "kernel", "tirx.noalias": True})
+        for t in T.parallel(threads):
+            acc = T.decl_buffer((chains, lanes), "float32", scope="local")
+            for j in T.unroll(chains):
+                for v in T.vectorized(lanes):
+                    acc[j, v] = xy[1, v]
+            for _ in range(steps):
+                for j in T.unroll(chains):
+                    for v in T.vectorized(lanes):
+                        acc[j, v] = acc[j, v] * xy[0, v] + xy[1, v]
+            for j in T.unroll(chains):
+                for v in T.vectorized(lanes):
+                    out[t, j, v] = acc[j, v]
+
+    from resdsl.backends.tvm import BuildOptions
+
+    lib = tvm.tirx.build(tvm.IRModule({"kernel": kernel}), target=BuildOptions().tvm_target())
+    xy = tvm.runtime.tensor(np.full((2, lanes), 0.5, np.float32))
+    out = tvm.runtime.tensor(np.zeros((threads, chains, lanes), np.float32))
+    best = math.inf
+    for _ in range(repeats + 1):
+        start = clock()
+        lib["kernel"](xy, out)
+        best = min(best, clock() - start)
+    return 2.0 * threads * chains * lanes * steps / best / 1e9
+
+
+def measure_together(
+    engines: dict[str, Callable[[], np.ndarray]],
+    max_repeats: int,
+    min_repeats: int,
+    budget_s: float,
+) -> dict[str, tuple[float, int, np.ndarray]]:
+    """Warm each engine up, then time them in rounds (one call of each per round).
+
+    Returns, per engine, (median seconds, rounds, its output).
+    """
+    outputs, warm = {}, 0.0
+    for key, fn in engines.items():
+        start = clock()
+        outputs[key] = fn()
+        warm += clock() - start
+    rounds = max(min_repeats, min(max_repeats, int(budget_s / max(warm, 1e-9))))
+    times: dict[str, list[float]] = {key: [] for key in engines}
+    for _ in range(rounds):
+        for key, fn in engines.items():
+            time.sleep(SETTLE_S)
+            start = clock()
+            outputs[key] = fn()
+            times[key].append(clock() - start)
+    return {key: (statistics.median(times[key]), rounds, outputs[key]) for key in engines}
 
 
 def compare(timing: Timing, out: np.ndarray, reference: np.ndarray) -> None:
@@ -204,68 +293,75 @@ def export_onnx(module: torch.nn.Module, path: str) -> str:
     return reason + f"TorchScript exporter (dynamo=False), {time.perf_counter() - start:.1f} s"
 
 
+ENGINES = {
+    "resdsl": "resdsl (untuned)",
+    "tuned": "resdsl (tuned)",
+    "eager": "pytorch eager",
+    "onnxruntime": "onnxruntime",
+}
+
+
 def run_model(model: str, args: argparse.Namespace, workdir: str) -> list[Case]:
+    """Prepare every engine for each batch size of ``model``, then time them together."""
     import onnxruntime as ort
 
-    timing_args = (args.repeats, args.min_repeats, args.budget)
     module = seeded_torchvision(model, args.seed)
     net = resdsl.load(EXAMPLES / f"{model}.res")
-    cases = [Case(model, b, net.macs) for b in args.batches]
-    inputs = {c.batch: seeded_input(c.batch, args.seed) for c in cases}
-    refs: dict[int, np.ndarray] = {}
-
-    # PyTorch eager first: its output is the reference for the others.
-    for c in cases:
-        x = torch.from_numpy(inputs[c.batch])
-
-        def eager(x=x) -> np.ndarray:
-            with torch.no_grad():
-                return module(x).numpy()
-
-        t = Timing("pytorch eager")
-        t.median_s, t.repeats, refs[c.batch] = measure(eager, *timing_args)
-        c.timings["eager"] = t
-        print(f"  {model} b{c.batch}: eager {t.median_s * 1e3:.1f} ms (n={t.repeats})", flush=True)
-
-    # onnxruntime: one export per model (dynamic batch), one session.
     onnx_path = os.path.join(workdir, f"{model}.onnx")
-    how = export_onnx(module, onnx_path)
-    print(f"  {model}: onnx export: {how}", flush=True)
-    session = ort.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
-    for c in cases:
-        x = inputs[c.batch]
-        t = Timing("onnxruntime")
-        t.median_s, t.repeats, out = measure(
-            lambda x=x, s=session: s.run(None, {"x": x})[0], *timing_args
-        )
-        compare(t, out, refs[c.batch])
-        c.timings["onnxruntime"] = t
-        print(f"  {model} b{c.batch}: onnxruntime {t.median_s * 1e3:.1f} ms (n={t.repeats})")
+    print(f"  {model}: onnx export: {export_onnx(module, onnx_path)}", flush=True)
+    options = ort.SessionOptions()
+    if args.threads:
+        options.intra_op_num_threads = args.threads
+    session = ort.InferenceSession(onnx_path, options, providers=["CPUExecutionProvider"])
+    cases = []
+    for batch in args.batches:
+        case = Case(model, batch, net.macs)
+        x = seeded_input(batch, args.seed)
+        xt = torch.from_numpy(x)
 
-    # resdsl: compile (timed), load, run; untuned, then tuned where records exist.
-    for c in cases:
-        for key, label in (("resdsl", "resdsl (untuned)"), ("tuned", "resdsl (tuned)")):
-            t = Timing(label)
-            c.timings[key] = t
-            database = None
-            if key == "tuned":
-                database, where = find_tuning_db(args.tuned_db, model, c.batch)
-                if database is None:
-                    t.note = f"skipped: {where}"
-                    continue
-                t.note = f"records from {where}"
-            out_dir = os.path.join(workdir, f"{model}-b{c.batch}-{key}")
-            c.compile_s[key] = compile_artifact(net, module, c.batch, out_dir, database)
-            artifact = resdsl.runtime.load(out_dir)
-            x = inputs[c.batch]
-            t.median_s, t.repeats, out = measure(lambda a=artifact, x=x: a(x), *timing_args)
-            compare(t, out, refs[c.batch])
-            print(
-                f"  {model} b{c.batch}: {label} compiled in {c.compile_s[key]:.1f} s, "
-                f"{t.median_s * 1e3:.1f} ms (n={t.repeats})",
-                flush=True,
-            )
+        def eager(xt=xt) -> np.ndarray:
+            with torch.no_grad():
+                return module(xt).numpy()
+
+        engines = {"eager": eager, "onnxruntime": lambda x=x: session.run(None, {"x": x})[0]}
+        engines |= compile_engines(case, net, module, x, args, workdir)
+        timed = measure_together(engines, args.repeats, args.min_repeats, args.budget)
+        for key in engines:
+            t = case.timings.setdefault(key, Timing(ENGINES[key]))
+            t.median_s, t.repeats, out = timed[key]
+            if key != "eager":
+                compare(t, out, timed["eager"][2])
+        summary = ", ".join(f"{k} {timed[k][0] * 1e3:.1f} ms" for k in engines)
+        print(f"  {model} b{batch}: {summary} ({timed['eager'][1]} rounds)", flush=True)
+        cases.append(case)
     return cases
+
+
+def compile_engines(case: Case, net, module, x: np.ndarray, args, workdir: str) -> dict:
+    """Compile (timed) and load the untuned artifact, and the tuned one where records exist."""
+    import tvm
+
+    engines = {}
+    for key in ("resdsl", "tuned"):
+        t = case.timings[key] = Timing(ENGINES[key])
+        database = None
+        if key == "tuned":
+            database, where = find_tuning_db(args.tuned_db, case.model, case.batch)
+            if database is None:
+                t.note = f"skipped: {where}"
+                continue
+            t.note = f"records from {where}"
+        out_dir = os.path.join(workdir, f"{case.model}-b{case.batch}-{key}")
+        case.compile_s[key] = compile_artifact(net, module, case.batch, out_dir, database)
+        artifact = resdsl.runtime.load(out_dir)
+        engines[key] = lambda a=artifact: a(x)
+        threads = tvm.get_global_func("runtime.NumThreads")()  # the pool starts here
+        print(
+            f"  {case.model} b{case.batch}: {ENGINES[key]} compiled in "
+            f"{case.compile_s[key]:.1f} s; runs on {threads} TVM threads",
+            flush=True,
+        )
+    return engines
 
 
 # --------------------------------------------------------------------------- report
@@ -279,15 +375,20 @@ def _fmt(value: float | None, spec: str, missing: str = "-") -> str:
     )
 
 
-def print_tables(cases: list[Case]) -> None:
+# Issue 7's targets: untuned latency <= 1.5x PyTorch eager within 60 s of compiling; tuned
+# latency <= onnxruntime's.
+UNTUNED_VS_EAGER, COMPILE_S, TUNED_VS_ORT = 1.5, 60.0, 1.0
+
+
+def print_tables(cases: list[Case], peak: float) -> None:
     header = (
-        f"{'model':<9} {'batch':>5}  {'engine':<17} {'median ms':>10} {'repeats':>7} "
-        f"{'GFLOP/s':>8} {'max|diff| vs eager':>18} {'rel':>9}"
+        f"{'model':<9} {'batch':>5}  {'engine':<17} {'median ms':>10} {'rounds':>6} "
+        f"{'GFLOP/s':>8} {'% peak':>6} {'max|diff| vs eager':>18} {'rel':>9}"
     )
     print(header)
     print("-" * len(header))
     for c in cases:
-        for key in ("resdsl", "tuned", "eager", "onnxruntime"):
+        for key in ENGINES:
             t = c.timings.get(key)
             if t is None:
                 continue
@@ -295,13 +396,18 @@ def print_tables(cases: list[Case]) -> None:
                 print(f"{c.model:<9} {c.batch:>5}  {t.engine:<17} {t.note}")
                 continue
             flag = "  MISMATCH" if t.rel_diff is not None and t.rel_diff > MISMATCH_REL else ""
+            gflops = c.gflops(t)
             print(
                 f"{c.model:<9} {c.batch:>5}  {t.engine:<17} {t.median_s * 1e3:>10.1f} "
-                f"{t.repeats:>7} {_fmt(c.gflops(t), '.1f'):>8} "
+                f"{t.repeats:>6} {_fmt(gflops, '.1f'):>8} {_fmt(100 * gflops / peak, '.0f'):>6} "
                 f"{_fmt(t.max_abs_diff, '.2e', '(reference)'):>18} {_fmt(t.rel_diff, '.1e'):>9}"
                 f"{flag}"
             )
-    print()
+    print(f"(% peak: of the measured {peak:.1f} GFLOP/s FMA peak)\n")
+    print_ratios(cases)
+
+
+def print_ratios(cases: list[Case]) -> None:
     header = (
         f"{'model':<9} {'batch':>5}  {'resdsl/eager':>12} {'resdsl/ort':>10} "
         f"{'tuned/eager':>11} {'tuned/ort':>9} {'compile s':>9} {'tuned compile s':>15}"
@@ -310,16 +416,36 @@ def print_tables(cases: list[Case]) -> None:
     print("-" * len(header))
     for c in cases:
         print(
-            f"{c.model:<9} {c.batch:>5}  {_fmt(c.ratio('resdsl', 'eager'), '.1f'):>11}x "
-            f"{_fmt(c.ratio('resdsl', 'onnxruntime'), '.1f'):>9}x "
-            f"{_fmt(c.ratio('tuned', 'eager'), '.1f'):>10}x "
-            f"{_fmt(c.ratio('tuned', 'onnxruntime'), '.1f'):>8}x "
+            f"{c.model:<9} {c.batch:>5}  {_fmt(c.ratio('resdsl', 'eager'), '.2f'):>11}x "
+            f"{_fmt(c.ratio('resdsl', 'onnxruntime'), '.2f'):>9}x "
+            f"{_fmt(c.ratio('tuned', 'eager'), '.2f'):>10}x "
+            f"{_fmt(c.ratio('tuned', 'onnxruntime'), '.2f'):>8}x "
             f"{_fmt(c.compile_s.get('resdsl'), '.1f'):>9} "
             f"{_fmt(c.compile_s.get('tuned'), '.1f'):>15}"
         )
     notes = {c.timings["tuned"].note for c in cases if c.timings.get("tuned")}
     for note in sorted(notes):
         print(f"note: resdsl (tuned): {note}")
+    print_targets(cases)
+
+
+def print_targets(cases: list[Case]) -> None:
+    """Each target of issue 7 that this run measured: met or not."""
+    for c in cases:
+        ratio, compile_s = c.ratio("resdsl", "eager"), c.compile_s.get("resdsl")
+        if ratio is not None and compile_s is not None:
+            met = ratio <= UNTUNED_VS_EAGER and compile_s <= COMPILE_S
+            print(
+                f"target untuned {c.model} b{c.batch}: {ratio:.2f}x eager "
+                f"(<= {UNTUNED_VS_EAGER}x), compiled in {compile_s:.0f} s (<= {COMPILE_S:.0f} s): "
+                f"{'met' if met else 'NOT met'}"
+            )
+        tuned = c.ratio("tuned", "onnxruntime")
+        if tuned is not None:
+            print(
+                f"target tuned {c.model} b{c.batch}: {tuned:.2f}x onnxruntime "
+                f"(<= {TUNED_VS_ORT}x): {'met' if tuned <= TUNED_VS_ORT else 'NOT met'}"
+            )
     bad = [
         f"{c.model} b{c.batch} {t.engine}"
         for c in cases
@@ -338,17 +464,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--models", nargs="+", choices=MODELS, default=MODELS)
     parser.add_argument("--batches", nargs="+", type=int, default=[1, 8])
     parser.add_argument(
-        "--repeats", type=int, default=20, help="most timed repeats per measurement (default 20)"
+        "--repeats", type=int, default=20, help="most timing rounds per case (default 20)"
     )
+    parser.add_argument("--min-repeats", type=int, default=3, help="fewest rounds (default 3)")
     parser.add_argument(
-        "--min-repeats", type=int, default=3, help="fewest timed repeats (default 3)"
+        "--peak-repeats", type=int, default=20, help="runs of the peak kernels (default 20)"
     )
     parser.add_argument(
         "--budget",
         type=float,
         default=15.0,
-        help="seconds of timed repeats to aim for per measurement, between the two bounds "
+        help="seconds of timing rounds to aim for per (model, batch), between the two bounds "
         "(default 15)",
+    )
+    parser.add_argument(
+        "--threads", type=int, help="threads for every engine (default: each one's own default)"
+    )
+    parser.add_argument(
+        "--clock",
+        choices=sorted(CLOCKS),
+        default="wall",
+        help="wall time (default), or CPU time of the calling thread (needs --threads 1)",
     )
     parser.add_argument("--tuned-db", metavar="DIR", help="MetaSchedule tuning records")
     parser.add_argument("--seed", type=int, default=0, help="weights and input (default 0)")
@@ -357,20 +493,43 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("need 1 <= --min-repeats <= --repeats")
     if any(b < 1 for b in args.batches):
         parser.error("batch sizes must be at least 1")
+    if args.threads is not None and args.threads < 1:
+        parser.error("--threads must be at least 1")
+    if args.clock == "cpu" and args.threads != 1:
+        parser.error("--clock cpu needs --threads 1 (CPU time of other threads is not counted)")
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
+    global clock
     args = parse_args(argv)
+    clock = CLOCKS[args.clock]
+    # Before TVM's runtime starts its thread pool: the threads artifacts run on.
+    threads = args.threads or os.environ.get("TVM_NUM_THREADS") or resdsl.runtime.physical_cores()
+    os.environ["TVM_NUM_THREADS"] = str(threads)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     import onnxruntime as ort
     import tvm
+
+    from resdsl.backends.tvm import BuildOptions
 
     print(
         f"resdsl {resdsl.__version__} | tvm {tvm.__version__} | torch {torch.__version__} | "
         f"torchvision {torchvision.__version__} | onnxruntime {ort.__version__} | "
-        f"{torch.get_num_threads()} torch threads, {os.cpu_count()} CPUs\n"
-        f"median of {args.min_repeats}..{args.repeats} timed repeats (budget {args.budget:g} s "
-        f"per measurement) after 1 warm-up; seed {args.seed}\n"
+        f"{torch.get_num_threads()} torch threads, {os.cpu_count()} CPUs | "
+        f"target {BuildOptions().tvm_target()}\n"
+        f"median of {args.min_repeats}..{args.repeats} interleaved rounds (budget {args.budget:g}"
+        f" s per case) after 1 warm-up; {args.clock} clock; seed {args.seed}"
+    )
+    from resdsl.backends.tvm.schedules import Machine
+
+    peak = fma_peak(args.peak_repeats, Machine.of(BuildOptions().tvm_target()).lanes)
+    print(
+        f"machine peak: {peak:.1f} GFLOP/s float32 (vector FMAs on registers, "
+        f"{tvm.get_global_func('runtime.NumThreads')()} threads); PyTorch's 2048^3 matmul: "
+        f"{matmul_peak(args.peak_repeats):.1f} GFLOP/s\n",
+        flush=True,
     )
     start = time.perf_counter()
     cases: list[Case] = []
@@ -378,7 +537,7 @@ def main(argv: list[str] | None = None) -> int:
         for model in args.models:
             cases += run_model(model, args, workdir)
     print(f"\n(measured in {time.perf_counter() - start:.0f} s)\n")
-    print_tables(cases)
+    print_tables(cases, peak)
     return 0
 
 

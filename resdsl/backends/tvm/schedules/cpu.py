@@ -1,0 +1,452 @@
+"""Default CPU schedules for ``--target llvm``: small dlight-style rules, no tuning.
+
+Relax's FuseOps/FuseTIR leave one PrimFunc per fused group (``conv2d + bias + add + relu``,
+``matmul + bias``, ``max_pool2d``, ...) with plain serial loops. Each rule here recognises one
+kind of PrimFunc and returns a :class:`tvm.s_tir.Schedule` for it, or ``None`` so that the
+next rule may try (``ApplyDefaultSchedule`` takes the first that applies):
+
+* :class:`Conv2d` -- a direct convolution (NHWC, to which the pipeline converts them, or
+  NCHW) with a register tile of output channels by output columns, vectorised over output
+  channels, parallel over output rows; the fused epilogue (bias, residual add, ReLU) is
+  applied to the tile while it is in registers.
+* :class:`SpatialReduction` -- everything else with a reduction: matmul/dense, pooling,
+  means, grouped and depthwise convolutions: parallel over the outer output axes, vectorised
+  over the innermost one where the inputs are contiguous along it.
+* :class:`Elementwise` -- injective functions (adds, activations, layout changes): parallel
+  over the outer axes, vectorised innermost.
+
+Rules only reorder, split, cache and annotate loops, so they change no result beyond float
+reassociation; ``tests/test_cpu_schedules.py`` checks them against the PyTorch backend.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tvm import s_tir, tirx
+from tvm.s_tir.dlight import cpu as dlight_cpu
+from tvm.s_tir.dlight.analysis import collect_vars_used_in_prim_expr
+from tvm.s_tir.dlight.cpu.base import CPUScheduleRule
+from tvm.s_tir.schedule import ScheduleError
+from tvm.target import Target
+from tvm.target.codegen import llvm_get_vector_width, target_has_features
+
+# The block annotation Relax's SplitLayoutRewritePreproc looks for: such a block (it only
+# repacks a constant weight) becomes its own function, which FoldConstant then runs at
+# compile time, so the packed weights are stored in the library and cost nothing per call.
+LAYOUT_PREPROC = "meta_schedule.layout_rewrite_preproc"
+
+# Below this many output elements a parallel loop costs more to launch than it saves.
+MIN_PARALLEL_WORK = 4096
+
+
+@dataclass(frozen=True)
+class Machine:
+    """What the schedules need to know about the CPU: vector lanes and vector registers."""
+
+    lanes: int  # float32 lanes in one vector register
+    registers: int  # architectural vector registers
+
+    @classmethod
+    def of(cls, target: Target) -> Machine:
+        # llvm_get_vector_width reports the host's width whatever -mcpu says, so x86 is
+        # decided from the target's own features (AVX-512: 32 x 512 bit, AVX: 16 x 256 bit).
+        if target_has_features("avx512f", target):
+            return cls(lanes=16, registers=32)
+        if target_has_features("avx", target):
+            return cls(lanes=8, registers=16)
+        if target_has_features("sse2", target):
+            return cls(lanes=4, registers=16)
+        bits = llvm_get_vector_width(target)
+        return cls(lanes=max(bits, 128) // 32, registers=32)
+
+
+class _Rule(CPUScheduleRule):
+    """Common plumbing: a rule declines (``None``) where a schedule primitive refuses."""
+
+    def apply(self, func: tirx.PrimFunc, target: Target, tunable: bool) -> s_tir.Schedule | None:
+        if not isinstance(func, tirx.PrimFunc) or not self.is_target_available(target):
+            return None
+        sch = s_tir.Schedule(func)
+        try:
+            return sch if self.schedule(sch, func, Machine.of(target)) else None
+        except ScheduleError:  # a pattern this rule does not handle: let the next one try
+            return None
+
+    def schedule(self, sch: s_tir.Schedule, func: tirx.PrimFunc, machine: Machine) -> bool:
+        """Schedule ``sch`` in place; False if the rule does not apply."""
+        raise NotImplementedError
+
+
+# --------------------------------------------------------------------------- block helpers
+
+
+def _blocks(sch: s_tir.Schedule) -> list[s_tir.schedule.SBlockRV]:
+    """The leaf blocks of the function, in program order."""
+    root = sch.get_sblock(sch.mod["main"].body.block.name_hint)
+    return sch.get_child_blocks(root)
+
+
+def _kinds(stmt: s_tir.SBlock) -> str:
+    """Iteration kinds of a block, e.g. ``"SSSSRRR"`` for a convolution."""
+    names = {tirx.IterVar.DataPar: "S", tirx.IterVar.CommReduce: "R"}
+    return "".join(names.get(iv.iter_type, "O") for iv in stmt.iter_vars)
+
+
+def _indices(region) -> list[tirx.Expr]:
+    return [r.min for r in region.region]
+
+
+def _uses(expr: tirx.Expr, *variables: tirx.Var) -> list[bool]:
+    """For each of ``variables``, whether ``expr`` mentions it."""
+    found = collect_vars_used_in_prim_expr(expr)
+    return [any(v.same_as(f) for f in found) for v in variables]
+
+
+def _only(expr: tirx.Expr, *allowed: tirx.Var) -> bool:
+    """Whether ``expr`` mentions no variable but ``allowed``."""
+    found = collect_vars_used_in_prim_expr(expr)
+    return all(any(f.same_as(v) for v in allowed) for f in found)
+
+
+def _extent(sch: s_tir.Schedule, loop) -> int | None:
+    extent = sch.get(loop).extent
+    return int(extent) if isinstance(extent, tirx.IntImm) else None
+
+
+def _epilogue(sch: s_tir.Schedule, block) -> tuple[bool, s_tir.schedule.SBlockRV | None]:
+    """Inline the elementwise blocks after ``block`` into the last one (bias, residual, ReLU).
+
+    Returns (ok, the last block or None when there is none). Not ok when a later block is
+    not injective or cannot be inlined (e.g. a second function output); the rule then
+    declines the function.
+    """
+    blocks = _blocks(sch)
+    after = blocks[[sch.get(b).same_as(sch.get(block)) for b in blocks].index(True) + 1 :]
+    if any("R" in _kinds(sch.get(b)) for b in after):
+        return False, None
+    for b in after[:-1]:
+        try:
+            sch.compute_inline(b)
+        except ScheduleError:
+            return False, None
+    return True, (after[-1] if after else None)
+
+
+def _parallel_vectorize(sch: s_tir.Schedule, block, machine: Machine) -> None:
+    """Injective block: fuse the outer loops into one parallel loop, vectorise the innermost.
+
+    Only the innermost loop is vectorised (not a fused one) so that vector accesses stay
+    contiguous; a width that the lanes do not divide gets a masked tail.
+    """
+    loops = sch.get_loops(block)
+    if not loops:
+        return
+    extents = [_extent(sch, lp) for lp in loops]
+    if None in extents:
+        return
+    inner = loops[-1]
+    if extents[-1] >= 2:
+        lanes = machine.lanes if extents[-1] >= machine.lanes else extents[-1]
+        if extents[-1] > lanes:
+            _, inner = sch.split(inner, [None, lanes])
+        sch.vectorize(inner)
+    total = 1
+    for e in extents:
+        total *= e
+    if len(loops) > 1 and total >= MIN_PARALLEL_WORK:
+        sch.parallel(sch.fuse(*loops[:-1]) if len(loops) > 2 else loops[0])
+
+
+def _divisor_at_most(n: int, limit: int) -> int:
+    return max(d for d in range(1, min(n, limit) + 1) if n % d == 0)
+
+
+# --------------------------------------------------------------------------- conv2d
+
+
+# The two layouts the rule takes (resdsl's pipeline converts convolutions to NHWC): the roles
+# of the output's, the weight's and the input's axes, and the order of the reduction loops
+# (innermost last: contiguous in the input).
+_CONV_LAYOUTS = {
+    "NCHW": (("n", "oc", "oh", "ow"), ("oc", "ic", "kh", "kw"), ("n", "c", "h", "w")),
+    "NHWC": (("n", "oh", "ow", "oc"), ("oc", "kh", "kw", "ic"), ("n", "h", "w", "c")),
+}
+_REDUCTION_ORDER = {"NCHW": ("ic", "kh", "kw"), "NHWC": ("kh", "kw", "ic")}
+
+
+@dataclass(frozen=True)
+class _Conv:
+    """A matched convolution block and what its schedule depends on."""
+
+    block: s_tir.schedule.SBlockRV | None
+    layout: str  # NCHW or NHWC
+    weight: int  # index of the weight in the block's reads
+    roles: tuple[str, ...]  # the role of each block iterator (and loop), in order
+    out_channels: int
+    group_channels: int  # output channels per group (all of them when groups == 1)
+    out_width: int
+
+
+def _position(variables: list[tirx.Var], expr: tirx.Expr) -> int | None:
+    """Where ``expr`` is among ``variables``, if it is one of them."""
+    return next((i for i, v in enumerate(variables) if expr.same_as(v)), None)
+
+
+def _match_conv(sch: s_tir.Schedule, func: tirx.PrimFunc, block) -> _Conv | None:
+    """``out[n, oc, oh, ow] += data[n, c(oc, ic), oh*s + kh*d, ow*s + kw*d] * w[oc, ic, kh, kw]``
+
+    in NCHW/OIHW or NHWC/OHWI, where the weight is a function parameter (a constant, so it
+    can be repacked).
+    """
+    stmt = sch.get(block)
+    if _kinds(stmt) != "SSSSRRR" or len(stmt.reads) != 2 or len(stmt.writes) != 1:
+        return None
+    if any(len(r.region) != 4 for r in (*stmt.reads, *stmt.writes)):
+        return None
+    for layout in _CONV_LAYOUTS:
+        conv = _match_layout(stmt, func, block, layout)
+        if conv is not None:
+            return conv
+    return None
+
+
+def _match_layout(stmt: s_tir.SBlock, func: tirx.PrimFunc, block, layout: str) -> _Conv | None:
+    out_roles, weight_roles, data_roles = _CONV_LAYOUTS[layout]
+    variables = [iv.var for iv in stmt.iter_vars]
+    out = _indices(stmt.writes[0])
+    place = {r: _position(variables, i) for r, i in zip(out_roles, out, strict=True)}
+    weight = None
+    for w, region in enumerate(stmt.reads):
+        index = _indices(region)
+        found = {r: _position(variables, i) for r, i in zip(weight_roles, index, strict=True)}
+        if (
+            found["oc"] == place["oc"]
+            and {found["ic"], found["kh"], found["kw"]} == {4, 5, 6}
+            and any(p.same_as(region.source) for p in func.params)
+        ):
+            weight, place = w, place | found
+            break
+    if weight is None or {place[r] for r in out_roles} != {0, 1, 2, 3}:
+        return None
+    v = {r: variables[i] for r, i in place.items()}
+    data = dict(zip(data_roles, _indices(stmt.reads[1 - weight]), strict=True))
+    if not (
+        data["n"].same_as(v["n"])
+        and _only(data["h"], v["oh"], v["kh"])
+        and _only(data["w"], v["ow"], v["kw"])
+    ):
+        return None
+    extent = {r: int(stmt.iter_vars[i].dom.extent) for r, i in place.items()}
+    in_channels = int(stmt.reads[1 - weight].source.shape[data_roles.index("c")])
+    groups = 1 if data["c"].same_as(v["ic"]) else in_channels // extent["ic"]
+    if not _only(data["c"], v["oc"], v["ic"]) or (groups == 1 and not data["c"].same_as(v["ic"])):
+        return None  # not a channel index this rule knows
+    roles = tuple(sorted(place, key=place.__getitem__))
+    return _Conv(block, layout, weight, roles, extent["oc"], extent["oc"] // groups, extent["ow"])
+
+
+class Conv2d(_Rule):
+    """Direct convolution (NHWC, or NCHW) with its fused epilogue.
+
+    The weight is repacked at compile time to ``[oc / t, <reduction axes>, t]`` so that the
+    ``t`` output channels of a tile are one or two contiguous vector loads, read in loop
+    order. For each output row (parallel) and each tile of ``w`` output columns, the ``t x w``
+    accumulators stay in vector registers over the whole reduction; each step multiplies a
+    broadcast input value by a weight vector. The epilogue (bias, residual, ReLU) reads the
+    tile from registers and writes it out. Padding is materialised once per call (parallel,
+    vectorised), so the inner loop has no bounds checks.
+
+    NHWC is the layout this is for: an input pixel's channels are contiguous (the reduction
+    walks memory in order) and the epilogue stores whole vectors. In NCHW each input channel
+    is a separate plane and the tile is transposed on the way out; grouped convolutions take
+    the NCHW path only when a group's channels fill whole vectors.
+    """
+
+    def schedule(self, sch: s_tir.Schedule, func: tirx.PrimFunc, machine: Machine) -> bool:
+        convs = [c for b in _blocks(sch) if (c := _match_conv(sch, func, b)) is not None]
+        if len(convs) != 1:
+            return False
+        conv = convs[0]
+        tile = self.tile(conv, machine)
+        if tile is None:
+            return False
+        ok, last = _epilogue(sch, conv.block)
+        if not ok:
+            return False
+        for producer in sch.get_producers(conv.block):  # the padding
+            _parallel_vectorize(sch, producer, machine)
+        self._pack_weight(sch, conv, tile[0] * tile[1])
+        self._tile(sch, conv, last, *tile)
+        return True
+
+    @staticmethod
+    def tile(conv: _Conv, machine: Machine) -> tuple[int, int, int] | None:
+        """(vectors per tile, lanes per vector, output columns per tile), or None."""
+        # In NCHW a vector of lanes must read one input channel, so stay within a group.
+        channels = conv.group_channels if conv.layout == "NCHW" else conv.out_channels
+        lanes = machine.lanes
+        while lanes > 4 and channels % lanes:
+            lanes //= 2
+        if channels % lanes:
+            return None
+        vectors = 2 if channels % (2 * lanes) == 0 else 1
+        # About 16 accumulators (12 with 16 registers) measure best: more spill once LLVM
+        # also needs registers for the weight vectors, broadcasts and addresses.
+        most = min(machine.registers - 4, 16) // vectors
+        width = _divisor_at_most(conv.out_width, most)
+        if width * 2 <= most and conv.out_width > most:  # no good divisor: take a tail
+            width = most
+        return vectors, lanes, width
+
+    @staticmethod
+    def _pack_weight(sch: s_tir.Schedule, conv: _Conv, oc_tile: int) -> None:
+        _, weight_roles, _ = _CONV_LAYOUTS[conv.layout]
+        order = _REDUCTION_ORDER[conv.layout]
+
+        def packed_index(a, b, c, d):
+            axis = dict(zip(weight_roles, (a, b, c, d), strict=True))
+            return (axis["oc"] // oc_tile, *(axis[r] for r in order), axis["oc"] % oc_tile)
+
+        packed = sch.cache_read(conv.block, conv.weight, "global")
+        sch.transform_layout(packed, ("write", 0), packed_index)
+        sch.annotate(packed, LAYOUT_PREPROC, 1)
+
+    @staticmethod
+    def _tile(sch: s_tir.Schedule, conv: _Conv, last, vectors: int, lanes: int, width: int):
+        block, oc_tile = conv.block, vectors * lanes
+        if last is None:  # no epilogue: accumulate in registers, then copy out
+            last = sch.cache_write(block, 0, "local")
+        else:
+            sch.set_scope(block, 0, "local")
+        if conv.layout == "NCHW":  # lay the tile out [column][channel]: lane vectors contiguous
+            sch.transform_layout(
+                block, ("write", 0), lambda n, c, h, w: (n, c // oc_tile, h, w, c % oc_tile)
+            )
+        loop = dict(zip(conv.roles, sch.get_loops(block), strict=True))
+        oc_o, oc_m, oc_v = sch.split(loop["oc"], [None, vectors, lanes])
+        ow_o, ow_i = sch.split(loop["ow"], [None, width])
+        reduction = [loop[r] for r in _REDUCTION_ORDER[conv.layout]]
+        sch.reorder(loop["n"], oc_o, loop["oh"], ow_o, *reduction, ow_i, oc_m, oc_v)
+        sch.parallel(sch.fuse(loop["n"], oc_o, loop["oh"]))
+        for unrolled in (ow_i, oc_m, loop["kw"]) if conv.layout == "NCHW" else (ow_i, oc_m):
+            sch.unroll(unrolled)
+        sch.vectorize(oc_v)
+        sch.reverse_compute_at(last, ow_o)
+        sch.decompose_reduction(block, reduction[0])
+        sch.vectorize(sch.get_loops(last)[-1])
+
+
+# --------------------------------------------------------------------------- other reductions
+
+
+class SpatialReduction(_Rule):
+    """One reduction block (``S...S R...R``) with elementwise producers and epilogue.
+
+    Covers dense/matmul (``y[i, j] += x[i, k] * w[k, j]``), pooling, means and the
+    convolutions :class:`Conv2d` declines. Producers (padding) are inlined; the outer
+    output axes are fused into one parallel loop. When the innermost output axis ``j`` is
+    contiguous in every input that depends on it, the reduction loops move outside ``j``
+    and ``j`` is split into a few unrolled vectors of accumulators kept in registers (several,
+    so that consecutive FMAs do not wait on each other).
+    """
+
+    def schedule(self, sch: s_tir.Schedule, func: tirx.PrimFunc, machine: Machine) -> bool:
+        blocks = _blocks(sch)
+        reductions = [b for b in blocks if "R" in _kinds(sch.get(b))]
+        if len(reductions) != 1:
+            return False
+        (block,) = reductions
+        kinds = _kinds(sch.get(block))
+        spatial = len(kinds) - len(kinds.lstrip("S"))
+        if spatial == 0 or set(kinds[spatial:]) != {"R"}:
+            return False
+        for producer in sch.get_producers(block):
+            sch.compute_inline(producer)
+        ok, last = _epilogue(sch, block)
+        if not ok:
+            return False
+        loops = sch.get_loops(block)
+        width = _extent(sch, loops[spatial - 1]) or 1
+        if width > 1 and self._contiguous_innermost(sch.get(block), spatial):
+            self._vectorised(sch, block, last, loops, spatial, machine)
+        else:
+            outer = sch.fuse(*loops[:spatial]) if spatial > 1 else loops[0]
+            sch.parallel(outer)
+            if last is not None:
+                sch.reverse_compute_at(last, outer)
+        return True
+
+    @staticmethod
+    def _contiguous_innermost(stmt: s_tir.SBlock, spatial: int) -> bool:
+        """Whether the innermost output axis indexes only the last axis of each input."""
+        j = stmt.iter_vars[spatial - 1].var
+        uses = [
+            [_uses(index, j)[0] for index in _indices(region)]
+            for region in stmt.reads
+            if not region.source.same_as(stmt.writes[0].source)
+        ]
+        return any(any(u) for u in uses) and all(not any(u[:-1]) for u in uses)
+
+    @staticmethod
+    def _vectorised(sch, block, last, loops, spatial: int, machine: Machine) -> None:
+        j = loops[spatial - 1]
+        extent = _extent(sch, j) or 1
+        lanes = machine.lanes
+        while lanes > 4 and extent % lanes:  # whole vectors: 1000 outputs are 125 x 8
+            lanes //= 2
+        if extent % lanes:  # a masked tail beats scalar code for widths like 7 or 13
+            lanes = min(machine.lanes, extent)
+        vectors = max(1, min(4, extent // lanes))
+        j_o, j_u, j_v = sch.split(j, [None, vectors, lanes])
+        sch.reorder(j_o, *loops[spatial:], j_u, j_v)
+        if last is None:
+            last = sch.cache_write(block, 0, "local")
+        else:
+            sch.set_scope(block, 0, "local")
+        outer = sch.fuse(*loops[: spatial - 1], j_o) if spatial > 1 else j_o
+        sch.parallel(outer)
+        sch.reverse_compute_at(last, outer)
+        sch.unroll(j_u)
+        sch.vectorize(j_v)
+        sch.decompose_reduction(block, loops[spatial])
+        tail = sch.get_loops(last)[-1]
+        if (_extent(sch, tail) or 1) > 1:
+            sch.vectorize(tail)
+
+
+# --------------------------------------------------------------------------- elementwise
+
+
+class Elementwise(_Rule):
+    """Injective functions: inline into the last block(s), then parallel + vectorise."""
+
+    def schedule(self, sch: s_tir.Schedule, func: tirx.PrimFunc, machine: Machine) -> bool:
+        blocks = _blocks(sch)
+        if not blocks or any("R" in _kinds(sch.get(b)) for b in blocks):
+            return False
+        for b in blocks[:-1]:
+            try:
+                sch.compute_inline(b)
+            except ScheduleError:  # e.g. a block whose output is also a function output
+                continue
+        for b in _blocks(sch):
+            _parallel_vectorize(sch, b, machine)
+        return True
+
+
+def cpu_rules() -> list[CPUScheduleRule]:
+    """The rules in the order they are tried; the first that applies schedules a function.
+
+    TVM's own CPU ``Reduction`` rule comes last, for functions with several reductions
+    (softmax, layer norm) that none of ours takes.
+    """
+    return [Conv2d(), SpatialReduction(), Elementwise(), dlight_cpu.Reduction()]
+
+
+def rule_for(func: tirx.PrimFunc, target: Target) -> str | None:
+    """The name of the rule that schedules ``func`` for ``target``, or None if none applies."""
+    for rule in cpu_rules():
+        if rule.apply(func, target, False) is not None:
+            return type(rule).__name__
+    return None

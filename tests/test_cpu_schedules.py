@@ -1,0 +1,234 @@
+"""resdsl's CPU schedule rules (``resdsl.backends.tvm.schedules``): which rule takes which
+function, the tile choices, and numerical parity of llvm builds with the PyTorch backend on
+convolution, linear and pooling shapes chosen for the edge cases (widths the tile does not
+divide, channel counts that fill no vector, strides, groups, fused epilogues).
+
+Parity runs for the host CPU and, where the host has AVX2, for ``-mcpu=haswell`` (8 lanes,
+16 registers) so that both register budgets are exercised whatever machine runs the tests.
+"""
+
+import os
+import pathlib
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+tvm = pytest.importorskip("tvm")
+torch = pytest.importorskip("torch")
+
+import resdsl  # noqa: E402
+from resdsl.backends.tvm import BuildOptions, compile_network  # noqa: E402
+from resdsl.backends.tvm.build import build  # noqa: E402
+from resdsl.backends.tvm.lower import to_relax  # noqa: E402
+from resdsl.backends.tvm.schedules import (  # noqa: E402
+    CPU_LAYOUTS,
+    Conv2d,
+    Machine,
+    fuse_passes,
+    llvm_pipeline,
+    rule_for,
+)
+from resdsl.backends.tvm.schedules.cpu import _Conv  # noqa: E402
+from resdsl.passes import run_inference_passes  # noqa: E402
+from resdsl.weights import resolve  # noqa: E402
+
+from .conftest import EXAMPLES  # noqa: E402
+from .test_tvm import inputs_for, randomised, reference  # noqa: E402
+
+# Convolutions, each with what it exercises (with 16 lanes; with 8 the same rules apply).
+CONVS = """
+network convs() (x: (16, 13, 13)) {
+    a = x -> c1: conv2d(32, 3, padding=1)
+    b = x -> c2: conv2d(24, 1, bias=false) -> relu
+    c = x -> c3: conv2d(16, 7, stride=2, padding=3)
+    d = x -> c4: conv2d(32, 1, stride=2, bias=false) -> b4: batchnorm2d
+    e = x -> c5: conv2d(32, 3, padding=2, dilation=2, groups=2) -> relu
+    f = x -> c6: conv2d(16, 3, padding=1, groups=16)
+    g = x -> c7: conv2d(8, 3, stride=2, padding=1, groups=4, bias=false)
+    h = x -> c8: conv2d(6, 3, dilation=2)
+    r = relu((x -> c9: conv2d(16, 3, padding=1, bias=false) -> b9: batchnorm2d) + x)
+    return a, b, c, d, e, f, g, h, r
+}
+"""
+# a: 3x3 + bias, 2 vectors, width 13 = a tile and a tail    b: 1x1, 24 channels, ReLU
+# c: 7x7 stride 2 (width 7)    d: strided 1x1 projection + folded batch norm
+# e: grouped (16 channels a group), dilated    f: depthwise    g: 2 channels a group, stride 2
+# h: 6 channels (no lane count divides), dilation, no padding    r: residual add + ReLU fused
+# In NHWC (the pipeline's layout) Conv2d takes all but h; in NCHW it leaves f and g too,
+# whose groups are narrower than a vector.
+CONV_RULES = {
+    "NHWC": {"Conv2d": 8, "SpatialReduction": 1},
+    "NCHW": {"Conv2d": 6, "SpatialReduction": 3},
+}
+
+# Linear layers (matmul + bias epilogue, widths 48 / 7 / 10), pooling, means.
+HEADS = """
+network heads() (x: (16, 9, 11), v: 40) {
+    m = x -> maxpool2d(3, stride=2, padding=1)
+    a = x -> avgpool2d(2, ceil_mode=true)
+    g = x -> global_avgpool -> fc: linear(10)
+    l = v -> l1: linear(48) -> relu -> l2: linear(7, bias=false)
+    p = x -> adaptive_avgpool2d(1) -> flatten
+    return m, a, g, l, p
+}
+"""
+HEAD_RULES = {"NHWC": {"SpatialReduction": 7}, "NCHW": {"SpatialReduction": 7}}
+
+SPECS = {"convs": (CONVS, CONV_RULES), "heads": (HEADS, HEAD_RULES)}
+
+
+def _host_has_avx2() -> bool:
+    host = tvm.target.Target({"kind": "llvm", "mcpu": tvm.target.codegen.llvm_get_system_cpu()})
+    return tvm.target.codegen.target_has_features("avx2", host)
+
+
+NEEDS_AVX2 = pytest.mark.skipif(not _host_has_avx2(), reason="the host has no AVX2")
+
+
+LAYOUTS = {"NHWC": CPU_LAYOUTS, "NCHW": None}  # NCHW: no conversion
+
+
+def lowered(net: resdsl.Network, module, batch: int = 1) -> tvm.IRModule:
+    """``net`` as Relax, with ``module``'s weights (seeded ones for None)."""
+    graph, weights = run_inference_passes(net.graph, resolve(net.graph, module)[0])
+    return to_relax(graph, weights, batch=batch)
+
+
+def fused_functions(net: resdsl.Network, options: BuildOptions, layout: str = "NHWC"):
+    """The PrimFuncs the rules see: the spec lowered (seeded weights), legalised and fused."""
+    target = options.tvm_target()
+    with target:
+        passes = fuse_passes(target, LAYOUTS[layout])
+        mod = tvm.transform.Sequential(passes)(lowered(net, None, options.batch))
+    return {gv.name_hint: f for gv, f in mod.functions_items() if isinstance(f, tvm.tirx.PrimFunc)}
+
+
+@pytest.mark.parametrize(
+    ("cpu", "layout"),
+    [(None, "NHWC"), (None, "NCHW"), pytest.param("haswell", "NHWC", marks=NEEDS_AVX2)],
+)
+@pytest.mark.parametrize("name", sorted(SPECS))
+def test_rules_take_the_functions_they_are_for(name, cpu, layout):
+    text, expected = SPECS[name][0], SPECS[name][1][layout]
+    options = BuildOptions("llvm", cpu=cpu)
+    funcs = fused_functions(resdsl.loads(textwrap.dedent(text)), options, layout)
+    chosen = {fname: rule_for(f, options.tvm_target()) for fname, f in funcs.items()}
+    counts = {rule: list(chosen.values()).count(rule) for rule in expected}
+    assert counts == expected, chosen
+    assert None not in chosen.values(), chosen  # nothing is left with serial loops
+
+
+# Each spec for both targets, once with a batch of 2 (the batch axis joins the parallel loop);
+# the convolutions also in NCHW, the layout the rules take when nothing converts it.
+@pytest.mark.parametrize(
+    ("name", "cpu", "batch", "layout"),
+    [
+        ("convs", None, 1, "NHWC"),
+        ("heads", None, 2, "NHWC"),
+        ("convs", None, 1, "NCHW"),
+        pytest.param("convs", "haswell", 2, "NHWC", marks=NEEDS_AVX2),
+        pytest.param("heads", "haswell", 1, "NHWC", marks=NEEDS_AVX2),
+    ],
+)
+def test_parity_with_torch(name, cpu, batch, layout):
+    net = resdsl.loads(textwrap.dedent(SPECS[name][0]))
+    module = randomised(net)
+    options = BuildOptions("llvm", cpu=cpu, batch=batch)
+    if layout == "NHWC":  # what `resdsl compile` does
+        executable = build(net, resolve(net.graph, module)[0], options)
+    else:
+        target = options.tvm_target()
+        pipeline = llvm_pipeline(target, LAYOUTS[layout])
+        executable = tvm.compile(lowered(net, module, batch), target, relax_pipeline=pipeline)
+    vm = tvm.runtime.vm.VirtualMachine(executable, tvm.cpu())
+    xs = inputs_for(net, batch)
+    got = vm["main"](*(tvm.runtime.tensor(x) for x in xs))
+    got = [got] if isinstance(got, tvm.runtime.Tensor) else list(got)
+    want = reference(module, xs)
+    assert len(got) == len(want)
+    for i, (g, w) in enumerate(zip(got, want, strict=True)):
+        np.testing.assert_allclose(g.numpy(), w, rtol=1e-4, atol=1e-5, err_msg=f"output {i}")
+
+
+def test_resnet18_is_scheduled_throughout():
+    net = resdsl.load(EXAMPLES / "resnet18.res")
+    options = BuildOptions("llvm")
+    target = options.tvm_target()
+    chosen = {name: rule_for(f, target) for name, f in fused_functions(net, options).items()}
+    convs = [rule for name, rule in chosen.items() if "conv2d" in name]
+    assert convs and set(convs) == {"Conv2d"}, chosen
+    assert None not in chosen.values(), chosen
+
+
+@pytest.mark.parametrize(
+    ("mcpu", "lanes", "registers"),
+    [("znver4", 16, 32), ("skylake-avx512", 16, 32), ("haswell", 8, 16), ("x86-64", 4, 16)],
+)
+def test_machine_from_target(mcpu, lanes, registers):
+    machine = Machine.of(tvm.target.Target({"kind": "llvm", "mcpu": mcpu}))
+    assert (machine.lanes, machine.registers) == (lanes, registers)
+
+
+AVX512, AVX2 = Machine(16, 32), Machine(8, 16)
+
+
+@pytest.mark.parametrize(
+    ("machine", "layout", "channels", "groups", "width", "tile"),
+    [
+        (AVX512, "NHWC", 64, 1, 56, (2, 16, 8)),  # 16 accumulators, 8 divides 56
+        (AVX512, "NHWC", 64, 1, 28, (2, 16, 7)),
+        (AVX512, "NHWC", 512, 1, 7, (2, 16, 7)),
+        (AVX512, "NHWC", 48, 1, 56, (1, 16, 14)),  # one vector: about twice the columns
+        (AVX512, "NHWC", 64, 1, 13, (2, 16, 8)),  # no divisor near 8: a tile of 8, a tail of 5
+        (AVX512, "NHWC", 24, 1, 9, (1, 8, 9)),  # 24 channels: 8 lanes
+        (AVX512, "NHWC", 6, 1, 9, None),  # no lane count divides 6: left to SpatialReduction
+        (AVX512, "NHWC", 16, 16, 9, (1, 16, 9)),  # depthwise: lanes read neighbouring channels
+        (AVX512, "NCHW", 16, 16, 9, None),  # ... but lanes must share an input plane in NCHW
+        (AVX512, "NCHW", 32, 2, 9, (1, 16, 9)),  # a group fills a vector
+        (AVX2, "NHWC", 64, 1, 56, (2, 8, 4)),  # 12 accumulators with 16 registers
+        (AVX2, "NHWC", 64, 1, 112, (2, 8, 4)),
+    ],
+)
+def test_conv_tile(machine, layout, channels, groups, width, tile):
+    conv = _Conv(None, layout, 1, (), channels, channels // groups, width)
+    assert Conv2d.tile(conv, machine) == tile
+
+
+def test_weights_are_repacked_at_compile_time():
+    net = resdsl.loads(textwrap.dedent(CONVS))
+    target = BuildOptions("llvm").tvm_target()
+    mod = llvm_pipeline(target)(lowered(net, randomised(net)))
+    main = mod["main"].script()
+    assert "_prepacked" in main  # the convolutions run on packed weights ...
+    assert "_weight_prepack" not in main  # ... that were packed while compiling
+
+
+@pytest.mark.skipif(
+    not pathlib.Path("/sys/devices/system/cpu/cpu0/topology").is_dir(), reason="Linux sysfs"
+)
+def test_artifacts_run_on_every_physical_core(tmp_path):
+    # TVM alone takes half the logical CPUs on x86 (1 of this 2-core VM's 2); resdsl.runtime
+    # sizes the pool to the physical cores unless TVM_NUM_THREADS says otherwise.
+    net = resdsl.loads("network tiny() (x: 4) { return x -> fc: linear(2) }")
+    compile_network(net, str(tmp_path), BuildOptions("llvm"))
+    script = (
+        "import sys, tvm, resdsl.runtime as rt; rt.load(sys.argv[1]); "
+        "print(tvm.get_global_func('runtime.NumThreads')(), rt.physical_cores())"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("TVM_NUM_THREADS", "OMP_NUM_THREADS")}
+    run = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path)], env=env, capture_output=True, text=True
+    )
+    assert run.returncode == 0, run.stderr
+    pool, cores = map(int, run.stdout.split())
+    assert pool == cores == len({*_siblings()}), run.stdout
+
+
+def _siblings() -> list[str]:
+    """One entry per physical core available to this process (its SMT siblings' list)."""
+    root = pathlib.Path("/sys/devices/system/cpu")
+    cpus = sorted(os.sched_getaffinity(0))
+    return [(root / f"cpu{c}/topology/thread_siblings_list").read_text().strip() for c in cpus]
