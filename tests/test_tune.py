@@ -1,0 +1,334 @@
+"""Tuning (``--tune-trials``, ``--tune-db``): MetaSchedule records measured in-process, kept in a
+persistent database, reused by later compiles without tuning again; tuned artifacts match the
+PyTorch backend; the database survives errors and interrupts.
+
+The net has one kernel, and the search is MetaSchedule's cheapest (random traces, no cost model:
+``tune.STRATEGY``/``tune.COST_MODEL`` are patched), so the file stays quick on two cores; the
+default search runs the same builder, runner and database code.
+"""
+
+import contextlib
+import io
+import os
+import re
+import shutil
+import statistics
+import textwrap
+
+import numpy as np
+import pytest
+
+tvm = pytest.importorskip("tvm")
+torch = pytest.importorskip("torch")
+
+import tvm_ffi  # noqa: E402
+
+import resdsl  # noqa: E402
+from resdsl import runtime  # noqa: E402
+from resdsl.backends.tvm import BuildOptions, build, compile_network  # noqa: E402
+from resdsl.backends.tvm import tune as tuning  # noqa: E402
+from resdsl.cli import main  # noqa: E402
+from resdsl.weights import from_module  # noqa: E402
+
+SPEC = """
+network tiny() (x: (8, 10, 10)) {
+    return x -> c: conv2d(16, 3, padding=1) -> relu
+}
+"""
+PER_KERNEL = 8  # the smallest batch: every kernel gets one
+HAS_CUDA = bool(tvm.cuda(0).exist)
+
+
+@contextlib.contextmanager
+def cheap_search():
+    """Random traces and no cost model: the fastest search MetaSchedule has."""
+    saved = tuning.STRATEGY, tuning.COST_MODEL
+    tuning.STRATEGY, tuning.COST_MODEL = "replay-trace", "random"
+    try:
+        yield
+    finally:
+        tuning.STRATEGY, tuning.COST_MODEL = saved
+
+
+def run_cli(*argv: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), cheap_search():
+        code = main(list(argv))
+    return code, out.getvalue(), err.getvalue()
+
+
+def snapshot(directory) -> dict[str, bytes]:
+    return {
+        name: open(os.path.join(directory, name), "rb").read() for name in os.listdir(directory)
+    }
+
+
+def kernels(executable) -> str:
+    """The LLVM IR of an executable's kernels (what tuning changes), minus heap addresses."""
+    return re.sub(r"0x[0-9a-f]+", "0x", executable.mod.imports[0].inspect_source("ll"))
+
+
+def kernel_tasks() -> list:
+    """The kernels the build compiles (the convolution, and any layout changes around it)."""
+    net, options = resdsl.loads(textwrap.dedent(SPEC)), BuildOptions("llvm")
+    target = tuning.tuning_target(options.tvm_target())
+    return tuning.extract_tasks(tuning._relax_module(net, options, None, 0), target)
+
+
+class Tuned:
+    def __init__(self, spec, db, artifact, kernels, code, out, err):
+        self.spec, self.db, self.artifact, self.kernels = spec, db, artifact, kernels
+        self.trials = PER_KERNEL * len(kernels)
+        self.records = self.trials + len(kernels)  # and each kernel's default schedule
+        self.code, self.out, self.err = code, out, err
+
+
+@pytest.fixture(scope="module")
+def tuned(tmp_path_factory):
+    """``resdsl compile --tune-trials 8*kernels --tune-db DB --check``, once for the module."""
+    root = tmp_path_factory.mktemp("tuned")
+    spec = root / "tiny.res"
+    spec.write_text(textwrap.dedent(SPEC))
+    db, artifact = root / "db", root / "out"
+    names = [task.task_name for task in kernel_tasks()]
+    result = run_cli(
+        "compile", str(spec), "--target", "llvm", "--tune-trials", str(PER_KERNEL * len(names)),
+        "--tune-db", str(db), "-o", str(artifact), "--check",
+    )  # fmt: skip
+    return Tuned(spec, db, artifact, names, *result)
+
+
+def test_tuning_reports_progress_and_keeps_records(tuned):
+    assert tuned.code == 0, tuned.err
+    err, k, n = tuned.err, len(tuned.kernels), tuned.trials
+    assert any(re.fullmatch(r"fused_conv2d\w*_relu", name) for name in tuned.kernels)
+    assert f"tuning tiny for llvm: {k} kernels, {n} trials, records in {tuned.db}" in err
+    assert f"tuning: measured the default schedules of {k} of {k} kernels" in err
+    progress = re.findall(
+        rf"^tuning \[ *(\d+)/{n}\] task (\d+)/{k} (\w+): (\d+)/{PER_KERNEL} ok, "
+        r"best ([\d.]+) ms.*, \d+ s$",
+        err,
+        re.MULTILINE,
+    )  # one line per batch: each kernel once, in order, every candidate built and ran
+    assert [(int(done), int(task), name, int(ok)) for done, task, name, ok, _ in progress] == [
+        (PER_KERNEL * (i + 1), i + 1, name, PER_KERNEL) for i, name in enumerate(tuned.kernels)
+    ], err
+    assert all(float(best) > 0 for *_, best in progress)
+    assert re.search(rf"tuning: {n} trials run in [\d.]+ s, [\d.]+/s; {k} of {k} kernels", err)
+    assert f"({tuned.records} records in {tuned.db})" in err
+    assert len((tuned.db / tuning.RECORD_FILE).read_text().splitlines()) == tuned.records
+    assert len((tuned.db / tuning.WORKLOAD_FILE).read_text().splitlines()) == k
+    assert re.search(r"^check output: max abs diff \S+ \(tolerance \S+\) ok$", tuned.out, re.M)
+
+
+def test_second_compile_reuses_records_without_tuning(tuned, tmp_path):
+    before = snapshot(tuned.db)
+    code, out, err = run_cli(
+        "compile", str(tuned.spec), "--target", "llvm", "--tune-db", str(tuned.db),
+        "-o", str(tmp_path / "again"), "--check",
+    )  # fmt: skip
+    assert code == 0, err
+    k = len(tuned.kernels)
+    assert "tuning: 0 trials run" in err
+    assert f"{k} of {k} kernels have records ({tuned.records} records in {tuned.db})" in err
+    assert "tuning [" not in err  # no progress: nothing was measured
+    assert snapshot(tuned.db) == before
+    assert re.search(r"^check output: .* ok$", out, re.M)
+
+
+def test_default_database_is_per_target_under_the_env_dir(tuned, tmp_path, monkeypatch):
+    target = tuning.tuning_target(BuildOptions().tvm_target())
+    shutil.copytree(tuned.db, tmp_path / tuning.target_key(target))
+    monkeypatch.setenv(tuning.ENV_DIR, str(tmp_path))
+    code, _, err = run_cli(
+        "compile", str(tuned.spec), "--target", "llvm", "-o", str(tmp_path / "out")
+    )
+    assert code == 0, err
+    expected = os.path.join(str(tmp_path), tuning.target_key(target))
+    k = len(tuned.kernels)
+    assert f"{k} of {k} kernels have records ({tuned.records} records in {expected})" in err
+
+
+def searched(database, kernel: tvm.IRModule):
+    """The fastest record MetaSchedule's search measured for a kernel (not the default's).
+
+    Default-rule schedules are traces without sampling instructions; searched ones sample.
+    """
+    records = [
+        r for r in database.get_all_tuning_records()
+        if any(i.kind.name.startswith("Sample") for i in r.trace.insts)
+        and tvm_ffi.structural_equal(r.workload.mod, kernel)
+    ]  # fmt: skip
+    return min(records, key=lambda r: statistics.mean(float(t) for t in r.run_secs))
+
+
+def test_tuned_build_applies_the_records_and_matches_torch(tuned, tmp_path):
+    """A database holding a searched schedule for the convolution: the build uses it."""
+    from tvm.s_tir import meta_schedule as ms
+
+    net = resdsl.loads(textwrap.dedent(SPEC))
+    module = net.to_torch(seed=0).eval()
+    weights = from_module(module)
+    options = BuildOptions("llvm")
+    (conv,) = [t for t in kernel_tasks() if t.task_name.startswith("fused_conv2d")]
+    record = searched(tuning.open_database(str(tuned.db)), conv.dispatched[0])
+    (tmp_path / "db").mkdir()
+    one = ms.database.JSONDatabase(work_dir=str(tmp_path / "db"))
+    workload = one.commit_workload(record.workload.mod)
+    one.commit_tuning_record(
+        ms.database.TuningRecord(record.trace, workload, record.run_secs, record.target)
+    )
+    untuned = kernels(build(net, weights, options))
+    first = kernels(build(net, weights, options, database=one))
+    second = kernels(
+        build(net, weights, options, database=tuning.open_database(str(tmp_path / "db")))
+    )
+    assert first == second  # the same records give the same kernels
+    assert first != untuned  # and they are not the default schedule's
+
+    compile_network(net, str(tmp_path / "out"), options, weights=module, database=one)
+    x = np.random.default_rng(0).standard_normal((1, 8, 10, 10)).astype(np.float32)
+    with torch.no_grad():
+        expected = module(torch.from_numpy(x)).numpy()
+    actual = runtime.load(str(tmp_path / "out"))(x)
+    np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_database_location():
+    target = tvm.target.Target({"kind": "llvm", "mcpu": "skylake-avx512"})
+    assert tuning.target_key(target) == "llvm-skylake-avx512"
+    assert tuning.target_key(tvm.target.Target({"kind": "cuda", "arch": "sm_90"})) == "cuda-sm_90"
+    assert tuning.database_dir(target, "given") == "given"
+
+
+def test_database_location_from_the_environment(monkeypatch, tmp_path):
+    target = tvm.target.Target({"kind": "llvm", "mcpu": "znver4"})
+    monkeypatch.setenv(tuning.ENV_DIR, str(tmp_path / "env"))
+    assert tuning.database_dir(target) == str(tmp_path / "env" / "llvm-znver4")
+    monkeypatch.delenv(tuning.ENV_DIR)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    expected = tmp_path / "cache" / "resdsl" / "tuning" / "llvm-znver4"
+    assert tuning.database_dir(target) == str(expected)
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    expected = tmp_path / "home" / ".cache" / "resdsl" / "tuning" / "llvm-znver4"
+    assert tuning.database_dir(target) == str(expected)
+
+
+def _new_workload() -> tvm.IRModule:
+    a = tvm.te.placeholder((4,), name="a")
+    b = tvm.te.compute((4,), lambda i: a[i] * 2.0, name="b")
+    return tvm.IRModule({"main": tvm.te.create_prim_func([a, b])})
+
+
+def test_an_error_leaves_the_records_as_they_were(tuned, tmp_path):
+    db = tmp_path / "db"
+    shutil.copytree(tuned.db, db)
+    before = snapshot(db)
+    with pytest.raises(RuntimeError), tuning._writable_database(str(db)) as database:
+        database.commit_workload(_new_workload())
+        raise RuntimeError("failed mid-way")
+    assert snapshot(db) == before
+
+
+def test_an_interrupt_keeps_the_records_measured_so_far(tuned, tmp_path):
+    db = tmp_path / "db"
+    shutil.copytree(tuned.db, db)
+    before = snapshot(db)
+    with pytest.raises(KeyboardInterrupt), tuning._writable_database(str(db)) as database:
+        database.commit_workload(_new_workload())
+        raise KeyboardInterrupt
+    after = snapshot(db)
+    assert set(after) == set(before)  # no temporary files left behind
+    workloads = after[tuning.WORKLOAD_FILE].decode().splitlines()
+    assert len(workloads) == len(tuned.kernels) + 1
+    assert after[tuning.RECORD_FILE] == before[tuning.RECORD_FILE]
+    assert len(tuning.open_database(str(db))) == tuned.records
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--target", "llvm", "--tune-trials", "-1"], "--tune-trials must be 0 or more, got -1"),
+        (["--target", "torch", "--tune-trials", "4"], "apply to --target llvm or cuda"),
+        (["--target", "onnx", "--tune-db", "db"], "apply to --target llvm or cuda"),
+    ],
+)
+def test_tuning_usage_errors(tuned, tmp_path, argv, message):
+    code, _, err = run_cli("compile", str(tuned.spec), *argv, "-o", str(tmp_path / "out"))
+    assert code == 2 and message in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_unreadable_records_are_an_error(tuned, tmp_path):
+    db = tmp_path / "db"
+    db.mkdir()
+    (db / tuning.WORKLOAD_FILE).write_text("not json\n")
+    (db / tuning.RECORD_FILE).write_text("[0, \n")
+    out = tmp_path / "out"
+    code, _, err = run_cli("compile", str(tuned.spec), "--target", "llvm", "--tune-db", str(db),
+                           "-o", str(out))  # fmt: skip
+    assert code == 1
+    assert f"error[E0702]: cannot read the tuning records in {db}" in err
+    assert not out.exists()
+
+
+def test_records_for_another_kind_of_target_are_refused(tuned, tmp_path):
+    """A record measured on llvm for a kernel the cuda build also has: not applied, an error."""
+    from tvm.s_tir import meta_schedule as ms
+
+    net, options = resdsl.loads(textwrap.dedent(SPEC)), BuildOptions("cuda")
+    target = tuning.tuning_target(options.tvm_target())
+    task = tuning.extract_tasks(tuning._relax_module(net, options, None, 0), target)[0]
+    db = tmp_path / "db"
+    db.mkdir()
+    database = ms.database.JSONDatabase(work_dir=str(db))
+    workload = database.commit_workload(task.dispatched[0])
+    schedule = tvm.s_tir.Schedule(task.dispatched[0])
+    schedule.get_loops(schedule.get_output_blocks("root")[0])  # a record needs an instruction
+    trace = schedule.trace
+    llvm = tvm.target.Target({"kind": "llvm"})
+    database.commit_tuning_record(ms.database.TuningRecord(trace, workload, [1e-3], llvm))
+    out = tmp_path / "out"
+    code, _, err = run_cli("compile", str(tuned.spec), "--target", "cuda", "--tune-db", str(db),
+                           "-o", str(out))  # fmt: skip
+    assert code == 1
+    assert f"error[E0702]: the tuning records in {db} are for llvm, not cuda" in err
+    assert not out.exists()
+
+
+def test_cuda_tuning_needs_a_gpu(tuned, tmp_path):
+    if HAS_CUDA:
+        pytest.skip("this machine has a CUDA device: tuning for it is possible")
+    out = tmp_path / "out"
+    code, _, err = run_cli("compile", str(tuned.spec), "--target", "cuda", "--tune-trials", "4",
+                           "--tune-db", str(tmp_path / "db"), "-o", str(out))  # fmt: skip
+    assert code == 1
+    assert "error[E0702]: tuning for cuda measures kernels on the device" in err
+    assert not out.exists() and not (tmp_path / "db").exists()
+
+
+def test_cuda_build_applies_records_before_the_default_gpu_schedules(tmp_path):
+    """A CUDA record (here: dlight's fallback at 64 threads a block) replaces the default."""
+    from tvm.s_tir import dlight
+    from tvm.s_tir import meta_schedule as ms
+
+    net, options = resdsl.loads(textwrap.dedent(SPEC)), BuildOptions("cuda")
+    target = tuning.tuning_target(options.tvm_target())
+    task = tuning.extract_tasks(tuning._relax_module(net, options, None, 0), target)[0]
+    small = tvm.target.Target({"kind": "cuda", "arch": "sm_80", "max_num_threads": 64})
+    schedule = dlight.gpu.Fallback().apply(task.dispatched[0]["main"], small, False)
+    database = ms.database.JSONDatabase(work_dir=str(tmp_path))
+    workload = database.commit_workload(task.dispatched[0])
+    database.commit_tuning_record(
+        ms.database.TuningRecord(schedule.trace, workload, [1e-3], target)
+    )
+
+    def launch_bounds(executable) -> set[str]:
+        (cuda,) = [m for m in executable.mod.imports[0].imports if m.kind == "cuda"]
+        return set(re.findall(r"__launch_bounds__\((\d+)\)", cuda.inspect_source()))
+
+    weights = from_module(net.to_torch(seed=0))
+    assert "64" not in launch_bounds(build(net, weights, options))
+    tuned = build(net, weights, options, database=tuning.open_database(str(tmp_path)))
+    assert launch_bounds(tuned) == {"64"}
