@@ -47,7 +47,7 @@ CARRY_LIMIT = 64 * 1024 * 1024
 FORMAT = "resdsl-gpu-check/1"
 ARCH = "sm_90"  # the lent GPUs are H100/H200
 DEVICE_PYTHON = "3.12"  # python3 on the GPU machines (see /work/.library/device/KINDS.md)
-SPECS = ["resnet.res", "resnet18.res", "resnet50.res"]  # resnetXX.res import resnet.res
+SPECS = ["resnet18.res", "resnet50.res"]  # they import std.resnet, which ships in resdsl
 # (model, dtype, batch)
 CONFIGS = [
     ("resnet18", "float32", 1),
@@ -129,7 +129,9 @@ def seeded_weights(model: str, seed: int):
 def source_sha256() -> str:
     """resdsl's code and grammar: artifacts compiled by other code are rebuilt."""
     h = hashlib.sha256()
-    for f in sorted([*(ROOT / "resdsl").rglob("*.py"), *(ROOT / "grammars").glob("*.lark")]):
+    files = [*(ROOT / "resdsl").rglob("*.py"), *(ROOT / "resdsl").rglob("*.res"),
+             *(ROOT / "grammars").glob("*.lark")]  # fmt: skip
+    for f in sorted(files):
         h.update(f.relative_to(ROOT).as_posix().encode())
         h.update(f.read_bytes())
     return h.hexdigest()

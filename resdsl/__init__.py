@@ -32,10 +32,18 @@ if TYPE_CHECKING:
     from .api import load, loads
     from .elaborate import Limits
     from .network import Network
+    from .search import SearchSpace, load_space
 
 __version__ = "0.1.0"
 
-_LAZY = {"load": "api", "loads": "api", "Limits": "elaborate", "Network": "network"}
+_LAZY = {
+    "load": "api",
+    "loads": "api",
+    "Limits": "elaborate",
+    "Network": "network",
+    "load_space": "search",
+    "SearchSpace": "search",
+}
 
 
 def __getattr__(name: str) -> Any:
@@ -53,6 +61,7 @@ __all__ = [
     "LimitError",
     "Limits",
     "Network",
+    "SearchSpace",
     "ShapeError",
     "SpecError",
     "SpecImportError",
@@ -62,6 +71,7 @@ __all__ = [
     "ValueRangeError",
     "__version__",
     "load",
+    "load_space",
     "loads",
     "render",
 ]

@@ -24,7 +24,12 @@ def staged(path: str) -> Iterator[str]:
     On any exception the temporary file is removed and ``path`` is left untouched.
     """
     directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
+    try:
+        fd, tmp = tempfile.mkstemp(
+            prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory
+        )
+    except OSError as e:  # name the file asked for, not the temporary one
+        raise OSError(e.errno, f"cannot write {path}: {e.strerror}") from None
     os.close(fd)
     try:
         yield tmp

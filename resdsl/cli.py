@@ -63,7 +63,8 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     check = sub.add_parser("check", help="parse, elaborate and shape-check specs")
-    check.add_argument("files", nargs="+", metavar="FILE")
+    check.add_argument("files", nargs="+", metavar="FILE", help="a .res file or a directory "
+                       "(every .res file below it, hidden ones skipped)")  # fmt: skip
     check.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
     check.add_argument(
         "--format", choices=["text", "json"], default="text",
@@ -75,36 +76,79 @@ def _parser() -> argparse.ArgumentParser:
     info = sub.add_parser("info", help="parameters, MACs, shapes and a per-layer table")
     info.add_argument("file", metavar="FILE")
     info.add_argument("--json", action="store_true", help="machine-readable output")
+    info.add_argument(
+        "--report", action="store_true",
+        help="add an analysis: per-stage counts, receptive field, input-to-output paths",
+    )  # fmt: skip
+    info.add_argument(
+        "--init-stats", action="store_true",
+        help="with --report: activation std per block at initialisation (needs PyTorch)",
+    )  # fmt: skip
     _spec_options(info)
     info.set_defaults(run=_info)
 
+    draw = sub.add_parser(
+        "draw",
+        help="draw the block graph with Graphviz (.dot, .svg, .png)",
+        description="Blocks are nested clusters; skip, projection and concatenation edges are "
+        "drawn differently; edges show tensor shapes. .dot needs no Graphviz program.",
+    )
+    draw.add_argument("file", metavar="FILE")
+    draw.add_argument(
+        "-o", "--output", metavar="OUT",
+        help="net.dot, net.svg or net.png (default: DOT on stdout)",
+    )  # fmt: skip
+    draw.add_argument(
+        "--depth", type=int, metavar="N",
+        help="collapse blocks nested deeper than N into one box each (default: none)",
+    )  # fmt: skip
+    _spec_options(draw)
+    draw.set_defaults(run=_draw)
+
     comp = sub.add_parser(
         "compile",
-        help="emit a PyTorch file, or build a CPU/CUDA artifact with TVM",
+        help="emit a PyTorch file or an ONNX model, or build a CPU/CUDA artifact with TVM",
         description="torch: a self-contained .py file. llvm/cuda: a directory with model.so "
-        "(the compiled library, weights included) and model.json (inputs, outputs, target).",
+        "(the compiled library, weights included) and model.json (inputs, outputs, target). "
+        "onnx: one .onnx file (weights included).",
     )
     comp.add_argument("file", metavar="FILE")
     comp.add_argument(
-        "--target", choices=["torch", "llvm", "cuda"], default="torch", help="default: torch"
-    )
+        "--target", choices=["torch", "llvm", "cuda", "onnx"], default="torch",
+        help="default: torch",
+    )  # fmt: skip
     comp.add_argument(
         "-o", "--output", metavar="OUT",
-        help="torch: output file (default: stdout); llvm/cuda: output directory (required)",
+        help="torch: output file (default: stdout); llvm/cuda: output directory (required); "
+        "onnx: output file (required)",
     )  # fmt: skip
-    tvm = comp.add_argument_group("llvm and cuda targets")
+    tvm = comp.add_argument_group("llvm, cuda and onnx targets")
     tvm.add_argument(
         "--weights", metavar="FILE",
         help=".safetensors or PyTorch state_dict keyed by the spec's names (default: --seed)",
     )  # fmt: skip
     tvm.add_argument("--seed", type=int, default=0, help="initialise weights (default: 0)")
     tvm.add_argument("--dtype", choices=["float32", "float16"], default="float32")
-    tvm.add_argument("--batch", type=int, default=1, help="fixed batch size (default: 1)")
+    tvm.add_argument(
+        "--batch", type=int,
+        help="fixed batch size (llvm/cuda default: 1; onnx default: dynamic)",
+    )  # fmt: skip
     tvm.add_argument("--cpu", metavar="MCPU", help="llvm: CPU to tune code for (default: host)")
     tvm.add_argument("--arch", metavar="SM", help="cuda: e.g. sm_80 (default), sm_90")
     tvm.add_argument(
         "--check", action="store_true",
-        help="compare the artifact with the PyTorch backend on a random input",
+        help="compare the artifact or model with the PyTorch backend on a random input",
+    )  # fmt: skip
+    tune = comp.add_argument_group("tuning, llvm and cuda targets (docs/deploy.md#tuning)")
+    tune.add_argument(
+        "--tune-trials", type=int, default=0, metavar="N",
+        help="first measure N candidate kernels with MetaSchedule (default: 0, only reuse "
+        "the records there are)",
+    )  # fmt: skip
+    tune.add_argument(
+        "--tune-db", metavar="DIR",
+        help="the tuning records (default: $RESDSL_TUNING_DIR/TARGET, else "
+        "~/.cache/resdsl/tuning/TARGET)",
     )  # fmt: skip
     _spec_options(comp)
     comp.set_defaults(run=_compile)
@@ -122,6 +166,38 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--output", metavar="FILE", help="write outputs: .npy, or .npz for several")
     run.add_argument("--seed", type=int, default=0, help="seed of the random input")
     run.set_defaults(run=_run)
+
+    from .search.cli import add_sample_command  # its own module: resdsl/search/cli.py
+
+    add_sample_command(sub, _spec_options)
+
+    fmt = sub.add_parser(
+        "fmt",
+        help="rewrite specs in the canonical layout (comments kept)",
+        description="Rewrites each file in place when its layout changes. FILE '-' reads "
+        "stdin and writes stdout. The layout is described in docs/cli.md.",
+    )
+    fmt.add_argument("files", nargs="+", metavar="FILE", help="a .res file, a directory "
+                     "(every .res file below it, hidden ones skipped) or - for stdin")  # fmt: skip
+    fmt.add_argument(
+        "--check", action="store_true",
+        help="write nothing; list the files that would change and exit 1 if there are any",
+    )  # fmt: skip
+    fmt.add_argument("--diff", action="store_true", help="write nothing; print a unified diff")
+    fmt.set_defaults(run=_fmt)
+
+    diff = sub.add_parser(
+        "diff",
+        help="compare two specs' networks: blocks, ops, connections, params and MACs per stage",
+    )
+    diff.add_argument("a", metavar="A")
+    diff.add_argument("b", metavar="B")
+    diff.add_argument("--json", action="store_true", help="machine-readable output")
+    diff.add_argument(
+        "--exit-code", action="store_true", help="exit 1 if the networks differ (default: 0)"
+    )
+    _spec_options(diff)
+    diff.set_defaults(run=_diff)
     return parser
 
 
@@ -175,7 +251,7 @@ def _check(args: argparse.Namespace) -> int:
 
     failed, report = 0, []
     params = _params(args.set)
-    for path in args.files:
+    for path in (files := _spec_files(args.files)):
         try:
             text = _read(path)
             program = load_program(text, path)
@@ -199,8 +275,8 @@ def _check(args: argparse.Namespace) -> int:
     if args.format == "json":
         json.dump({"files": report}, sys.stdout, indent=2)
         print()
-    elif len(args.files) > 1 and failed:
-        print(f"{failed} of {len(args.files)} files have errors", file=sys.stderr)
+    elif len(files) > 1 and failed:
+        print(f"{failed} of {len(files)} files have errors", file=sys.stderr)
     return EXIT_SPEC if failed else EXIT_OK
 
 
@@ -227,9 +303,23 @@ def _shape(shape: tuple[int, ...]) -> str:
 
 
 def _info(args: argparse.Namespace) -> int:
+    if args.init_stats and not args.report:
+        raise UsageError("--init-stats is part of the report: add --report")
+    if args.init_stats and importlib.util.find_spec("torch") is None:
+        raise UsageError("--init-stats needs PyTorch: pip install 'resdsl[torch]'")
+    from .search.cli import space_info
+
+    if space_info(args):  # a search space: its size and choices (docs/search.md)
+        return EXIT_OK
     net = _load(args.file, args)
+    report = None
+    if args.report:
+        from .analysis import report as analyse
+
+        report = analyse(net, init=args.init_stats)
     if args.json:
-        json.dump(_info_json(net), sys.stdout, indent=2)
+        json.dump({**_info_json(net), **({"report": report} if report else {})}, sys.stdout,
+                  indent=2)  # fmt: skip
         print()
         return EXIT_OK
     rows = [("name", "op", "output shape", "params", "MACs")]
@@ -251,6 +341,10 @@ def _info(args: argparse.Namespace) -> int:
         out.append(f"{left}  {right}".rstrip())
         if i == 0:
             out.append("-" * (sum(widths) + 8))
+    if report:
+        from .analysis import render_report
+
+        out += ["", render_report(report)]
     print("\n".join(out))
     return EXIT_OK
 
@@ -272,7 +366,38 @@ def _info_json(net) -> dict[str, Any]:
     }  # fmt: skip
 
 
+def _draw(args: argparse.Namespace) -> int:
+    from . import draw
+
+    to_stdout = args.output in (None, "-")
+    ext = os.path.splitext(args.output or "")[1].lower()
+    if not to_stdout and os.path.isdir(args.output):
+        raise UsageError(f"{args.output} is a directory; give a file name such as net.svg")
+    if not to_stdout and ext not in draw.FORMATS:
+        raise UsageError(f"cannot draw to {args.output!r}: name a .dot, .svg or .png file")
+    if args.depth is not None and args.depth < 0:
+        raise UsageError(f"--depth must be 0 or more, got {args.depth}")
+    if importlib.util.find_spec("graphviz") is None:
+        raise UsageError("drawing needs the graphviz package: pip install 'resdsl[draw]'")
+    net = _load(args.file, args)
+    if to_stdout:
+        sys.stdout.write(draw.to_dot(net.graph, args.depth))
+        return EXIT_OK
+    try:
+        draw.write(net.graph, args.output, args.depth)
+    except draw.DrawError as e:
+        raise UsageError(str(e)) from None
+    print(f"wrote {args.output}", file=sys.stderr)
+    return EXIT_OK
+
+
 def _compile(args: argparse.Namespace) -> int:
+    if args.target in ("torch", "onnx") and (args.tune_trials or args.tune_db):
+        raise UsageError("--tune-trials and --tune-db apply to --target llvm or cuda")
+    if args.tune_trials < 0:
+        raise UsageError(f"--tune-trials must be 0 or more, got {args.tune_trials}")
+    if args.target == "onnx":
+        return _compile_onnx(args)
     if args.target != "torch":
         return _compile_tvm(args)
     from ._io import atomic_write
@@ -304,9 +429,13 @@ def _compile_tvm(args: argparse.Namespace) -> int:
     from .backends.tvm import BuildOptions, compile_network
     from .backends.tvm.check import cross_check
 
-    options = BuildOptions(args.target, args.cpu, args.arch, args.dtype, args.batch)
+    batch = 1 if args.batch is None else args.batch
+    options = BuildOptions(args.target, args.cpu, args.arch, args.dtype, batch)
     print(f"compiling {net.name} for {args.target} ...", file=sys.stderr)
-    meta = compile_network(net, args.output, options, weights=args.weights, seed=args.seed)
+    database = _tuning(net, options, args)
+    meta = compile_network(
+        net, args.output, options, weights=args.weights, seed=args.seed, database=database
+    )
     print(f"wrote {os.path.join(args.output, 'model.so')} and model.json", file=sys.stderr)
     if args.check:
         if meta["device"] == "cuda" and not _has_cuda():
@@ -316,14 +445,68 @@ def _compile_tvm(args: argparse.Namespace) -> int:
 
         weights, _ = resolve(net.graph, args.weights, args.seed)
         results = cross_check(net, args.output, weights, args.seed)
-        for r in results:
-            verdict = "ok" if r.ok else "FAILED"
-            print(f"check {r.output}: max abs diff {r.max_abs_diff:.3g} "
-                  f"(tolerance {r.tolerance:.3g}) {verdict}")  # fmt: skip
-        if not all(r.ok for r in results):
-            print("the compiled artifact does not match the PyTorch backend", file=sys.stderr)
-            return EXIT_SPEC
+        return _report_checks(results, "the compiled artifact")
     return EXIT_OK
+
+
+def _tuning(net, options, args: argparse.Namespace):
+    """Tune first when asked; the records database to build with, or None."""
+    from .backends.tvm.tune import tune_network
+
+    database, report = tune_network(
+        net, options, args.tune_trials, args.tune_db, weights=args.weights, seed=args.seed
+    )
+    if report is not None:
+        print(report.summary(), file=sys.stderr)
+    elif args.tune_db:
+        print(f"tuning: no records in {args.tune_db} yet", file=sys.stderr)
+    return database
+
+
+def _report_checks(results: Sequence[Any], what: str) -> int:
+    """One line per output on stdout; exit 1 when any is beyond its tolerance."""
+    for r in results:
+        verdict = "ok" if r.ok else "FAILED"
+        print(f"check {r.output}: max abs diff {r.max_abs_diff:.3g} "
+              f"(tolerance {r.tolerance:.3g}) {verdict}")  # fmt: skip
+    if not all(r.ok for r in results):
+        print(f"{what} does not match the PyTorch backend", file=sys.stderr)
+        return EXIT_SPEC
+    return EXIT_OK
+
+
+def _compile_onnx(args: argparse.Namespace) -> int:
+    """``--target onnx``: one .onnx file (see resdsl/backends/onnx.py)."""
+    for flag in ("cpu", "arch"):
+        if getattr(args, flag):
+            raise UsageError(f"--{flag} applies to --target llvm or cuda")
+    if args.dtype != "float32":
+        raise UsageError("--target onnx writes float32 models; --dtype float16 is not supported")
+    if args.batch is not None and args.batch < 1:
+        raise UsageError(f"--batch must be at least 1, got {args.batch}")
+    if not args.output or args.output == "-":
+        raise UsageError("--target onnx writes a file: give it with -o FILE, e.g. -o model.onnx")
+    if os.path.isdir(args.output):
+        raise UsageError(f"{args.output} is a directory; give a file name such as model.onnx")
+    if not os.path.isdir(os.path.dirname(os.path.abspath(args.output))):
+        raise UsageError(f"no such directory: {os.path.dirname(args.output)}")
+    needed = ["onnx", *(["onnxruntime", "torch"] if args.check else [])]
+    missing = [m for m in needed if importlib.util.find_spec(m) is None]
+    if missing:
+        raise UsageError(f"--target onnx needs {', '.join(missing)}: pip install 'resdsl[onnx]'")
+    net = _load(args.file, args)
+    from .backends.onnx import OPSET, cross_check, export
+
+    export(net, args.output, weights=args.weights, seed=args.seed, batch=args.batch)
+    batch = "dynamic batch" if args.batch is None else f"batch {args.batch}"
+    print(f"wrote {args.output} (ONNX opset {OPSET}, {batch})", file=sys.stderr)
+    if not args.check:
+        return EXIT_OK
+    from .weights import resolve
+
+    weights, _ = resolve(net.graph, args.weights, args.seed)
+    results = cross_check(net, args.output, weights, batch=args.batch or 2, seed=args.seed)
+    return _report_checks(results, "the ONNX model")
 
 
 def _has_cuda() -> bool:
@@ -393,6 +576,78 @@ def _write_outputs(path: str, named: dict[str, Any]) -> None:
     else:
         raise UsageError(f"the model has {len(named)} outputs: write them to a .npz file")
     atomic_write(path, buffer.getvalue())
+
+
+def _fmt(args: argparse.Namespace) -> int:
+    """Format each file; a file with a syntax error is reported and left as it is."""
+    from . import fmt
+    from ._io import atomic_write
+
+    failed, changed = 0, []
+    files = _spec_files(args.files)
+    for path in files:
+        try:
+            old = sys.stdin.read() if path == "-" else fmt.read_source(_existing(path))
+            new = fmt.format_text(old, "<stdin>" if path == "-" else path)
+        except SpecError as e:
+            _diagnose(e, args)
+            failed += 1
+            continue
+        if path == "-" and not (args.check or args.diff):
+            sys.stdout.write(new)
+        if new == old:
+            continue
+        changed.append(path)
+        if args.diff:
+            sys.stdout.write(fmt.unified_diff(old, new, path))
+        elif args.check:
+            print(path)
+        elif path != "-":
+            atomic_write(os.path.realpath(path), new)  # through a symlink, not over it
+            print(f"reformatted {path}", file=sys.stderr)
+    if args.check and changed:
+        print(f"{len(changed)} of {len(files)} files would be reformatted", file=sys.stderr)
+    return EXIT_SPEC if failed or (args.check and changed) else EXIT_OK
+
+
+def _spec_files(paths: Sequence[str]) -> list[str]:
+    """Files as given; a directory stands for every ``.res`` file below it, sorted."""
+    out: list[str] = []
+    for path in paths:
+        if path != "-" and os.path.isdir(path):
+            found = sorted(
+                os.path.join(root, name)
+                for root, _, names in os.walk(path)
+                if not _hidden(os.path.relpath(root, path))
+                for name in names
+                if name.endswith(".res") and not name.startswith(".")
+            )
+            out += found
+        else:
+            out.append(path)
+    return out
+
+
+def _hidden(relative: str) -> bool:
+    return any(part.startswith(".") and part != "." for part in relative.split(os.sep))
+
+
+def _existing(path: str) -> str:
+    if not os.path.isfile(path):
+        raise UsageError(f"no such file: {path}")
+    return path
+
+
+def _diff(args: argparse.Namespace) -> int:
+    from .diff import compare, render
+
+    result = compare(_load(args.a, args), _load(args.b, args))
+    if args.json:
+        json.dump(result, sys.stdout, indent=2)
+        print()
+    else:
+        print(render(result))
+    return EXIT_SPEC if args.exit_code and not result["identical"] else EXIT_OK
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -36,13 +36,20 @@ from .syntax import ast
 
 @dataclass(frozen=True)
 class Limits:
-    """Bounds that keep a hostile or mistaken spec from exhausting time or memory."""
+    """Bounds that keep a hostile or mistaken spec from exhausting time or memory.
 
-    max_nodes: int = 200_000
-    max_loop: int = 100_000
-    max_call_depth: int = 64
-    max_int: int = 2**62
-    max_tensor_elements: int = 2**34  # per sample
+    The defaults admit real networks by a wide margin (ResNet-152: 515 ops, 5,403 steps,
+    tensors of 802,816 elements) and stop a hostile spec within about a second and well
+    under 200 MB. docs/security.md explains each bound.
+    """
+
+    max_nodes: int = 20_000  # ops in the graph
+    max_loop: int = 100_000  # passes of one loop; elements of a tuple or string
+    max_call_depth: int = 64  # nesting of block calls
+    max_int: int = 2**62  # magnitude of a computed integer
+    max_tensor_elements: int = 2**28  # elements of one tensor (per sample) or weight
+    max_steps: int = 500_000  # expressions and statements run, loop passes, elements built
+    max_name_length: int = 1_000  # characters of a hierarchical node name
 
 
 @dataclass(frozen=True)
@@ -86,6 +93,8 @@ class _Stop(Exception):  # noqa: N818 - control flow, not an error
 
 
 MAX_ERRORS = 20  # stop collecting after this many distinct errors
+ERROR_STEPS = 1_000  # what a recovered error costs against Limits.max_steps
+MAX_ATTR_INT = 2**31 - 1  # integer op attributes: what 32-bit kernel arguments hold
 
 
 PARAM_TYPES: dict[str, Callable[[Any], bool]] = {
@@ -121,6 +130,7 @@ class Elaborator:
         self.errors: list[SpecError] = []  # recorded by statements that failed; see _exec
         self.instances: list[tuple[str, str, Span]] = []  # (name, block, call) being run
         self.builtins = _builtins(self)
+        self.steps = 0  # work done, against limits.max_steps
 
     # --- entry point ---------------------------------------------------------------------------
 
@@ -153,6 +163,9 @@ class Elaborator:
         repeat the expensive work they stopped."""
         if isinstance(error, LimitError | CycleError):
             raise error
+        # an error's hints may scan the graph or the names in scope: a failing statement in a
+        # long loop must not add up to unbounded work
+        self._tick(ERROR_STEPS, error.span)
         key = (error.code, error.span, error.message)
         if any((e.code, e.span, e.message) == key for e in self.errors):
             return  # the same mistake in another instance of a block
@@ -253,20 +266,25 @@ class Elaborator:
 
     def _stmt(self, stmt: ast.Stmt, frame: Frame) -> None:
         self.statement = stmt.span
+        self._tick(1, stmt.span)
         match stmt:
             case ast.Assign(targets=targets, value=value):
                 self._assign(targets, self.eval(value, frame), stmt, frame)
             case ast.Return(values=values):
                 vals = tuple(self.eval(v, frame) for v in values)
+                if len(vals) > 1:
+                    self._check_elements(vals, stmt.span)
                 raise _Return(vals[0] if len(vals) == 1 else vals, stmt)
             case ast.For(var=var, iterable=iterable, body=body):
                 for i in self._iterate(iterable, frame):
+                    self._tick(1, stmt.span)  # an empty body is work too
                     frame.vars[var] = i
                     self._exec(body, frame)
             case ast.Repeat(count=count, body=body):
                 n = self._int(count, frame, "a repeat count")
                 self._loop_bound(n, count.span)
                 for _ in range(n):
+                    self._tick(1, stmt.span)
                     self._exec(body, frame)
             case ast.Dense():
                 self._dense(stmt, frame)
@@ -348,13 +366,18 @@ class Elaborator:
     # --- expressions ---------------------------------------------------------------------------
 
     def eval(self, expr: ast.Expr, frame: Frame) -> Any:
+        self.steps += 1  # one statement may hold a long expression (inlined: the hot path)
+        if self.steps > self.limits.max_steps:
+            self._tick(0, expr.span)
         match expr:
             case ast.Literal(value=value):
                 return value
             case ast.Name(id=name):
                 return self._lookup(name, expr.span, frame)
             case ast.TupleExpr(items=items):
-                return tuple(self.eval(i, frame) for i in items)
+                value = tuple(self.eval(i, frame) for i in items)
+                self._check_elements(value, expr.span)
+                return value
             case ast.BinOp(op="and", left=left, right=right):
                 return self._bool(left, frame) and self._bool(right, frame)
             case ast.BinOp(op="or", left=left, right=right):
@@ -387,7 +410,25 @@ class Elaborator:
                 return value
             case ast.Call():
                 return self.call(expr, frame)
+            case ast.Choice():  # a search space loaded as a spec: the first value
+                return self.choice_options(expr, frame)[0]
         raise AssertionError(f"unknown expression {expr!r}")  # pragma: no cover
+
+    def choice_options(self, choice: ast.Choice, frame: Frame) -> list[Any]:
+        """The values of ``choice(...)`` in ``frame``: ranges spread, repeats dropped."""
+        values: dict[str, Any] = {}  # keyed by repr: 1, 1.0 and true are different values
+        for option in choice.options:
+            value = self.eval(option, frame)
+            for v in value if isinstance(value, range) else (value,):
+                if not _literal(v):
+                    raise TypeMismatchError(
+                        "a choice is between numbers, true/false, strings and tuples of "
+                        f"them, got {_describe(v)}", option.span,
+                    )  # fmt: skip
+                values.setdefault(repr(v), v)
+        if not values:
+            raise ValueRangeError("this choice has no values", choice.span)
+        return list(values.values())
 
     def _lookup(self, name: str, span: Span, frame: Frame) -> Any:
         if name in frame.vars:
@@ -429,6 +470,8 @@ class Elaborator:
         return value
 
     def _apply(self, expr: ast.BinOp, left: Any, right: Any, frame: Frame) -> Any:
+        compared = expr.op in ("==", "!=") and isinstance(left, tuple | str)  # elementwise
+        self._tick(1 + (_elements(left, self.limits.max_loop) if compared else 0), expr.span)
         if isinstance(left, TensorValue) or isinstance(right, TensorValue):
             return self._tensor_binop(expr, left, right, frame)
         try:
@@ -447,11 +490,33 @@ class Elaborator:
 
     def _check_scalar(self, value: Any, span: Span) -> None:
         if type(value) is int and abs(value) > self.limits.max_int:
-            raise LimitError(f"integer of {len(str(abs(value)))} digits is too large", span)
+            raise LimitError(f"integer of {_digits(value)} digits is too large", span)
         if isinstance(value, float) and not math.isfinite(value):
             raise ValueRangeError(f"arithmetic gives {value}", span)
-        if isinstance(value, tuple | str) and len(value) > self.limits.max_loop:
-            raise LimitError(f"value of length {len(value)} is too long", span)
+        if isinstance(value, tuple | str):
+            self._check_elements(value, span)
+
+    def _check_elements(self, value: tuple | str, span: Span) -> None:
+        """Bound a tuple or string built by the spec, counting nested tuples in full: a
+        tuple holding another twice per level doubles without using memory, but comparing
+        or printing it would not finish. Building it is that many steps of work."""
+        n = _elements(value, self.limits.max_loop)
+        if n > self.limits.max_loop:
+            raise LimitError(
+                f"a value of more than {self.limits.max_loop} elements (nested ones included) "
+                "is too long", span,
+            )  # fmt: skip
+        self._tick(n, span)
+
+    def _tick(self, cost: int, span: Span | None) -> None:
+        """Count ``cost`` steps of work; past ``limits.max_steps`` the spec is stopped."""
+        self.steps += cost
+        if self.steps > self.limits.max_steps:
+            raise LimitError(
+                f"elaboration takes more than {self.limits.max_steps} steps", span,
+                hints=["a step is an expression or statement run, a loop pass, or an element "
+                       "of a tuple or string built; resdsl.Limits(max_steps=...) raises it"],
+            )  # fmt: skip
 
     def _tensor_binop(self, expr: ast.BinOp, left: Any, right: Any, frame: Frame) -> TensorValue:
         """Arithmetic with tensors: `+` `-` of equal shapes, `*` broadcasting, and numbers.
@@ -627,6 +692,11 @@ class Elaborator:
         except OpShapeError as e:
             raise ShapeError(e.message, span, hints=e.hints) from None
         self._check_size(shape, span)
+        self._check_attr_ints(op_name, attrs, attr_args, kwargs, span)
+        sizes = (len(v) for v in attrs.values() if type(v) is tuple)  # bound: flat tuples
+        self._tick(len(shape) + sum(sizes), span)  # long shapes and attributes are work
+        for weight in op.weights(attrs, [i.shape for i in inputs]):
+            self._check_size(weight.shape, span, f"weight `{weight.name}`")
         name = self._name(frame, label, op_name, span)
         node = Node(op_name, freeze(attrs), name, span, frame.prefix, frame.block)
         self.graph.add(node, [i.node for i in inputs], TensorInfo(shape))
@@ -647,11 +717,26 @@ class Elaborator:
         cls = kinds.get(e.kind, ArgumentError)
         return cls(e.message, at_span, hints=hints)
 
-    def _check_size(self, shape: tuple[int, ...], span: Span) -> None:
+    def _check_attr_ints(self, op_name: str, attrs: dict, attr_args, kwargs, span: Span) -> None:
+        """Integer attributes fit 32 bits: ``stride=10**12`` may give a valid shape (1 x 1),
+        but PyTorch's and TVM's kernels hold strides, paddings and sizes in 32 bits."""
+        for i, attr in enumerate(OPS[op_name].attrs):
+            value = attrs.get(attr.name)
+            ints = value if type(value) is tuple else (value,)
+            big = [v for v in ints if type(v) is int and abs(v) > MAX_ATTR_INT]
+            if big:
+                at = kwargs[attr.name][1] if attr.name in kwargs else attr_args.get(i, (0, span))[1]
+                raise LimitError(
+                    f"`{attr.name}` is too large: an integer of {_digits(big[0])} digits "
+                    "(ops take at most 2**31 - 1)", at,
+                )  # fmt: skip
+
+    def _check_size(self, shape: tuple[int, ...], span: Span, what: str = "tensor") -> None:
         if math.prod(shape) > self.limits.max_tensor_elements:
+            per = " per sample" if what == "tensor" else ""
             raise LimitError(
-                f"tensor of shape {fmt_shape(shape)} exceeds {self.limits.max_tensor_elements} "
-                "elements per sample", span,
+                f"{what} of shape {fmt_shape(shape)} exceeds {self.limits.max_tensor_elements} "
+                f"elements{per}", span,
             )  # fmt: skip
 
     def _call_block(self, definition: ast.Definition, call: ast.Call, args, kwargs, frame):
@@ -740,6 +825,18 @@ class Elaborator:
                     notes=[Note("declared here", p.span)],
                 )  # fmt: skip
             frame.vars[p.name] = self._typed(p, value, at)
+            if isinstance(p.default, ast.Choice) and p.name in named:
+                self._check_choice(p.name, p.default, frame, at)
+
+    def _check_choice(self, name: str, choice: ast.Choice, frame: Frame, at: Span) -> None:
+        """A value given for a choice parameter must be one of the choice's values."""
+        options = self.choice_options(choice, frame)
+        if frame.vars[name] not in options:
+            values = ", ".join(spec_text(v) for v in options)
+            raise ValueRangeError(
+                f"`{name}` is a choice of {values}; got {spec_text(frame.vars[name])}", at,
+                notes=[Note("the choice is here", choice.span)],
+            )  # fmt: skip
 
     def _typed(self, p: ast.Param, value: Any, at: Span) -> Any:
         check = PARAM_TYPES.get(p.type)
@@ -779,6 +876,12 @@ class Elaborator:
                     hints=['inside a loop, put the index in the name: `"conv{i}": conv2d(...)`'],
                     notes=[Note("first used here", first)] if first else [],
                 )
+        if len(full) > self.limits.max_name_length:
+            raise LimitError(
+                f"a name of {len(full)} characters exceeds the limit of "
+                f"{self.limits.max_name_length}",
+                label.span if isinstance(label, ast.Label) else span,
+            )
         self._claim(full, span)
         return full
 
@@ -786,9 +889,15 @@ class Elaborator:
         self.names[name] = span
 
     def _label_text(self, label: ast.Label, frame: Frame) -> str:
-        text = "".join(
-            p if isinstance(p, str) else _label_part(self.eval(p, frame), p) for p in label.parts
-        )
+        parts, size = [], 0
+        for p in label.parts:  # checked as it grows: a template of many long holes
+            parts.append(p if isinstance(p, str) else _label_part(self.eval(p, frame), p))
+            size += len(parts[-1])
+            if size > self.limits.max_name_length:
+                raise LimitError(
+                    f"a name of more than {self.limits.max_name_length} characters", label.span
+                )
+        text = "".join(parts)
         if not text or not all(c.isalnum() or c == "_" for c in text) or not text.isascii():
             raise ValueRangeError(
                 f"name {text!r} must be letters, digits and underscores", label.span
@@ -842,7 +951,7 @@ def _projection(el, call, frame, x: TensorValue, out: int, stride: int, bn: Any)
     scope = el._name(frame, call.label, call.func, call.span)
     inner = Frame(frame.vars, scope, call.func)
     if len(x.shape) == 3:
-        attrs = {"stride": (stride, (stride, call.span)), "bias": (False, call.span)}
+        attrs = {"stride": (stride, call.span), "bias": (False, call.span)}
         y = el.emit(
             "conv2d", [x], {0: (out, call.span), 1: (1, call.span)}, attrs, call.span, inner, "0"
         )
@@ -899,6 +1008,7 @@ def _builtins(el: Elaborator) -> dict[str, Callable]:
     def minmax(fn):
         def run(call, args, kwargs):
             if len(args) == 1 and isinstance(args[0][0], tuple) and args[0][0]:
+                el._tick(len(args[0][0]), call.span)
                 args = [(v, args[0][1]) for v in args[0][0]]
             return fn(numbers(call.func, call, args, kwargs))
 
@@ -911,7 +1021,8 @@ def _builtins(el: Elaborator) -> dict[str, Callable]:
         if len(values) == 3 and values[2] == 0:
             raise ValueRangeError("`range` step must not be zero", call.span)
         r = range(*values)
-        el._loop_bound(len(r), call.span)
+        # len() raises OverflowError past sys.maxsize: count by arithmetic instead
+        el._loop_bound(max(0, -(-(r.stop - r.start) // r.step)), call.span)
         return r
 
     def len_(call, args, kwargs):
@@ -1000,6 +1111,34 @@ def _describe(value: Any) -> str:
     return f"{kind} {text if len(text) < 40 else text[:37] + '...'}"
 
 
+def _digits(value: int) -> int:
+    """Decimal digits of ``value``; estimated past 4,000, where ``str`` refuses (CPython's
+    int_max_str_digits)."""
+    if value.bit_length() < 13_000:
+        return len(str(abs(value)))
+    return int((value.bit_length() - 1) * math.log10(2)) + 1
+
+
+def _elements(value: Any, limit: int) -> int:
+    """Elements of a tuple or characters of a string, nested tuples counted in full (each
+    time they occur); stops counting once past ``limit``."""
+    count, stack = 0, [value]
+    while stack and count <= limit:
+        v = stack.pop()
+        if isinstance(v, tuple | str):
+            count += len(v)
+            if isinstance(v, tuple) and count <= limit:
+                stack.extend(v)
+    return count
+
+
+def _literal(value: Any) -> bool:
+    """A value a spec can write as a literal: what a choice and a ``--set`` may hold."""
+    if isinstance(value, tuple):
+        return all(_literal(v) for v in value)
+    return type(value) in (int, float, bool, str)
+
+
 def _label_part(value: Any, where: ast.Expr | ast.Call) -> str:
     if type(value) in (int, str):
         return str(value)
@@ -1082,6 +1221,15 @@ def check_definitions(program: Program) -> None:
         for definition in program.definitions.values()
         for p in definition.params
         if p.type not in PARAM_TYPES
+    ]  # fmt: skip
+    errors += [
+        TypeMismatchError(
+            f"`choice` is for network parameters; `{definition.name}` is a block",
+            p.default.span, hints=["make it a network parameter and pass it to the block"],
+        )
+        for definition in program.definitions.values()
+        for p in definition.params
+        if isinstance(p.default, ast.Choice) and definition.kind != "network"
     ]  # fmt: skip
     if errors:
         errors.sort(key=_error_order)

@@ -170,8 +170,8 @@ def source_line(path: str, line: int) -> str | None:
             return None
     if text is None:
         return None
-    lines = text.splitlines()
-    return lines[line - 1] if 0 < line <= len(lines) else ""
+    lines = text.split("\n")  # as the parser counts lines: a form feed does not end one
+    return lines[line - 1].rstrip("\r") if 0 < line <= len(lines) else ""
 
 
 # ANSI styles for a terminal (see ``use_color``); plain text everywhere else.

@@ -132,6 +132,10 @@ def _resolve(imp: ast.Import, importer: str) -> str:
             f"cannot import {imp.path!r}: imports name a .res file", imp.span,
             hints=[f'write `import "{imp.path}.res"`'],
         )  # fmt: skip
+    if any(ord(c) < 32 for c in imp.path):  # os.path raises on NUL; no file name needs these
+        raise SpecImportError(
+            f"cannot import {imp.path!r}: the path holds a control character", imp.span
+        )
     if os.path.isabs(imp.path) or imp.path.startswith(("~", "\\")):
         raise SpecImportError(
             f"cannot import {imp.path!r}: imports are relative to the importing file", imp.span

@@ -2,7 +2,9 @@
 
 Needs only NumPy and TVM's *runtime*: not the spec, not torch, not Lark, not TVM's
 compiler. A TVM package without ``libtvm_compiler.so`` works: it is then imported with
-``TVM_USE_RUNTIME_LIB=1`` (set here when the compiler library is absent).
+``TVM_USE_RUNTIME_LIB=1`` (set here when the compiler library is absent). CPU artifacts
+run on one thread per physical core (:func:`physical_cores`) unless ``TVM_NUM_THREADS``
+is set.
 
 >>> model = resdsl.runtime.load("out/")
 >>> y = model(x)            # x: np.ndarray of the input's shape and dtype
@@ -29,7 +31,31 @@ class ArtifactError(SpecError):
     code = "E0801"
 
 
+def physical_cores() -> int:
+    """CPU cores this process may run on, counting SMT siblings once.
+
+    Artifacts run on this many threads unless ``TVM_NUM_THREADS`` (or ``OMP_NUM_THREADS``)
+    says otherwise.
+    """
+    if hasattr(os, "sched_getaffinity"):
+        cpus = sorted(os.sched_getaffinity(0))
+    else:
+        cpus = list(range(os.cpu_count() or 1))
+    cores = set()
+    for cpu in cpus:
+        try:
+            with open(f"/sys/devices/system/cpu/cpu{cpu}/topology/thread_siblings_list") as f:
+                cores.add(f.read().strip())
+        except OSError:  # no sysfs topology: count the CPU itself
+            cores.add(str(cpu))
+    return max(1, len(cores))
+
+
 def _import_tvm():
+    # TVM's CPU thread pool takes half the logical CPUs on x86 (assuming 2-way SMT): on a VM
+    # without SMT that leaves half the cores idle. Its size is read when the pool starts.
+    if "TVM_NUM_THREADS" not in os.environ and "OMP_NUM_THREADS" not in os.environ:
+        os.environ["TVM_NUM_THREADS"] = str(physical_cores())
     if "tvm" not in sys.modules and "TVM_USE_RUNTIME_LIB" not in os.environ:
         spec = importlib.util.find_spec("tvm")
         lib = os.path.join(os.path.dirname(spec.origin), "lib") if spec and spec.origin else ""

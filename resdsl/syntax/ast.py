@@ -89,6 +89,14 @@ class Chain(Expr):
     stages: tuple[Call, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class Choice(Expr):
+    """``choice(a, b, ...)`` as a network parameter's default: one choice of a search space
+    (docs/search.md). Options may use earlier parameters; a ``range`` option is spread."""
+
+    options: tuple[Expr, ...]
+
+
 # --- statements ------------------------------------------------------------------------------
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from functools import lru_cache
 from importlib import resources
@@ -15,7 +16,7 @@ from lark.exceptions import (
     VisitError,
 )
 
-from ..errors import LimitError, Span, SpecError, SpecSyntaxError, remember_source
+from ..errors import ArgumentError, LimitError, Span, SpecError, SpecSyntaxError, remember_source
 from . import ast
 
 
@@ -55,15 +56,40 @@ KEYWORDS = frozenset(
     }
 )  # fmt: skip
 MAX_DEPTH = 100  # nesting of the syntax tree; deeper input is refused, not recursed into
+MAX_LITERAL_DIGITS = 100  # any int past 2**62 is refused where it is used anyway
+MAX_HOLES = 100  # `{...}` holes in one template label
 
 
 def _parse(text: str, path: str, start: str):
+    _check_brackets(text, path)
     try:
         tree = _parser().parse(text, start=start)
     except UnexpectedInput as e:
         raise _syntax_error(e, text, path) from None
     _check_depth(tree, path)
     return tree
+
+
+_BRACKETS = re.compile(r"""#[^\n]*|"(?:\\.|[^"\\\n])*"|'(?:\\.|[^'\\\n])*'|[(\[{]|[)\]}]""")
+
+
+def _check_brackets(text: str, path: str) -> None:
+    """Refuse brackets nested more than ``MAX_DEPTH`` deep before parsing: a scan is fast,
+    while Lark would build the whole deep tree first (seconds and hundreds of MB for
+    ``((((...))))`` 100,000 deep). Strings and comments are skipped; imbalance is left to
+    the parser."""
+    depth = 0
+    for m in _BRACKETS.finditer(text):
+        char = m.group()  # a bracket, or a whole string or comment
+        if char in ("(", "[", "{"):
+            depth += 1
+            if depth > MAX_DEPTH:
+                line = text.count("\n", 0, m.start()) + 1
+                column = m.start() - text.rfind("\n", 0, m.start())
+                span = Span(path, line, column, line, column + 1)
+                raise LimitError(f"brackets nested more than {MAX_DEPTH} deep", span)
+        elif char in (")", "]", "}"):
+            depth = max(0, depth - 1)
 
 
 def _check_depth(tree: Tree, path: str) -> None:
@@ -94,6 +120,16 @@ def _describe_terminal(name: str) -> str:
     return name.lower()
 
 
+def _end(text: str) -> tuple[int, int]:
+    """Line and column just after the last line's text (a final newline is not a new line).
+
+    Lines are counted by "\\n" only, as Lark counts them; the span there is empty."""
+    lines = text.split("\n")
+    if len(lines) > 1 and not lines[-1]:
+        lines.pop()
+    return len(lines), len(lines[-1]) + 1
+
+
 def _syntax_error(e: UnexpectedInput, text: str, path: str) -> SpecSyntaxError:
     line, column = max(e.line, 1), max(e.column, 1)
     width = 1
@@ -101,8 +137,7 @@ def _syntax_error(e: UnexpectedInput, text: str, path: str) -> SpecSyntaxError:
         tok = e.token
         if tok.type == "$END":  # Lark gives $END the last token's position: use the real end
             found = "end of file"
-            lines = text.splitlines() or [""]
-            line, column = len(lines), len(lines[-1]) + 1
+            (line, column), width = _end(text), 0
         else:
             found = f"`{tok.value}`"
             width = max(1, len(str(tok.value)))
@@ -112,8 +147,7 @@ def _syntax_error(e: UnexpectedInput, text: str, path: str) -> SpecSyntaxError:
         expected = []
     elif isinstance(e, UnexpectedEOF):
         found, expected = "end of file", sorted({_describe_terminal(t) for t in e.expected})
-        lines = text.splitlines() or [""]
-        line, column = len(lines), len(lines[-1]) + 1
+        (line, column), width = _end(text), 0
     else:  # pragma: no cover - Lark has no other kinds today
         found, expected = "input", []
     hints = []
@@ -141,6 +175,16 @@ _ESCAPES = {"n": "\n", "t": "\t", "\\": "\\", '"': '"', "'": "'", "{": "{", "}":
 
 def _unquote(token: str) -> str:
     return re.sub(r"\\(.)", lambda m: _ESCAPES.get(m.group(1), "\\" + m.group(1)), token[1:-1])
+
+
+def _choice(call: ast.Call) -> ast.Choice:
+    """``choice(a, b, ...)`` in a parameter default: the values, positionally."""
+    if call.kwargs:
+        key, _, span = call.kwargs[0]
+        raise ArgumentError(f"`choice` takes values, not keyword arguments (`{key}=`)", span)
+    if not call.args:
+        raise ArgumentError("`choice` needs at least one value", call.span)
+    return ast.Choice(call.span, call.args)
 
 
 @v_args(meta=True)
@@ -207,6 +251,8 @@ class _ToAst(Transformer):
 
     def param(self, meta, children):
         name, type_, default = children
+        if isinstance(default, ast.Call) and default.func == "choice" and default.label is None:
+            default = _choice(default)  # a search-space choice (docs/search.md)
         return ast.Param(self._span(meta), str(name), str(type_), self._tok(type_), default)
 
     def input(self, meta, children):
@@ -301,10 +347,18 @@ class _ToAst(Transformer):
         return ast.Index(self._span(meta), children[0], children[1])
 
     def int_lit(self, meta, children):
-        return ast.Literal(self._span(meta), int(str(children[0]).replace("_", "")))
+        digits = str(children[0]).replace("_", "")
+        if len(digits) > MAX_LITERAL_DIGITS:  # int() of thousands of digits is refused or slow
+            raise LimitError(
+                f"integer literal of {len(digits)} digits is too long", self._span(meta)
+            )
+        return ast.Literal(self._span(meta), int(digits))
 
     def float_lit(self, meta, children):
-        return ast.Literal(self._span(meta), float(str(children[0]).replace("_", "")))
+        value = float(str(children[0]).replace("_", ""))
+        if math.isinf(value):
+            raise LimitError(f"float literal {children[0]} is too large", self._span(meta))
+        return ast.Literal(self._span(meta), value)
 
     def str_lit(self, meta, children):
         return ast.Literal(self._span(meta), _unquote(children[0]))
@@ -353,15 +407,19 @@ class _ToAst(Transformer):
     def _template(self, tok: Token, span: Span) -> tuple[str | ast.Expr, ...]:
         """Split ``"layer{i + 1}"`` into ``("layer", <expr i + 1>)``."""
         body, parts, pos = str(tok)[1:-1], [], 0
-        for m in re.finditer(r"\{([^{}]*)\}", body):
+        holes = list(re.finditer(r"\{([^{}]*)\}", body))
+        if len(holes) > MAX_HOLES:  # each hole is parsed on its own: bound the count
+            raise LimitError(f"a template label with more than {MAX_HOLES} holes", span)
+        for m in holes:
             if m.start() > pos:
                 parts.append(_unquote('"' + body[pos : m.start()] + '"'))
             inner = m.group(1)
             col = span.column + 1 + m.start(1)  # +1 for the opening quote
             try:
                 tree = _parser().parse(inner, start="expr")
-            except UnexpectedInput as e:
-                err = _syntax_error(e, inner, span.path)
+                _check_depth(tree, span.path)  # a hole is an expression like any other
+            except (UnexpectedInput, LimitError) as e:
+                err = _syntax_error(e, inner, span.path) if isinstance(e, UnexpectedInput) else e
                 s = err.span
                 err.span = Span(span.path, span.line, col + s.column - 1, span.line,
                                 col + s.end_column - 1)  # fmt: skip

@@ -2,8 +2,9 @@
 
 The Relax module from :mod:`.lower` goes through TVM's default pipeline for the target:
 legalisation, FuseOps/FuseTIR, and for CUDA the default GPU schedules (dlight), so a CUDA
-build works without tuning. With a MetaSchedule database its records are applied. The
-library is exported with ``export_library``; a CUDA build needs no GPU.
+build works without tuning; for llvm, through :func:`.schedules.llvm_pipeline` (the same
+fusion, then resdsl's own CPU schedules). With a MetaSchedule database its records are
+applied. The library is exported with ``export_library``; a CUDA build needs no GPU.
 """
 
 from __future__ import annotations
@@ -81,6 +82,14 @@ def build(net: Network, weights: Weights, options: BuildOptions, database=None):
         if database is not None:
             stack.enter_context(database)
             stack.enter_context(tvm.transform.PassContext(opt_level=3))
+        if options.target == "llvm":  # TVM's CPU default neither fuses nor schedules
+            from .schedules import llvm_pipeline
+
+            return tvm.compile(mod, target, relax_pipeline=llvm_pipeline(target))
+        if database is not None:  # TVM's default GPU pipeline would ignore the records
+            from .tune import database_pipeline
+
+            return tvm.compile(mod, target, relax_pipeline=database_pipeline(target))
         return tvm.compile(mod, target)
 
 
