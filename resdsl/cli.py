@@ -1,6 +1,7 @@
 """The ``resdsl`` command line. Data goes to stdout, diagnostics to stderr.
 
-Exit codes: 0 success, 1 an error in a spec, 2 a usage error, 3 an internal error.
+Exit codes: 0 success, 1 an error in a spec, 2 a usage error, 3 an internal error, 4 the
+operating system refused a read or write (disk full, permissions, a missing directory).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 from . import __version__
 from .errors import SpecError, render, to_dicts, use_color
 
-EXIT_OK, EXIT_SPEC, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
+EXIT_OK, EXIT_SPEC, EXIT_USAGE, EXIT_INTERNAL, EXIT_OS = 0, 1, 2, 3, 4
 
 
 class UsageError(Exception):
@@ -42,6 +43,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return EXIT_OK
+    except OSError as e:  # not a bug: the disk, permissions or paths; files are left intact
+        print(f"resdsl {args.command}: error: {e}", file=sys.stderr)
+        return EXIT_OS
     except Exception as e:  # a bug in resdsl: say so plainly, no traceback unless asked
         if os.environ.get("RESDSL_DEBUG"):
             raise

@@ -493,7 +493,7 @@ def test_too_large_for_one_file(spec, tmp_path, previous, monkeypatch, capsys):
 def test_failure_while_writing_keeps_the_previous_file(
     spec, tmp_path, previous, monkeypatch, capsys
 ):
-    """An internal failure after the temporary file was written (exit 3) keeps the old model."""
+    """A failure of the OS after the temporary file was written (exit 4) keeps the old model."""
     out, before = previous
     real_replace = os.replace
 
@@ -501,7 +501,7 @@ def test_failure_while_writing_keeps_the_previous_file(
         raise OSError(28, "No space left on device (injected)")
 
     monkeypatch.setattr(os, "replace", failing_replace)
-    assert main(["compile", spec(SMALL), "--target", "onnx", "--seed", "5", "-o", str(out)]) == 3
+    assert main(["compile", spec(SMALL), "--target", "onnx", "--seed", "5", "-o", str(out)]) == 4
     monkeypatch.setattr(os, "replace", real_replace)
     assert "injected" in capsys.readouterr().err
     assert out.read_bytes() == before
