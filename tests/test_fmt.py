@@ -19,6 +19,7 @@ from resdsl.cli import main
 from resdsl.errors import SpecSyntaxError
 from resdsl.syntax import parse
 
+from . import specgen
 from .conftest import EXAMPLES, ROOT
 
 SPECS = sorted([*EXAMPLES.rglob("*.res"), *(ROOT / "resdsl" / "std").rglob("*.res")])
@@ -544,3 +545,18 @@ def test_directories_stand_for_their_res_files(tmp_path, capsys):
     assert main(["fmt", str(tmp_path)]) == 0
     assert main(["fmt", "--check", str(tmp_path)]) == 0
     assert (tmp_path / ".hidden" / "c.res").read_text() == messy
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(text=specgen.specs())
+def test_generated_specs_keep_their_meaning(text):
+    """Specs from the fuzzer's generator (random blocks, loops, skips, projections, concats):
+    formatting is idempotent and the graph is unchanged."""
+    path = Path("gen.res")
+    try:
+        before = fingerprints(text, path)
+    except resdsl.SpecError:
+        return  # only the layout of valid specs is compared here; errors are test_fuzz's
+    once = fmt.format_text(text, str(path))
+    assert fmt.format_text(once, str(path)) == once
+    assert fingerprints(once, path) == before
