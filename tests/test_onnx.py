@@ -21,6 +21,7 @@ from resdsl.cli import main  # noqa: E402
 from resdsl.ops import OPS  # noqa: E402
 from resdsl.weights import check, from_module  # noqa: E402
 
+from .backend_specs import BAD_SPEC, SMALL, TOKENS  # noqa: E402
 from .conftest import EXAMPLES  # noqa: E402
 
 # PyTorch's own note on the reference side of an even "same" kernel, not about this backend.
@@ -61,23 +62,6 @@ network pool() (x: (3, 7, 9), w: (2, 4, 6), z: (2, 9, 9)) {
 }
 """
 
-# A small ViT: patches by reshape and permute, a class token and position embedding
-# (parameter), concat on the token axis, attention, layernorm, linear on rank-1 and rank-2
-# inputs, gelu, dropout, drop_path, select (x[0], x[-1], on another axis), sigmoid.
-TOKENS = """
-block mlp(hidden: int) (x) {
-    return x -> "0": linear(hidden) -> gelu -> dropout(0.1) -> "3": linear(x.features, bias=false)
-}
-network tokens() (x: (3, 8, 8), v: 6) {
-    t = x -> patch: conv2d(8, 4, stride=4) -> reshape((8, -1)) -> permute((1, 0))
-    t = concat(cls: parameter((1, 8), init="normal"), t)
-    t = t + pos: parameter((5, 8), init="normal")
-    t = t + (t -> ln_1: layernorm -> attn: attention(2))
-    t = t + (t -> ln_2: layernorm(1e-6) -> mlp: mlp(16) -> drop_path(0.2))
-    u = v -> fc: linear(4) -> sigmoid
-    return t[0] -> head: linear(3), t[-1], t -> select(1, 2), t -> tok: linear(2, bias=false), u
-}
-"""
 
 # Gates and arithmetic: a (C, 1, 1) gate, a (W,) gate of lower rank, a highway mix, sub,
 # scale_shift in all its forms (x * 1 is an identity), identity, a 3-input add, concat axis 1.
@@ -94,14 +78,6 @@ network arith() (x: (4, 5, 5)) {
 """
 
 SPECS = {"conv": CONV, "pool": POOL, "tokens": TOKENS, "arith": ARITH}
-
-# Two outputs, a vector and a feature map: the spec of the command-line tests.
-SMALL = """
-network small() (x: (3, 8, 8)) {
-    y = x -> c: conv2d(4, 3, padding=1) -> b: batchnorm2d -> relu
-    return y -> global_avgpool -> fc: linear(5), y
-}
-"""
 
 
 # --- helpers -------------------------------------------------------------------------------------
@@ -427,13 +403,6 @@ def test_missing_onnx_is_a_usage_error(spec, tmp_path, monkeypatch, capsys):
     )
     assert main(["compile", spec(SMALL), "--target", "onnx", "-o", str(tmp_path / "m.onnx")]) == 2
     assert "pip install 'resdsl[onnx]'" in capsys.readouterr().err
-
-
-BAD_SPEC = """
-network bad() (x: (3, 8, 8)) {
-    return (x -> conv2d(4, 3)) + x
-}
-"""
 
 
 @pytest.fixture

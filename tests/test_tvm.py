@@ -29,6 +29,7 @@ from resdsl.ops import OPS  # noqa: E402
 from resdsl.passes import run_inference_passes  # noqa: E402
 from resdsl.weights import from_module  # noqa: E402
 
+from .backend_specs import BAD_SPEC, SMALL, TOKENS  # noqa: E402
 from .conftest import EXAMPLES  # noqa: E402
 
 # `from .build import build` in the package rebinds `resdsl.backends.tvm.build` to the function,
@@ -77,24 +78,6 @@ network pool() (x: (3, 7, 9), z: (2, 5, 7), w: (2, 4, 6)) {
 }
 """
 
-# A small ViT: patches by reshape and permute, a class token and position embedding
-# (parameter), concat on the token axis, pre-norm attention and MLP residuals (layernorm,
-# attention, linear on rank-2 tokens, gelu, dropout, drop_path), select (x[0], x[-1],
-# another axis), and linear on a rank-1 input of a second graph input.
-TOKENS = """
-block mlp(hidden: int) (x) {
-    return x -> "0": linear(hidden) -> gelu -> dropout(0.1) -> "3": linear(x.features, bias=false)
-}
-network tokens() (x: (3, 8, 8), v: 6) {
-    t = x -> patch: conv2d(8, 4, stride=4) -> reshape((8, -1)) -> permute((1, 0))
-    t = concat(cls: parameter((1, 8), init="normal"), t)
-    t = t + pos: parameter((5, 8), init="normal")
-    t = t + (t -> ln_1: layernorm -> attn: attention(2))
-    t = t + (t -> ln_2: layernorm(1e-6) -> mlp: mlp(16) -> drop_path(0.2))
-    u = v -> fc: linear(4) -> sigmoid
-    return t[0] -> head: linear(3), t[-1], t -> select(1, 2), t -> tok: linear(2, bias=false), u
-}
-"""
 
 # Gates and arithmetic: squeeze-and-excitation (a (C, 1, 1) gate), a (W,) gate of lower rank,
 # a highway mix t * h + (1 - t) * x, sub, scale_shift in its forms, identity and dropout.
@@ -141,13 +124,6 @@ network connect(wide: bool = true) (x: (4, 6, 6)) {
 
 SPECS = {"conv": CONV, "pool": POOL, "tokens": TOKENS, "arith": ARITH, "connect": CONNECT}
 
-# Two outputs: a vector and a feature map. The artifact of the runtime and CLI tests.
-SMALL = """
-network small() (x: (3, 8, 8)) {
-    y = x -> c: conv2d(4, 3, padding=1) -> b: batchnorm2d -> relu
-    return y -> global_avgpool -> fc: linear(5), y
-}
-"""
 
 CUDA_KERNEL = b'extern "C" __global__'  # TVM keeps CUDA kernels as CUDA C++ in the library
 
@@ -453,12 +429,6 @@ def test_torchvision_weights(torchvision_resnet18, tmp_path, suffix):
 
 
 # --- 5. failures leave no partial artifact -------------------------------------------------------
-
-BAD_SPEC = """
-network bad() (x: (3, 8, 8)) {
-    return (x -> conv2d(4, 3)) + x
-}
-"""
 
 
 @pytest.fixture
