@@ -19,31 +19,18 @@ from collections import deque
 
 from tqdm import tqdm
 
-import resdsl
 from resdsl.search import SearchSpace, describe
-from resdsl.search.cli import count
-from resdsl.search.parallel import Evaluator, Result
-from resdsl.search.proxies import PROXIES
+from resdsl.search.parallel import Result
+from resdsl.search.scripts import evaluator, open_space, script_parser
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--space", default=os.path.join(HERE, "resnet_space.res"))
-    p.add_argument("--n", type=int, default=200, help="candidates to evaluate (default: 200)")
+    p = script_parser(__doc__.split("\n\n")[0], space=os.path.join(HERE, "resnet_space.res"),
+                      n=200, n_help="candidates to evaluate", max_macs="1G")  # fmt: skip
     p.add_argument("--population", type=int, default=20, help="population size (default: 20)")
     p.add_argument("--tournament", type=int, default=5, help="sample size (default: 5)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--max-macs", type=count, default="1G", help="MACs budget (default: 1G)")
-    p.add_argument("--proxy", choices=sorted(PROXIES), default="capacity")
-    p.add_argument("--image", type=int, help="input size, if the space has an `image` parameter")
-    p.add_argument("--workers", type=int, default=os.cpu_count(), help="parallel evaluations")
-    p.add_argument(
-        "--ray", nargs="?", const="local", metavar="ADDRESS",
-        help="evaluate with Ray: a local instance, or the cluster at ADDRESS",
-    )  # fmt: skip
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p.parse_args(argv)
 
 
@@ -60,13 +47,12 @@ def child(space: SearchSpace, population: deque[Result], k: int, rng: random.Ran
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    fixed = {"image": args.image} if args.image else {}
-    space = resdsl.load_space(args.space, max_macs=args.max_macs, **fixed)
+    space = open_space(args)
     rng = random.Random(args.seed)
     population: deque[Result] = deque()
     history: list[Result] = []
     bar = tqdm(total=args.n, disable=args.quiet, unit="cand")
-    with Evaluator(space, PROXIES[args.proxy], workers=args.workers, ray=args.ray) as ev:
+    with evaluator(space, args) as ev:
         while len(history) < args.n:
             batch = min(ev.workers, args.n - len(history))
             if len(population) < args.population:

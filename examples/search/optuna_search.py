@@ -18,29 +18,15 @@ import sys
 import optuna
 from tqdm import tqdm
 
-import resdsl
-from resdsl.search.cli import count
-from resdsl.search.parallel import Evaluator
-from resdsl.search.proxies import PROXIES
+from resdsl.search.scripts import evaluator, open_space, script_parser
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--space", default=os.path.join(HERE, "resnet_space.res"))
-    p.add_argument("--n", type=int, default=50, help="trials (default: 50)")
-    p.add_argument("--seed", type=int, default=0)
+    p = script_parser(__doc__.split("\n\n")[0], space=os.path.join(HERE, "resnet_space.res"),
+                      n=50, n_help="trials", max_macs="2G")  # fmt: skip
     p.add_argument("--sampler", choices=["tpe", "random", "nsga2"], default="tpe")
-    p.add_argument("--max-macs", type=count, default="2G", help="MACs budget (default: 2G)")
-    p.add_argument("--proxy", choices=sorted(PROXIES), default="capacity")
-    p.add_argument("--image", type=int, help="input size, if the space has an `image` parameter")
-    p.add_argument("--workers", type=int, default=os.cpu_count(), help="parallel evaluations")
-    p.add_argument(
-        "--ray", nargs="?", const="local", metavar="ADDRESS",
-        help="evaluate with Ray: a local instance, or the cluster at ADDRESS",
-    )  # fmt: skip
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p.parse_args(argv)
 
 
@@ -55,12 +41,11 @@ def make_study(args: argparse.Namespace) -> optuna.Study:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    fixed = {"image": args.image} if args.image else {}
-    space = resdsl.load_space(args.space, max_macs=args.max_macs, **fixed)
+    space = open_space(args)
     study = make_study(args)
     multi = args.sampler == "nsga2"
     bar = tqdm(total=args.n, disable=args.quiet, unit="trial")
-    with Evaluator(space, PROXIES[args.proxy], workers=args.workers, ray=args.ray) as ev:
+    with evaluator(space, args) as ev:
         while len(study.trials) < args.n:
             waiting: dict[str, list[optuna.Trial]] = {}  # trials by candidate
             candidates = []

@@ -20,36 +20,21 @@ from collections.abc import Iterator
 
 from tqdm import tqdm
 
-import resdsl
 from resdsl.search import SearchSpace, describe
-from resdsl.search.cli import count
-from resdsl.search.parallel import Evaluator
-from resdsl.search.proxies import PROXIES
+from resdsl.search.scripts import evaluator, open_space, script_parser
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--space", default=os.path.join(HERE, "resnet_space.res"))
-    p.add_argument("--n", type=int, default=100, help="candidates to evaluate (default: 100)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--max-macs", type=count, default="2G", help="MACs budget (default: 2G)")
-    p.add_argument("--proxy", choices=sorted(PROXIES), default="capacity")
-    p.add_argument("--image", type=int, help="input size, if the space has an `image` parameter")
-    p.add_argument("--workers", type=int, default=os.cpu_count(), help="parallel evaluations")
-    p.add_argument(
-        "--ray", nargs="?", const="local", metavar="ADDRESS",
-        help="evaluate with Ray: a local instance, or the cluster at ADDRESS",
-    )  # fmt: skip
+    p = script_parser(__doc__.split("\n\n")[0], space=os.path.join(HERE, "resnet_space.res"),
+                      n=100, n_help="candidates to evaluate", max_macs="2G")  # fmt: skip
     p.add_argument("--top", type=int, default=5, help="how many of the best to print")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p.parse_args(argv)
 
 
 def load(args: argparse.Namespace) -> SearchSpace:
-    fixed = {"image": args.image} if args.image else {}
-    return resdsl.load_space(args.space, max_macs=args.max_macs, **fixed)
+    return open_space(args)
 
 
 def unique_candidates(space: SearchSpace, n: int, rng: random.Random) -> Iterator[dict]:
@@ -72,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
           f"proxy {args.proxy}", file=sys.stderr)  # fmt: skip
     candidates = unique_candidates(space, args.n, random.Random(args.seed))
     results = []
-    with Evaluator(space, PROXIES[args.proxy], workers=args.workers, ray=args.ray) as ev:
+    with evaluator(space, args) as ev:
         for result in tqdm(ev.map(candidates), total=args.n, disable=args.quiet, unit="cand"):
             results.append(result)
     print(f"sampling: {space.stats}", file=sys.stderr)
