@@ -11,6 +11,8 @@ import resdsl
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
 
+from .torch_helpers import randomise_batchnorm  # noqa: E402
+
 EPS = 1e-5  # batchnorm2d's default eps
 
 
@@ -36,17 +38,7 @@ def model(net: resdsl.Network, seed: int = 0) -> torch.nn.Module:
     Fresh batchnorm layers have weight 1, bias 0, mean 0 and variance 1, which would make
     them (almost) the identity in eval mode and hide a wrong wiring; randomise all four.
     """
-    m = net.to_torch(seed=seed)
-    g = torch.Generator().manual_seed(1234)
-    with torch.no_grad():
-        for mod in m.modules():
-            if isinstance(mod, torch.nn.BatchNorm2d):
-                c = mod.num_features
-                mod.weight.copy_(torch.rand(c, generator=g) + 0.5)
-                mod.bias.copy_(torch.randn(c, generator=g))
-                mod.running_mean.copy_(torch.randn(c, generator=g))
-                mod.running_var.copy_(torch.rand(c, generator=g) + 0.5)
-    return m.eval()
+    return randomise_batchnorm(net.to_torch(seed=seed)).eval()
 
 
 def sample(*shape: int, seed: int = 0) -> torch.Tensor:

@@ -20,6 +20,8 @@ STD = ROOT / "resdsl" / "std"
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
 
+from .torch_helpers import randomise_batchnorm  # noqa: E402
+
 COOKBOOK = ROOT / "docs" / "cookbook.md"
 
 
@@ -31,26 +33,12 @@ def load(name: str, **params) -> resdsl.Network:
 
 
 def loads_beside_examples(text: str, **params) -> resdsl.Network:
-    """A spec as if it were a file in examples/ (so `import "blocks.res"` resolves)."""
+    """A spec as if it were a file in examples/ (so its imports resolve as theirs do)."""
     return resdsl.loads(text, path=str(EXAMPLES / "_test_variants.res"), **params)
 
 
 def image(batch: int = 2, seed: int = 0) -> torch.Tensor:
     return torch.randn(batch, 3, 32, 32, generator=torch.Generator().manual_seed(seed))
-
-
-def randomise_batchnorm(m: torch.nn.Module) -> torch.nn.Module:
-    """Non-trivial eval-mode batch norms (fresh ones are almost the identity)."""
-    g = torch.Generator().manual_seed(1234)
-    with torch.no_grad():
-        for mod in m.modules():
-            if isinstance(mod, torch.nn.BatchNorm2d):
-                c = mod.num_features
-                mod.weight.copy_(torch.rand(c, generator=g) + 0.5)
-                mod.bias.copy_(torch.randn(c, generator=g))
-                mod.running_mean.copy_(torch.randn(c, generator=g))
-                mod.running_var.copy_(torch.rand(c, generator=g) + 0.5)
-    return m
 
 
 class Taps:
