@@ -9,7 +9,8 @@
 #                                          # (starts no torch.compile after 240 s; killed at 450 s)
 #
 # The device tool call, one call:
-#   command:   bash benchmarks/gpu_check.sh run
+#   command:   bash benchmarks/gpu_check.sh run     (options: --only TEXT..., --no-compile,
+#              --deadline S; see python benchmarks/gpu_prepare.py device --help)
 #   carry:     ["build/gpu"]
 #   timeout_s: 480
 # Results: $OUT/gpu_results.txt (the report), $OUT/gpu_results.json, $OUT/gpu_check.log.
@@ -30,9 +31,12 @@
 #                   from the same apache-tvm-ffi version's cp312 wheel: the core is
 #                   CPython-version specific, the rest of the wheel is identical).
 #   pylib/lark, pylib/resdsl (all of it, grammar included)
-#   artifacts/<model>-<dtype>-b<batch>/  six CUDA artifacts built for sm_90 (H100/H200):
-#                   resnet18 fp32 and fp16 at batch 1, resnet50 fp32 and fp16 at batch 1
-#                   and 32 -- as skeletons, see below
+#   artifacts/<model>-<dtype>-b<batch>[-<variant>]/  ten CUDA artifacts built for sm_90
+#                   (H100/H200): resnet18 fp32 and fp16 at batch 1, resnet50 fp32 and fp16
+#                   at batch 1 and 32 with resdsl's defaults, and resnet50 fp16 at batch 1
+#                   and 32 built two other ways for comparison in the same run: "tvm"
+#                   (TVM's default GPU pipeline) and "nchw" (convolutions in NCHW) --
+#                   as skeletons, see below
 #   specs/, manifest.json (seed, sha256 of the weights and of every model.so, tolerances)
 #
 # Why skeletons. Everything that travels (the working tree and the carry) must fit in
@@ -42,7 +46,7 @@
 # (random weights: 11%). But the weights need not travel: they are derived from a seed.
 # So `prepare` finds each weight constant in model.so (every one is a tensor of the
 # weights after resdsl's inference passes -- batch norm folded -- cast to the artifact's
-# dtype, the classifier's transposed) and cuts it out; what is left (kernels, code,
+# dtype, the classifier's transposed, NHWC convolutions' in OHWI) and cuts it out; what is left (kernels, code,
 # metadata; 1-3 MB per artifact) is xz-compressed, with the list of holes. The GPU side
 # draws the same weights from the seed, runs the same resdsl passes (from the carried
 # copy), refills the holes and checks the sha256 of the result against the model.so that
@@ -55,10 +59,10 @@
 # its initialisers take CPU-dependent vectorised paths, and both machines must draw the
 # same bits (the GPU side checks a sha256 and stops with a message if they differ).
 #
-# What the GPU side must do that a plain `resdsl.runtime.load` does not (yet):
-#  * load tvm/lib/libtvm_runtime_cuda.so: a runtime-only TVM (TVM_USE_RUNTIME_LIB=1)
-#    skips its built-in backends on import, so without this tvm.cuda(0) does not exist
-#    and CUDA modules cannot be loaded (torch is imported first; it brings libcudart);
+# What the GPU side must do besides `resdsl.runtime.load` (which, for a runtime-only TVM,
+# loads tvm/lib/libtvm_runtime_cuda.so and lets TVM's CUDA compiler hook run without the
+# compiler library's Target object):
+#  * import torch first: it loads the libcudart that TVM's CUDA runtime library links;
 #  * TVM_FFI_DISABLE_TORCH_C_DLPACK=1, or tvm_ffi JIT-compiles a torch extension on import;
 #  * compile the kernels: TVM 0.27 stores them in model.so as CUDA C++ and compiles them
 #    when the artifact is loaded, with NVRTC from `cuda-bindings` (PyTorch's CUDA wheels

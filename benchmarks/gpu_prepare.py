@@ -48,15 +48,22 @@ FORMAT = "resdsl-gpu-check/1"
 ARCH = "sm_90"  # the lent GPUs are H100/H200
 DEVICE_PYTHON = "3.12"  # python3 on the GPU machines (see /work/.library/device/KINDS.md)
 SPECS = ["resnet18.res", "resnet50.res"]  # they import std.resnet, which ships in resdsl
-# (model, dtype, batch)
+# (model, dtype, batch, variant). A variant is resdsl's default build ("") or one that differs
+# from it in one BuildOptions field, for comparison in the same run (see VARIANTS).
 CONFIGS = [
-    ("resnet18", "float32", 1),
-    ("resnet18", "float16", 1),
-    ("resnet50", "float32", 1),
-    ("resnet50", "float16", 1),
-    ("resnet50", "float32", 32),
-    ("resnet50", "float16", 32),
+    ("resnet18", "float32", 1, ""),
+    ("resnet18", "float16", 1, ""),
+    ("resnet50", "float32", 1, ""),
+    ("resnet50", "float16", 1, ""),
+    ("resnet50", "float32", 32, ""),
+    ("resnet50", "float16", 32, ""),
+    *(("resnet50", "float16", b, v) for b in (1, 32) for v in ("tvm", "nchw")),
 ]
+VARIANTS: dict[str, dict[str, Any]] = {
+    "": {},
+    "tvm": {"schedules": "tvm"},  # TVM's default GPU pipeline (dlight), no CUDA graph
+    "nchw": {"layout": "NCHW"},  # float16 convolutions in NCHW (the default is NHWC)
+}
 HOLE_MIN_BYTES = 1024  # smaller constants stay in the skeleton
 FP32_ABS_TOL = 1e-3
 FP16_REL_TOL = 1e-2
@@ -165,6 +172,8 @@ def constant_bytes(array: np.ndarray, transform: str, dtype: str) -> bytes:
     """A constant as the lowering writes it (``lower.Context.weight``/``const``)."""
     if transform == "T":
         array = array.T
+    elif transform == "OHWI":  # a conv weight in an NHWC build
+        array = array.transpose(0, 2, 3, 1)
     return np.ascontiguousarray(array.astype(dtype)).tobytes()
 
 
@@ -180,7 +189,8 @@ def punch(so: bytes, folded: dict[str, np.ndarray], dtype: str) -> list[dict[str
     taken: list[tuple[int, int]] = []
     cursor = 0
     for key, array in folded.items():
-        for transform in ("plain", "T") if array.ndim == 2 else ("plain",):
+        transforms = {2: ("plain", "T"), 4: ("plain", "OHWI")}.get(array.ndim, ("plain",))
+        for transform in transforms:
             blob = constant_bytes(array, transform, dtype)
             if len(blob) < HOLE_MIN_BYTES:
                 break
@@ -235,16 +245,6 @@ def _capture_executable():
 
     backend.write_artifact = write_artifact
     return captured
-
-
-def _cuda_source(executable) -> str | None:
-    stack = [executable.mod]
-    while stack:
-        m = stack.pop()
-        if m.kind == "cuda":
-            return m.inspect_source()
-        stack.extend(m.imports)
-    return None
 
 
 def _has_module(name: str) -> bool:
@@ -366,17 +366,21 @@ def assemble_pylib(pylib: Path, device_python: str) -> None:
     assert not (pylib / "tvm" / "lib" / "libtvm_compiler.so").exists()
 
 
-def compile_one(model, dtype, batch, target, module, state, out_dir: Path, seed) -> dict:
+def artifact_name(model: str, dtype: str, batch: int, variant: str = "") -> str:
+    return f"{model}-{dtype}-b{batch}" + (f"-{variant}" if variant else "")
+
+
+def compile_one(model, dtype, batch, variant, target, module, state, out_dir, seed) -> dict:
     """Compile, NVRTC-check, punch; writes out_dir/{model.json,model.so.xz,holes.json}."""
     import resdsl
-    from resdsl.backends.tvm import BuildOptions, compile_network
+    from resdsl.backends.tvm import BuildOptions, compile_network, cuda_source
 
     name = out_dir.name
     spec = ROOT / "examples" / f"{model}.res"
     net = resdsl.load(spec)
     captured = _capture_executable()
     options = BuildOptions(target=target, arch=ARCH if target == "cuda" else None, dtype=dtype,
-                           batch=batch)  # fmt: skip
+                           batch=batch, **VARIANTS[variant])  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
         compile_network(net, tmp, options, weights=module)
@@ -384,12 +388,13 @@ def compile_one(model, dtype, batch, target, module, state, out_dir: Path, seed)
         so = Path(tmp, "model.so").read_bytes()
         meta_text = Path(tmp, "model.json").read_text()
     entry: dict[str, Any] = {
-        "name": name, "model": model, "dtype": dtype, "batch": batch, "target": target,
+        "name": name, "model": model, "dtype": dtype, "batch": batch, "variant": variant,
+        "target": target,
         "arch": options.arch, "seed": seed, "compile_s": round(compile_s, 1),
         "so_bytes": len(so), "so_sha256": hashlib.sha256(so).hexdigest(),
     }  # fmt: skip
     if target == "cuda":
-        source = _cuda_source(captured.get("executable"))
+        source = cuda_source(captured["executable"]) if "executable" in captured else None
         entry["kernels"] = source.count("__global__") if source else None
         entry["nvrtc"] = (
             nvrtc_check(source) if source else {"ok": None, "note": "no CUDA source found"}
@@ -430,7 +435,7 @@ def build_set(where: Path, configs, target: str, seed: int, force: bool) -> dict
     models: dict[str, Any] = {}
     artifacts = []
     cache: dict[str, Any] = {}
-    for model, dtype, batch in configs:
+    for model, dtype, batch, variant in configs:
         if model not in cache:
             cache[model] = seeded_weights(model, seed)
             module, state = cache[model]
@@ -443,7 +448,9 @@ def build_set(where: Path, configs, target: str, seed: int, force: bool) -> dict
                 "macs": net.macs,
             }
         module, state = cache[model]
-        name = f"{model}-{dtype}-b{batch}" + ("" if target == "cuda" else f"-{target}")
+        name = artifact_name(model, dtype, batch, variant) + (
+            "" if target == "cuda" else f"-{target}"
+        )
         out_dir = where / "artifacts" / name
         prev = old.get(name)
         if (
@@ -458,7 +465,7 @@ def build_set(where: Path, configs, target: str, seed: int, force: bool) -> dict
             artifacts.append(prev)
             continue
         log(f"  {name}: compiling ...")
-        entry = compile_one(model, dtype, batch, target, module, state, out_dir, seed)
+        entry = compile_one(model, dtype, batch, variant, target, module, state, out_dir, seed)
         entry.update(
             state_sha256=models[model]["state_sha256"],
             spec_sha256=models[model]["spec_sha256"],
@@ -493,11 +500,11 @@ def prepare(args: argparse.Namespace) -> int:
     assemble_pylib(BUNDLE / "pylib", args.device_python)
     log(f"   {_tree_size(BUNDLE / 'pylib') / 2**20:.1f} MiB")
     log(f"== compiling {len(CONFIGS)} CUDA artifacts for {ARCH} into {BUNDLE / 'artifacts'}")
-    configs = [c for c in CONFIGS if not args.only or f"{c[0]}-{c[1]}-b{c[2]}" in args.only]
+    configs = [c for c in CONFIGS if not args.only or artifact_name(*c) in args.only]
     build_set(BUNDLE, configs, "cuda", args.seed, args.force)
 
     log("== self-test: the carried copy runs an llvm artifact (device code, CPU, subprocess)")
-    build_set(SELFTEST, [("resnet18", "float32", 1)], "llvm", args.seed, args.force)
+    build_set(SELFTEST, [("resnet18", "float32", 1, "")], "llvm", args.seed, args.force)
     env = device_env()
     cmd = [sys.executable, __file__, "device", "--artifacts", str(SELFTEST),
            "--out", str(SELFTEST / "out"), "--repeats", "3", "--no-compile"]  # fmt: skip
@@ -752,8 +759,13 @@ def device(args: argparse.Namespace) -> int:
     # Rebuild every artifact's model.so and check it byte for byte.
     built = Path(tempfile.mkdtemp(prefix="resdsl-gpu-"))
     ready = []
+    selected = [
+        a for a in manifest["artifacts"] if not args.only or any(w in a["name"] for w in args.only)
+    ]
     for a in manifest["artifacts"]:
         if a["model"] not in models:
+            continue
+        if a not in selected:
             continue
         src, dst = where / "artifacts" / a["name"], built / a["name"]
         dst.mkdir(parents=True)
@@ -766,7 +778,7 @@ def device(args: argparse.Namespace) -> int:
         (dst / "model.so").write_bytes(so)
         shutil.copy2(src / "model.json", dst / "model.json")
         ready.append((a, dst))
-    report.say(f"{len(ready)} of {len(manifest['artifacts'])} artifacts rebuilt byte for byte "
+    report.say(f"{len(ready)} of {len(selected)} artifacts rebuilt byte for byte "
                f"({time.perf_counter() - t0:.0f} s so far)")  # fmt: skip
 
     if want_cuda and not has_gpu:
@@ -832,7 +844,7 @@ def device(args: argparse.Namespace) -> int:
             model = runtime.load(path)
         except Exception as e:
             res["error"] = f"load: {e}"
-            report.problem(f"{key}: cannot load: {str(e)[:3000]}")
+            report.problem(f"{key}: cannot load: {_first_lines(e)}")
             failed.append(key)
             continue
         res["load_s"] = time.perf_counter() - start
@@ -842,7 +854,7 @@ def device(args: argparse.Namespace) -> int:
             out = model(x)
         except Exception as e:
             res["error"] = f"run: {e}"
-            report.problem(f"{key}: first run failed: {str(e)[:3000]}")
+            report.problem(f"{key}: first run failed: {_first_lines(e)}")
             failed.append(key)
             continue
         res["first_run_s"] = time.perf_counter() - start
@@ -865,7 +877,7 @@ def device(args: argparse.Namespace) -> int:
         main = model._main  # the VM's "main"; resdsl.runtime keeps it there
         med, n = _median_time(lambda f=main, t=xt: f(t), tdev.sync, args.repeats, budget)
         gfl = 2 * models[a["model"]]["macs"] * a["batch"] / med / 1e9
-        eager = timings.get(key, {}).get("eager_ms")
+        eager = timings.get(artifact_name(a["model"], a["dtype"], a["batch"]), {}).get("eager_ms")
         res.update(ms=med * 1e3, numpy_call_ms=med_np * 1e3, repeats=n, gflops=gfl,
                    eager_ms=eager)  # fmt: skip
         report.say(
@@ -881,6 +893,8 @@ def device(args: argparse.Namespace) -> int:
         for batch in sorted({a["batch"] for a, _ in ready if a["model"] == name}):
             for dtype in ("float16", "float32") if dev == "cuda" else ("float32",):
                 key = f"{name}-{dtype}-b{batch}"
+                if not any(a["name"].startswith(key) for a, _ in ready):
+                    continue
                 if time.perf_counter() - t0 > args.deadline - args.compile_allowance:
                     report.say(f"{key:<24} torch.compile skipped: time budget")
                     continue
@@ -907,10 +921,16 @@ def device(args: argparse.Namespace) -> int:
                            f"{diff:.2e}")  # fmt: skip
 
     _summary(report, ready, timings)
-    report.say(f"\n{len(ready) - len(failed)} of {len(manifest['artifacts'])} artifacts passed"
+    report.say(f"\n{len(ready) - len(failed)} of {len(selected)} artifacts passed"
                f"{': FAILED ' + ', '.join(failed) if failed else ''} "
                f"({time.perf_counter() - t0:.0f} s)")  # fmt: skip
-    return EXIT_FAIL if failed or len(ready) < len(manifest["artifacts"]) else 0
+    return EXIT_FAIL if failed or len(ready) < len(selected) else 0
+
+
+def _first_lines(error: Exception, lines: int = 4) -> str:
+    """An error's message without the kernel source TVM appends to a CUDA launch error."""
+    text = str(error).split("// CUDA Source")[0].strip()
+    return "\n".join(text.splitlines()[:lines])[:1000]
 
 
 def _copy_module(m):
@@ -928,7 +948,7 @@ def _summary(report: Report, ready, timings) -> None:
     report.say("-" * len(header))
     for a, _ in ready:
         r = report.data["artifacts"].get(a["name"], {})
-        t = timings.get(a["name"], {})
+        t = timings.get(artifact_name(a["model"], a["dtype"], a["batch"]), {})
         ms, eager, comp = r.get("ms"), t.get("eager_ms"), t.get("compile_ms")
 
         def f(v, spec=".3f"):
@@ -971,6 +991,8 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--compile-allowance", type=float, default=90.0,
                    help="seconds one torch.compile may take (default 90)")  # fmt: skip
     d.add_argument("--no-compile", action="store_true", help="skip torch.compile")
+    d.add_argument("--only", nargs="+", metavar="TEXT",
+                   help="run only the artifacts whose names contain one of these")  # fmt: skip
     args = parser.parse_args(argv)
     return prepare(args) if args.command == "prepare" else device(args)
 

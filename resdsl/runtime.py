@@ -69,6 +69,31 @@ def _import_tvm():
     return tvm
 
 
+def _cuda_runtime(tvm) -> None:
+    """Make a runtime-only TVM able to load a CUDA artifact.
+
+    ``import tvm`` in runtime-only mode loads no device backend, so TVM's CUDA runtime
+    library is loaded here. The artifact's kernels are CUDA C++, compiled on load (NVRTC,
+    or nvcc with ``TVM_CUDA_COMPILE_MODE=nvcc``) by ``tvm.support.nvcc``, which asks for the
+    current compilation target, an object only the compiler library provides; without it the
+    arch is that of the GPU present, which is what the kernels must be compiled for anyway.
+    """
+    if not tvm.base._RUNTIME_ONLY:
+        return
+    from tvm.target import Target, _ffi_api
+
+    if not hasattr(_ffi_api, "TargetCurrent"):
+        Target.current = staticmethod(lambda allow_none=True: None)
+    if "tvm_runtime_cuda" not in tvm.base._LOADED_LIBS:
+        import ctypes
+
+        lib = os.path.join(os.path.dirname(tvm.__file__), "lib", "libtvm_runtime_cuda.so")
+        try:
+            tvm.base._LOADED_LIBS["tvm_runtime_cuda"] = ctypes.CDLL(lib, ctypes.RTLD_LOCAL)
+        except OSError as e:  # missing, or libcudart not found
+            raise ArtifactError(f"cannot load TVM's CUDA runtime: {e}") from None
+
+
 class CompiledModel:
     """A loaded artifact. Call it with arrays, positionally or by input name."""
 
@@ -84,6 +109,8 @@ class CompiledModel:
         if self.meta.get("format") != FORMAT:
             raise ArtifactError(f"{meta_path}: unknown format {self.meta.get('format')!r}")
         tvm = _import_tvm()
+        if self.meta["device"] == "cuda":
+            _cuda_runtime(tvm)
         self.device = tvm.cuda(0) if self.meta["device"] == "cuda" else tvm.cpu(0)
         if not self.device.exist:
             raise ArtifactError(f"{path} was built for {self.meta['device']}; none is present")

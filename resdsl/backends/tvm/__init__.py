@@ -12,7 +12,7 @@ from typing import Any
 
 from ...network import Network
 from ...weights import resolve
-from .build import BuildOptions, TargetError, build, metadata, write_artifact
+from .build import BuildOptions, TargetError, build, cuda_source, metadata, write_artifact
 from .lower import EMITTERS, to_relax
 
 __all__ = [
@@ -20,6 +20,7 @@ __all__ = [
     "BuildOptions",
     "TargetError",
     "compile_network",
+    "cuda_source",
     "to_relax",
 ]
 

@@ -43,6 +43,21 @@ class Context:
     def const(self, array: np.ndarray) -> relax.Constant:
         return relax.const(np.ascontiguousarray(array.astype(self.dtype)))
 
+    @property
+    def accumulator(self) -> str:
+        """The dtype a sum of products accumulates in: float32 also for a float16 network.
+
+        Convolutions and matmuls of a float16 build ask for a float32 result and cast it
+        back, so that a K of thousands does not round at every step; the cast fuses into
+        the kernel's epilogue.
+        """
+        return "float32"
+
+    def products(self, expr: relax.Expr) -> relax.Var:
+        """Emit a conv/matmul built with ``out_dtype=self.accumulator``, in the net's dtype."""
+        y = self.emit(expr)
+        return y if self.dtype == self.accumulator else self.emit(R.astype(y, self.dtype))
+
 
 Emitter = Callable[[Context, Node, list[relax.Expr], list[Shape]], relax.Expr]
 
@@ -59,10 +74,10 @@ def _padding(node: Node) -> tuple[int, int, int, int]:
 
 def _conv2d(ctx: Context, node: Node, args: list[relax.Expr], shapes: list[Shape]) -> relax.Expr:
     a = node.attrs
-    y = ctx.emit(
+    y = ctx.products(
         R.nn.conv2d(
             args[0], ctx.weight(node, "weight"), strides=a["stride"], padding=_padding(node),
-            dilation=a["dilation"], groups=a["groups"],
+            dilation=a["dilation"], groups=a["groups"], out_dtype=ctx.accumulator,
         )
     )  # fmt: skip
     if a["bias"]:
@@ -85,7 +100,7 @@ def _batchnorm2d(ctx: Context, node: Node, args, shapes) -> relax.Expr:
 
 def _linear(ctx: Context, node: Node, args, shapes) -> relax.Expr:
     weight = ctx.weights[f"{node.name}.weight"]
-    y = ctx.emit(R.matmul(args[0], ctx.const(weight.T)))
+    y = ctx.products(R.matmul(args[0], ctx.const(weight.T), out_dtype=ctx.accumulator))
     if node.attrs["bias"]:
         y = ctx.emit(R.add(y, ctx.weight(node, "bias")))
     return y
@@ -149,18 +164,30 @@ def _attention(ctx: Context, node: Node, args, shapes) -> relax.Expr:
     (t, d), heads = shapes[0], node.attrs["heads"]
     x, b, hd = args[0], ctx.batch, d // node.attrs["heads"]
     w = ctx.weights
-    qkv = ctx.emit(R.matmul(x, ctx.const(w[weight_key(node.name, "in_proj_weight")].T)))
+    qkv = ctx.products(
+        R.matmul(
+            x, ctx.const(w[weight_key(node.name, "in_proj_weight")].T), out_dtype=ctx.accumulator
+        )
+    )
     qkv = ctx.emit(R.add(qkv, ctx.weight(node, "in_proj_bias")))
     parts = ctx.emit(R.split(qkv, 3, axis=-1))
     q, k, v = (  # (B, T, D) -> (B, heads, T, D / heads)
         ctx.emit(R.reshape(relax.TupleGetItem(parts, i), (b, t, heads, hd))) for i in range(3)
     )
     q, k, v = (ctx.emit(R.permute_dims(z, [0, 2, 1, 3])) for z in (q, k, v))
-    scores = ctx.emit(R.matmul(q, ctx.emit(R.permute_dims(k, [0, 1, 3, 2]))))
+    scores = ctx.products(
+        R.matmul(q, ctx.emit(R.permute_dims(k, [0, 1, 3, 2])), out_dtype=ctx.accumulator)
+    )
     scores = ctx.emit(R.multiply(scores, ctx.const(np.array(1.0 / np.sqrt(hd)))))
-    y = ctx.emit(R.matmul(ctx.emit(R.nn.softmax(scores, axis=-1)), v))
+    y = ctx.products(
+        R.matmul(ctx.emit(R.nn.softmax(scores, axis=-1)), v, out_dtype=ctx.accumulator)
+    )
     y = ctx.emit(R.reshape(ctx.emit(R.permute_dims(y, [0, 2, 1, 3])), (b, t, d)))
-    y = ctx.emit(R.matmul(y, ctx.const(w[weight_key(node.name, "out_proj.weight")].T)))
+    y = ctx.products(
+        R.matmul(
+            y, ctx.const(w[weight_key(node.name, "out_proj.weight")].T), out_dtype=ctx.accumulator
+        )
+    )
     return ctx.emit(R.add(y, ctx.weight(node, "out_proj.bias")))
 
 

@@ -1,4 +1,4 @@
-"""resdsl's own default schedules, and the Relax pipeline that applies them for ``llvm``.
+"""resdsl's own default schedules, and the Relax pipelines that apply them.
 
 TVM's default pipeline for a CPU target legalises every op to plain serial loops and does not
 fuse them; :func:`llvm_pipeline` fuses (FuseOps/FuseTIR, as the CUDA pipeline does), applies
@@ -16,6 +16,7 @@ from tvm.s_tir import dlight
 from tvm.s_tir import meta_schedule as ms
 
 from .cpu import Conv2d, Elementwise, Machine, SpatialReduction, cpu_rules, rule_for
+from .cuda import TensorCoreMatmul, cuda_rules
 
 __all__ = [
     "CPU_LAYOUTS",
@@ -23,7 +24,10 @@ __all__ = [
     "Elementwise",
     "Machine",
     "SpatialReduction",
+    "TensorCoreMatmul",
     "cpu_rules",
+    "cuda_pipeline",
+    "cuda_rules",
     "fuse_passes",
     "llvm_pipeline",
     "rule_for",
@@ -69,6 +73,46 @@ def llvm_pipeline(
                 *cpu_generic.dataflow_lower_passes(target),
                 *cpu_generic.finalize_passes(target),
             ]
+            return tvm.transform.Sequential(passes)(mod)
+
+    return pipeline
+
+
+def cuda_pipeline(
+    target: tvm.target.Target,
+    layouts: dict[str, list[str]] | None = None,
+    cuda_graph: bool = True,
+) -> tvm.transform.Pass:
+    """The Relax pipeline for CUDA: TVM's default one with resdsl's GPU rules.
+
+    ``cuda_graph`` captures the whole network's kernel launches in one CUDA graph on the
+    first call and replays it afterwards (Relax's ``RewriteCUDAGraph``): at batch 1 a
+    ResNet is some sixty short kernels, and launching them one by one costs as much as
+    running them.
+    """
+    from tvm.relax.backend.cuda import pipeline as cuda
+
+    @tvm.transform.module_pass(opt_level=0, name="ResdslCUDAPipeline")
+    def pipeline(mod: tvm.IRModule, ctx: tvm.transform.PassContext) -> tvm.IRModule:
+        passes = [
+            *([relax.transform.ConvertLayout(layouts)] if layouts else []),
+            *cuda.library_dispatch_passes(target),
+            relax.transform.LegalizeOps(),
+            relax.transform.AnnotateTIROpPattern(),
+            relax.transform.FoldConstant(),
+            relax.transform.FuseOps(),
+            relax.transform.FuseTIR(),
+        ]
+        if ms.Database.current() is not None:  # tuned functions keep their schedule
+            passes.append(relax.transform.MetaScheduleApplyDatabase())
+        passes += [
+            dlight.ApplyDefaultSchedule(*cuda_rules()),
+            *cuda.dataflow_lower_passes(target),
+            *cuda.finalize_passes(target),
+        ]
+        config = dict(ctx.config)
+        config["relax.backend.use_cuda_graph"] = cuda_graph
+        with target, tvm.transform.PassContext(opt_level=ctx.opt_level, config=config):
             return tvm.transform.Sequential(passes)(mod)
 
     return pipeline
