@@ -184,12 +184,21 @@ def tuning_target(target: tvm.target.Target) -> tvm.target.Target:
     return tvm.target.Target({**target.export(), "num-cores": ms.utils.cpu_count(logical=False)})
 
 
-def fuse_passes(target: tvm.target.Target) -> list[tvm.transform.Pass]:
-    """Legalise and fuse, exactly as the build does before it applies records."""
+def fuse_passes(target: tvm.target.Target, options: Any = None) -> list[tvm.transform.Pass]:
+    """Legalise and fuse, exactly as the build does before it applies records.
+
+    ``options``: the :class:`.BuildOptions` of a CUDA build (its layout and schedules);
+    without them, TVM's default CUDA fusion in NCHW.
+    """
     if target.kind.name == "llvm":
         from .schedules import fuse_passes as llvm_fuse_passes
 
         return llvm_fuse_passes(target)
+    if options is not None and options.schedules == "resdsl":
+        from .build import CUDA_LAYOUTS
+        from .schedules import cuda_fuse_passes
+
+        return cuda_fuse_passes(target, CUDA_LAYOUTS if options.cuda_layout() == "NHWC" else None)
     return [
         *relax.pipeline.library_dispatch_passes(target),
         relax.transform.LegalizeOps(),
@@ -200,18 +209,22 @@ def fuse_passes(target: tvm.target.Target) -> list[tvm.transform.Pass]:
     ]
 
 
-def extract_tasks(mod: tvm.IRModule, target: tvm.target.Target) -> list[ms.ExtractedTask]:
+def extract_tasks(
+    mod: tvm.IRModule, target: tvm.target.Target, options: Any = None
+) -> list[ms.ExtractedTask]:
     """One task per distinct fused kernel of ``mod``, weighted by how often it is called."""
     with target, tvm.transform.PassContext(opt_level=3):
-        fused = tvm.transform.Sequential(fuse_passes(target))(mod)
+        fused = tvm.transform.Sequential(fuse_passes(target, options))(mod)
     return list(ms.relax_integration.extract_tasks(fused, target))
 
 
 def database_pipeline(target: tvm.target.Target) -> tvm.transform.Pass:
     """A Relax pipeline for ``cuda`` that applies the current database's records.
 
-    TVM's default CUDA pipeline ignores the database: fuse, apply the records, give the
-    remaining kernels the default GPU schedules (dlight), then lower as the default does.
+    For ``BuildOptions(schedules="tvm")``: TVM's default CUDA pipeline ignores the
+    database: fuse, apply the records, give the remaining kernels the default GPU schedules
+    (dlight), then lower as the default does. resdsl's own CUDA pipeline applies records
+    itself (:func:`.schedules.cuda_pipeline`).
     """
     from tvm.relax.backend.cuda import pipeline as cuda  # the package omits two of these
     from tvm.s_tir import dlight as dl
@@ -548,10 +561,9 @@ def _default_rules(target: tvm.target.Target) -> list[Any]:
         from .schedules import cpu_rules
 
         return cpu_rules()
-    from tvm.s_tir import dlight as dl
+    from .schedules import cuda_rules
 
-    gpu = dl.gpu
-    return [gpu.Matmul(), gpu.GEMV(), gpu.Reduction(), gpu.GeneralReduction(), gpu.Fallback()]
+    return cuda_rules()
 
 
 def _default_schedule(func: tvm.tirx.PrimFunc, target: tvm.target.Target) -> Any:
@@ -660,7 +672,7 @@ def tune_network(
     if trials == 0 and open_database(directory) is None:
         return None, None
     target = tuning_target(options.tvm_target())
-    tasks = extract_tasks(_relax_module(net, options, weights, seed), target)
+    tasks = extract_tasks(_relax_module(net, options, weights, seed), target, options)
     report = None
     if trials > 0 and tasks:  # a network that computes nothing has no kernel to tune
         log(f"tuning {net.name} for {target.kind.name}: {len(tasks)} kernels, {trials} trials, "

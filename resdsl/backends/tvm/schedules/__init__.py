@@ -26,6 +26,7 @@ __all__ = [
     "SpatialReduction",
     "TensorCoreMatmul",
     "cpu_rules",
+    "cuda_fuse_passes",
     "cuda_pipeline",
     "cuda_rules",
     "fuse_passes",
@@ -78,6 +79,23 @@ def llvm_pipeline(
     return pipeline
 
 
+def cuda_fuse_passes(
+    target: tvm.target.Target, layouts: dict[str, list[str]] | None = None
+) -> list[tvm.transform.Pass]:
+    """Convert layouts, legalise and fuse for CUDA: the PrimFuncs the rules (and tuning) see."""
+    from tvm.relax.backend.cuda import pipeline as cuda
+
+    return [
+        *([relax.transform.ConvertLayout(layouts)] if layouts else []),
+        *cuda.library_dispatch_passes(target),
+        relax.transform.LegalizeOps(),
+        relax.transform.AnnotateTIROpPattern(),
+        relax.transform.FoldConstant(),
+        relax.transform.FuseOps(),
+        relax.transform.FuseTIR(),
+    ]
+
+
 def cuda_pipeline(
     target: tvm.target.Target,
     layouts: dict[str, list[str]] | None = None,
@@ -94,15 +112,7 @@ def cuda_pipeline(
 
     @tvm.transform.module_pass(opt_level=0, name="ResdslCUDAPipeline")
     def pipeline(mod: tvm.IRModule, ctx: tvm.transform.PassContext) -> tvm.IRModule:
-        passes = [
-            *([relax.transform.ConvertLayout(layouts)] if layouts else []),
-            *cuda.library_dispatch_passes(target),
-            relax.transform.LegalizeOps(),
-            relax.transform.AnnotateTIROpPattern(),
-            relax.transform.FoldConstant(),
-            relax.transform.FuseOps(),
-            relax.transform.FuseTIR(),
-        ]
+        passes = cuda_fuse_passes(target, layouts)
         if ms.Database.current() is not None:  # tuned functions keep their schedule
             passes.append(relax.transform.MetaScheduleApplyDatabase())
         passes += [
