@@ -150,6 +150,10 @@ def _parser() -> argparse.ArgumentParser:
         "the records there are)",
     )  # fmt: skip
     tune.add_argument(
+        "--tune-time", type=_duration, metavar="DURATION",
+        help="stop tuning after this long, e.g. 30m, 90s, 1h (default: run all N trials)",
+    )  # fmt: skip
+    tune.add_argument(
         "--tune-db", metavar="DIR",
         help="the tuning records (default: $RESDSL_TUNING_DIR/TARGET, else "
         "~/.cache/resdsl/tuning/TARGET)",
@@ -396,10 +400,12 @@ def _draw(args: argparse.Namespace) -> int:
 
 
 def _compile(args: argparse.Namespace) -> int:
-    if args.target in ("torch", "onnx") and (args.tune_trials or args.tune_db):
+    if args.target in ("torch", "onnx") and (args.tune_trials or args.tune_db or args.tune_time):
         raise UsageError("--tune-trials and --tune-db apply to --target llvm or cuda")
     if args.tune_trials < 0:
         raise UsageError(f"--tune-trials must be 0 or more, got {args.tune_trials}")
+    if args.tune_time is not None and not args.tune_trials:
+        raise UsageError("--tune-time bounds a tuning run: give --tune-trials N too")
     if args.target == "onnx":
         return _compile_onnx(args)
     if args.target != "torch":
@@ -453,13 +459,27 @@ def _compile_tvm(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _duration(text: str) -> float:
+    """``90``, ``90s``, ``30m``, ``1.5h`` -> seconds (argparse type)."""
+    units = {"s": 1, "m": 60, "h": 3600}
+    number, unit = (text[:-1], text[-1]) if text[-1:] in units else (text, "s")
+    try:
+        seconds = float(number) * units[unit]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (e.g. 30m, 90s, 1h)") from None
+    if not seconds > 0 or seconds == float("inf"):
+        raise argparse.ArgumentTypeError(f"the duration must be positive, got {text!r}")
+    return seconds
+
+
 def _tuning(net, options, args: argparse.Namespace):
     """Tune first when asked; the records database to build with, or None."""
     from .backends.tvm.tune import tune_network
 
     database, report = tune_network(
-        net, options, args.tune_trials, args.tune_db, weights=args.weights, seed=args.seed
-    )
+        net, options, args.tune_trials, args.tune_db, weights=args.weights, seed=args.seed,
+        seconds=args.tune_time,
+    )  # fmt: skip
     if report is not None:
         print(report.summary(), file=sys.stderr)
     elif args.tune_db:

@@ -121,6 +121,35 @@ def test_tuning_reports_progress_and_keeps_records(tuned):
     assert re.search(r"^check output: max abs diff \S+ \(tolerance \S+\) ok$", tuned.out, re.M)
 
 
+def test_a_time_budget_stops_after_the_batch_that_spends_it(tuned, tmp_path):
+    db, out = tmp_path / "db", tmp_path / "out"
+    code, _, err = run_cli(
+        "compile", str(tuned.spec), "--target", "llvm", "--tune-trials", "800",
+        "--tune-time", "0.001s", "--tune-db", str(db), "-o", str(out),
+    )  # fmt: skip
+    assert code == 0, err
+    assert "tuning: the time budget (0 s) is spent; stopping" in err
+    batches = re.findall(r"^tuning \[ *(\d+)/800\]", err, re.MULTILINE)
+    assert len(batches) == 1  # one batch ran (the budget was spent before it), then stop
+    done = int(batches[0])
+    assert re.search(rf"tuning: {done} trials run in [\d.]+ s", err)
+    records = (db / tuning.RECORD_FILE).read_text().splitlines()
+    assert len(records) == done + len(tuned.kernels)  # kept, with the defaults
+    assert (out / "model.so").is_file()
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [("soon", "not a duration: 'soon'"), ("0m", "must be positive"), ("-5", "must be positive")],
+)
+def test_bad_tune_time(tuned, tmp_path, value, message, capsys):
+    with pytest.raises(SystemExit) as info:  # argparse's own usage error
+        main(["compile", str(tuned.spec), "--target", "llvm", "--tune-trials", "8",
+              f"--tune-time={value}", "-o", str(tmp_path / "out")])  # fmt: skip
+    assert info.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
 def test_second_compile_reuses_records_without_tuning(tuned, tmp_path):
     before = snapshot(tuned.db)
     code, out, err = run_cli(
@@ -252,6 +281,7 @@ def test_an_interrupt_keeps_the_records_measured_so_far(tuned, tmp_path):
         (["--target", "llvm", "--tune-trials", "-1"], "--tune-trials must be 0 or more, got -1"),
         (["--target", "torch", "--tune-trials", "4"], "apply to --target llvm or cuda"),
         (["--target", "onnx", "--tune-db", "db"], "apply to --target llvm or cuda"),
+        (["--target", "llvm", "--tune-time", "5m"], "give --tune-trials N too"),
     ],
 )
 def test_tuning_usage_errors(tuned, tmp_path, argv, message):

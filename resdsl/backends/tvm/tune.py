@@ -367,10 +367,11 @@ class InProcessRunner(PyRunner):
 class _Progress(PyMeasureCallback):
     """One stderr line per measured batch: trials so far, the task, its best kernel."""
 
-    def __init__(self, total: int, log: Log) -> None:
+    def __init__(self, total: int, log: Log, seconds: float | None = None) -> None:
         super().__init__()
-        self.total, self.log = total, log
+        self.total, self.log, self.seconds = total, log, seconds
         self.stop = threading.Event()  # set by Ctrl-C: stop after this batch
+        self.out_of_time = False  # the time budget ran out: stop after this batch
         self.done = self.failed = 0
         self.best: dict[int, float] = {}
         self.start = time.perf_counter()
@@ -399,9 +400,14 @@ class _Progress(PyMeasureCallback):
             line += f", best {best * 1e3:.3f} ms"
             if record.flop >= 1e6:  # not for layout changes, which do no arithmetic
                 line += f" ({record.flop / best / 1e9:.1f} GFLOP/s)"
-        self.log(f"{line}, {time.perf_counter() - self.start:.0f} s")
+        elapsed = time.perf_counter() - self.start
+        self.log(f"{line}, {elapsed:.0f} s")
         if self.stop.is_set():  # raised here, between batches, it unwinds TVM cleanly
             raise KeyboardInterrupt
+        if self.seconds is not None and elapsed >= self.seconds:
+            self.out_of_time = True
+            self.log(f"tuning: the time budget ({self.seconds:.0f} s) is spent; stopping")
+            raise KeyboardInterrupt  # the same clean unwinding; not an interrupt to callers
 
 
 # --------------------------------------------------------------------------- tuning
@@ -520,9 +526,13 @@ def tune(
     strategy: Any = None,
     cost_model: Any = None,
     seed: int = 0,
+    seconds: float | None = None,
     log: Log = _stderr,
 ) -> TuneReport:
     """Run ``trials`` MetaSchedule trials over ``tasks``, adding the records to ``directory``.
+
+    ``seconds``: a time budget for the whole run (the default schedules' measurement
+    included); the search stops after the batch that spends it, keeping every record.
 
     ``builder``/``runner`` default to the in-process pair; MetaSchedule's ``LocalBuilder``
     and ``LocalRunner`` (or any other) can be passed instead. ``strategy``: a MetaSchedule
@@ -538,7 +548,7 @@ def tune(
     artifacts = _Artifacts()
     builder = builder or InProcessBuilder(artifacts)
     runner = runner or InProcessRunner(artifacts)
-    progress = _Progress(trials, log)
+    progress = _Progress(trials, log, seconds)
     start = time.perf_counter()
     try:
         with _writable_database(directory) as database, _stop_on_interrupt(progress, log):
@@ -631,7 +641,9 @@ def _search(tasks, trials, builder, runner, database, progress, *, strategy, cos
             # tasks had a batch: no progress and, on Ctrl-C, no records for a whole round.
             task_scheduler=ms.task_scheduler.RoundRobin(),
         )
-    except Exception:
+    except (Exception, KeyboardInterrupt):
+        if progress.out_of_time:
+            return
         if not progress.stop.is_set():
             raise
         raise KeyboardInterrupt from None  # TVM hands the callback's interrupt back as an error
