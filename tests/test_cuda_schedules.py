@@ -163,3 +163,46 @@ def test_nvrtc_compiles_the_kernels(fp16_source, monkeypatch):
     monkeypatch.setenv("CUDA_PATH", headers)
     cubin = nvcc.compile_cuda(fp16_source, target_format="cubin", arch="sm_90", compiler="nvrtc")
     assert len(cubin) > 10_000
+
+
+# --- parity on a GPU (runs where one is present; elsewhere the builds alone are checked) ---
+
+# Shapes chosen against the tensor-core rule: channel counts that are not multiples of 16 or
+# of any tile (5 -> 24 -> 40 -> 17), odd spatial sizes (13 x 11), stride 2, a 1x1 and a 5x5
+# kernel, a grouped conv (dlight's path), a residual add and a 33-wide classifier.
+EDGES = """
+network edges() (x: (5, 13, 11)) {
+    y = x -> c1: conv2d(24, 3, stride=2, padding=1) -> batchnorm2d -> relu
+    y = y -> c2: conv2d(40, 1) -> relu
+    z = y -> c3: conv2d(40, 5, padding=2, groups=8) -> batchnorm2d
+    y = (z + y) -> relu -> c4: conv2d(17, 3, padding=1)
+    return y -> global_avgpool -> fc: linear(33)
+}
+"""
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize("dtype", ["float16", "float32"])
+def test_edge_shapes_match_pytorch_on_a_gpu(tmp_path, dtype, batch):
+    import numpy as np
+    import torch
+    import tvm
+
+    from resdsl import runtime
+    from resdsl.backends.tvm import compile_network
+
+    from .torch_helpers import randomise_batchnorm
+
+    net = resdsl.loads(EDGES)
+    module = randomise_batchnorm(net.to_torch(seed=0).eval())
+    options = BuildOptions(target="cuda", arch="sm_80", dtype=dtype, batch=batch)
+    compile_network(net, str(tmp_path / "out"), options, weights=module)
+    if not tvm.cuda(0).exist:
+        pytest.skip("no CUDA GPU here: built only")
+    x = np.random.default_rng(batch).standard_normal((batch, 5, 13, 11)).astype(np.float32)
+    with torch.no_grad():
+        want = module(torch.from_numpy(x)).numpy()
+    got = runtime.load(tmp_path / "out")(x.astype(dtype)).astype(np.float32)
+    scale = float(np.abs(want).max())
+    tolerance = 1e-2 * scale if dtype == "float16" else 1e-4 * max(scale, 1.0)
+    assert float(np.abs(got - want).max()) <= tolerance
