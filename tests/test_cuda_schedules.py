@@ -206,3 +206,17 @@ def test_edge_shapes_match_pytorch_on_a_gpu(tmp_path, dtype, batch):
     scale = float(np.abs(want).max())
     tolerance = 1e-2 * scale if dtype == "float16" else 1e-4 * max(scale, 1.0)
     assert float(np.abs(got - want).max()) <= tolerance
+
+
+def test_a_kernel_the_intrinsics_do_not_fit_falls_back_to_dlight(monkeypatch):
+    from tvm import s_tir
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("ScheduleError: the intrinsic does not match")
+
+    monkeypatch.setattr(s_tir.Schedule, "tensorize", refuse)
+    net = resdsl.loads("network one() (x: (64, 14, 14)) { return x -> conv2d(64, 3, padding=1) }")
+    weights, _ = resolve(net.graph, None, 0)
+    options = BuildOptions(target="cuda", arch="sm_90", dtype="float16")
+    source = cuda_source(build(net, weights, options))
+    assert "conv2d" in source and "wmma" not in source  # built, on dlight's FMA schedule

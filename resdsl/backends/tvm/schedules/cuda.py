@@ -10,8 +10,8 @@ the others accumulate thousands of products in float16.
 (``C[s, i, j] += A[s, i, k] * B[s, j, k]``: convolutions as implicit GEMM, dense layers),
 pads it to whole tiles, accumulates in float32 (the lowering asks for a float32 result and
 casts afterwards; the cast, bias, residual add and ReLU of the fused epilogue run on the
-stored accumulator), and picks the block tile from the problem size so that a small GEMM
-still spreads over the GPU's multiprocessors. The schedule itself (shared-memory staging with
+stored accumulator), and picks the block tile per kernel (:func:`choose_tile`: the largest
+that launches and pads little). The schedule itself (shared-memory staging with
 a two-stage software pipeline, WMMA 16x16x16 fragments, epilogue through shared memory) is
 dlight's ``MatmulTensorization`` with the tile made a parameter.
 
@@ -68,8 +68,8 @@ class Tile:
         return self.warps_i * self.warps_j
 
 
-# Largest first: a big tile reuses each loaded element most; smaller ones keep a GEMM with few
-# output tiles (batch 1, deep stages) from leaving most multiprocessors idle.
+# Largest first: a big tile reuses each loaded element most; smaller ones pad less where a
+# dimension is small (64 channels, 49 pixels) or just over a multiple of 128.
 TILES = (Tile(4, 4), Tile(2, 4), Tile(4, 2), Tile(2, 2), Tile(1, 2), Tile(2, 1), Tile(1, 1))
 
 
@@ -125,8 +125,7 @@ def choose_tile(m: int, n: int) -> Tile:
     return min(tiles, key=lambda t: (waste(t), -t.warps))
 
 
-def _extent(loop: tirx.For | int) -> int | None:
-    extent = loop.extent if isinstance(loop, tirx.For) else loop
+def _extent(extent: tirx.Expr) -> int | None:
     return int(extent) if isinstance(extent, tirx.IntImm) else None
 
 
@@ -245,7 +244,7 @@ class TensorCoreMatmul(GPUScheduleRule):
             sch.tensorize(sch.get_loops(init)[-2], intrin["init"])
             sch.tensorize(sch.get_loops(store)[-2], intrin["store"])
             sch.tensorize(sch.get_loops(block_inner)[-3], intrin["compute"])
-        except tvm.TVMError:
+        except RuntimeError:  # ScheduleError, TVM's InternalError
             return None  # a block the intrinsics do not match: dlight's rules take it
         auto_inline_consumer_chain(sch, to_global)
         fused = sch.fuse(*sch.get_loops(to_global)[-2:])
