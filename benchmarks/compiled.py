@@ -27,8 +27,8 @@ arena). Then the engines of one (model, batch) are timed in rounds, one call of 
 round, so that load from other processes on a shared machine falls on all of them alike;
 each engine's figure is the median over the rounds. The number of rounds adapts: at most
 ``--repeats``, at least ``--min-repeats``, and otherwise as many as fit in ``--budget``
-seconds, judged from the warm-up calls; each timed call starts after a 20 ms pause, so that
-idle worker threads of the engine before have stopped spinning. Every engine's output is
+seconds, judged from the warm-up calls; each timed call starts after a pause (``--settle``,
+0.5 s), so that idle worker threads of the engine before have stopped spinning. Every engine's output is
 compared with PyTorch eager's (max abs diff, and that relative to the largest output); a
 difference over 1e-3 relative is flagged.
 
@@ -87,9 +87,10 @@ MISMATCH_REL = 1e-3  # flag an engine whose output differs from eager's by more 
 CLOCKS = {"wall": time.perf_counter, "cpu": time.thread_time}
 clock = time.perf_counter
 # A pause before each timed call: the previous engine's idle worker threads (OpenMP's,
-# TVM's) spin for a while after a call before they sleep; they should not steal this one's
-# cores.
-SETTLE_S = 0.02
+# onnxruntime's, TVM's) spin for a while after a call before they sleep; they should not
+# steal this one's cores. 20 ms was too short: resnet18 b1 untuned on two threads measured
+# 37.4 ms with it and 20.1 ms with 0.5 s, right after (onnxruntime 19.2 / 19.3 ms).
+SETTLE_S = 0.5
 
 
 @dataclass
@@ -207,6 +208,7 @@ def measure_together(
     max_repeats: int,
     min_repeats: int,
     budget_s: float,
+    settle_s: float = SETTLE_S,
 ) -> dict[str, tuple[float, int, np.ndarray]]:
     """Warm each engine up, then time them in rounds (one call of each per round).
 
@@ -221,7 +223,7 @@ def measure_together(
     times: dict[str, list[float]] = {key: [] for key in engines}
     for _ in range(rounds):
         for key, fn in engines.items():
-            time.sleep(SETTLE_S)
+            time.sleep(settle_s)
             start = clock()
             outputs[key] = fn()
             times[key].append(clock() - start)
@@ -325,7 +327,9 @@ def run_model(model: str, args: argparse.Namespace, workdir: str) -> list[Case]:
 
         engines = {"eager": eager, "onnxruntime": lambda x=x: session.run(None, {"x": x})[0]}
         engines |= compile_engines(case, net, module, x, args, workdir)
-        timed = measure_together(engines, args.repeats, args.min_repeats, args.budget)
+        timed = measure_together(
+            engines, args.repeats, args.min_repeats, args.budget, settle_s=args.settle
+        )
         for key in engines:
             t = case.timings.setdefault(key, Timing(ENGINES[key]))
             t.median_s, t.repeats, out = timed[key]
@@ -470,6 +474,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--peak-repeats", type=int, default=20, help="runs of the peak kernels (default 20)"
     )
+    parser.add_argument(
+        "--settle", type=float, default=SETTLE_S,
+        help=f"seconds of pause before each timed call (default {SETTLE_S:g})",
+    )  # fmt: skip
     parser.add_argument(
         "--budget",
         type=float,
