@@ -28,9 +28,9 @@ round, so that load from other processes on a shared machine falls on all of the
 each engine's figure is the median over the rounds. The number of rounds adapts: at most
 ``--repeats``, at least ``--min-repeats``, and otherwise as many as fit in ``--budget``
 seconds, judged from the warm-up calls; each timed call starts after a pause (``--settle``,
-0.5 s), so that idle worker threads of the engine before have stopped spinning. Every engine's output is
-compared with PyTorch eager's (max abs diff, and that relative to the largest output); a
-difference over 1e-3 relative is flagged.
+0.5 s), so that idle worker threads of the engine before have stopped spinning. Every
+engine's output is compared with PyTorch eager's (max abs diff, and that relative to the
+largest output); a difference over 1e-3 relative is flagged.
 
 GFLOP/s = 2 * MACs * batch / latency, with MACs from ``resdsl.load(spec).macs``. The
 machine's peak is measured once, first, as the best of ``--peak-repeats`` runs of a kernel
