@@ -31,12 +31,14 @@
 #                   from the same apache-tvm-ffi version's cp312 wheel: the core is
 #                   CPython-version specific, the rest of the wheel is identical).
 #   pylib/lark, pylib/resdsl (all of it, grammar included)
-#   artifacts/<model>-<dtype>-b<batch>[-<variant>]/  ten CUDA artifacts built for sm_90
-#                   (H100/H200): resnet18 fp32 and fp16 at batch 1, resnet50 fp32 and fp16
-#                   at batch 1 and 32 with resdsl's defaults, and resnet50 fp16 at batch 1
+#   artifacts/<model>-<dtype>-b<batch>[-<variant>]/  thirteen CUDA artifacts built for
+#                   sm_90 (H100/H200): resnet18 fp32 and fp16 at batch 1, resnet50 fp32 and
+#                   fp16 at batch 1 and 32 with resdsl's defaults; resnet50 fp16 at batch 1
 #                   and 32 built two other ways for comparison in the same run: "tvm"
-#                   (TVM's default GPU pipeline) and "nchw" (convolutions in NCHW) --
-#                   as skeletons, see below
+#                   (TVM's default GPU pipeline) and "nchw" (convolutions in NCHW); and
+#                   "edges" (benchmarks/specs/edges.res: odd sizes and channel counts,
+#                   stride 2, groups) in fp32 at batch 3 and fp16 at batch 1 and 3, whose
+#                   reference is resdsl's PyTorch backend -- as skeletons, see below
 #   specs/, manifest.json (seed, sha256 of the weights and of every model.so, tolerances)
 #
 # Why skeletons. Everything that travels (the working tree and the carry) must fit in
@@ -71,7 +73,8 @@
 #    with neither, the run stops with a message. `prepare` already compiled every
 #    artifact's kernels with NVRTC for sm_90a here, so they are known to compile.
 #
-# The checks (on the GPU, same seeded input): the fp32 reference is torchvision in fp32
+# The checks (on the GPU, same seeded input): the fp32 reference is torchvision (for
+# "edges": resdsl's PyTorch backend, net.to_torch) in fp32
 # with TF32 off; resdsl fp32 must match it within 1e-3 abs, resdsl fp16 within
 # 1e-2 * max|reference|. Latencies (median, synchronised per call): resdsl's VM on
 # device-resident tensors (and through resdsl.runtime's NumPy call, copies included),

@@ -47,7 +47,14 @@ CARRY_LIMIT = 64 * 1024 * 1024
 FORMAT = "resdsl-gpu-check/1"
 ARCH = "sm_90"  # the lent GPUs are H100/H200
 DEVICE_PYTHON = "3.12"  # python3 on the GPU machines (see /work/.library/device/KINDS.md)
-SPECS = ["resnet18.res", "resnet50.res"]  # they import std.resnet, which ships in resdsl
+# Where each model's spec comes from; torchvision's models are the reference for theirs, the
+# others are compared with resdsl's own PyTorch backend (net.to_torch).
+SPECS = {
+    "resnet18": ROOT / "examples" / "resnet18.res",  # imports std.resnet (ships in resdsl)
+    "resnet50": ROOT / "examples" / "resnet50.res",
+    "edges": ROOT / "benchmarks" / "specs" / "edges.res",  # edge shapes for the CUDA rule
+}
+TORCHVISION = {"resnet18", "resnet50"}
 # (model, dtype, batch, variant). A variant is resdsl's default build ("") or one that differs
 # from it in one BuildOptions field, for comparison in the same run (see VARIANTS).
 CONFIGS = [
@@ -58,6 +65,9 @@ CONFIGS = [
     ("resnet50", "float32", 32, ""),
     ("resnet50", "float16", 32, ""),
     *(("resnet50", "float16", b, v) for b in (1, 32) for v in ("tvm", "nchw")),
+    ("edges", "float32", 3, ""),
+    ("edges", "float16", 1, ""),
+    ("edges", "float16", 3, ""),
 ]
 VARIANTS: dict[str, dict[str, Any]] = {
     "": {},
@@ -80,8 +90,11 @@ def log(*parts: Any) -> None:
 # =========================================================================== the weights
 
 
-def seeded_weights(model: str, seed: int):
+def seeded_weights(model: str, seed: int, spec: Path | None = None):
     """torchvision's ``model`` with weights drawn from ``seed``; returns (module, state).
+
+    A model torchvision does not have is built from ``spec`` by resdsl's PyTorch backend
+    and filled by the same rules.
 
     The values come from NumPy's PCG64 (``default_rng([seed, crc32(key)])``, one stream
     per state_dict key) through ``Generator.random`` and exact float64 arithmetic, so both
@@ -97,7 +110,12 @@ def seeded_weights(model: str, seed: int):
     import torch
     import torchvision
 
-    module = getattr(torchvision.models, model)()
+    if model in TORCHVISION:
+        module = getattr(torchvision.models, model)()
+    else:
+        import resdsl
+
+        module = resdsl.load(spec or SPECS[model]).to_torch(seed=0)
     # The last batch norm of each residual branch (bn2 of a BasicBlock, bn3 of a Bottleneck):
     # drawn small (cf. torchvision's zero_init_residual), or the activations double with
     # every block (no batch statistics hold them back) and resnet50's logits reach ~1e3.
@@ -152,8 +170,8 @@ def state_sha256(state: dict[str, np.ndarray]) -> str:
     return h.hexdigest()
 
 
-def seeded_input(batch: int, seed: int) -> np.ndarray:
-    return np.random.default_rng(seed).standard_normal((batch, 3, 224, 224)).astype(np.float32)
+def seeded_input(batch: int, seed: int, shape: tuple[int, ...] = (3, 224, 224)) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((batch, *shape)).astype(np.float32)
 
 
 def folded_weights(spec: Path, state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -376,7 +394,7 @@ def compile_one(model, dtype, batch, variant, target, module, state, out_dir, se
     from resdsl.backends.tvm import BuildOptions, compile_network, cuda_source
 
     name = out_dir.name
-    spec = ROOT / "examples" / f"{model}.res"
+    spec = SPECS[model]
     net = resdsl.load(spec)
     captured = _capture_executable()
     options = BuildOptions(target=target, arch=ARCH if target == "cuda" else None, dtype=dtype,
@@ -427,8 +445,8 @@ def build_set(where: Path, configs, target: str, seed: int, force: bool) -> dict
     source = source_sha256()
     specs = where / "specs"
     specs.mkdir(parents=True, exist_ok=True)
-    for s in SPECS:
-        shutil.copy2(ROOT / "examples" / s, specs / s)
+    for name in {c[0] for c in configs}:
+        shutil.copy2(SPECS[name], specs / f"{name}.res")
     old = {}
     if (where / "manifest.json").is_file() and not force:
         old = {a["name"]: a for a in json.loads((where / "manifest.json").read_text())["artifacts"]}
@@ -442,6 +460,7 @@ def build_set(where: Path, configs, target: str, seed: int, force: bool) -> dict
             net = resdsl.load(specs / f"{model}.res")
             models[model] = {
                 "spec": f"specs/{model}.res",
+                "input_shape": list(net.graph.info(net.graph.inputs[0]).shape),
                 "spec_sha256": net.spec_hash,
                 "state_sha256": state_sha256(state),
                 "params": net.num_params,
@@ -503,8 +522,9 @@ def prepare(args: argparse.Namespace) -> int:
     configs = [c for c in CONFIGS if not args.only or artifact_name(*c) in args.only]
     build_set(BUNDLE, configs, "cuda", args.seed, args.force)
 
-    log("== self-test: the carried copy runs an llvm artifact (device code, CPU, subprocess)")
-    build_set(SELFTEST, [("resnet18", "float32", 1, "")], "llvm", args.seed, args.force)
+    log("== self-test: the carried copy runs llvm artifacts (device code, CPU, subprocess)")
+    selftest = [("resnet18", "float32", 1, ""), ("edges", "float32", 3, "")]
+    build_set(SELFTEST, selftest, "llvm", args.seed, args.force)
     env = device_env()
     cmd = [sys.executable, __file__, "device", "--artifacts", str(SELFTEST),
            "--out", str(SELFTEST / "out"), "--repeats", "3", "--no-compile"]  # fmt: skip
@@ -744,7 +764,7 @@ def device(args: argparse.Namespace) -> int:
     models: dict[str, Any] = {}
     for name, info in manifest["models"].items():
         start = time.perf_counter()
-        module, state = seeded_weights(name, seed)
+        module, state = seeded_weights(name, seed, where / info["spec"])
         sha = state_sha256(state)
         if sha != info["state_sha256"]:
             report.problem(
@@ -753,7 +773,8 @@ def device(args: argparse.Namespace) -> int:
             )
             continue
         folded = folded_weights(where / info["spec"], state)
-        models[name] = {"module": module, "folded": folded, "macs": info["macs"]}
+        models[name] = {"module": module, "folded": folded, "macs": info["macs"],
+                        "input_shape": tuple(info.get("input_shape", (3, 224, 224)))}  # fmt: skip
         report.say(f"{name}: weights re-derived and checked in {time.perf_counter() - start:.1f} s")
 
     # Rebuild every artifact's model.so and check it byte for byte.
@@ -800,12 +821,13 @@ def device(args: argparse.Namespace) -> int:
             torch.cuda.synchronize()
 
     budget = args.budget
-    inputs: dict[int, np.ndarray] = {}
+    inputs: dict[tuple[str, int], np.ndarray] = {}
     refs: dict[tuple[str, int], np.ndarray] = {}
     torch_modules: dict[tuple[str, str], Any] = {}
     timings: dict[str, dict[str, Any]] = report.data["torch"]
     for a, _ in ready:
-        inputs.setdefault(a["batch"], seeded_input(a["batch"], seed))
+        shape = models[a["model"]]["input_shape"]
+        inputs.setdefault((a["model"], a["batch"]), seeded_input(a["batch"], seed, shape))
 
     # PyTorch eager: the fp32 reference and fp32/fp16 timings.
     report.say("\n-- PyTorch eager")
@@ -815,7 +837,7 @@ def device(args: argparse.Namespace) -> int:
             m = m.to(dev) if dtype == "float32" else _copy_module(m).to(dev).half()
             torch_modules[(name, dtype)] = m
         for batch in sorted({a["batch"] for a, _ in ready if a["model"] == name}):
-            x32 = torch.from_numpy(inputs[batch]).to(dev)
+            x32 = torch.from_numpy(inputs[(name, batch)]).to(dev)
             for dtype in ("float32", "float16") if dev == "cuda" else ("float32",):
                 m = torch_modules[(name, dtype)]
                 x = x32 if dtype == "float32" else x32.half()
@@ -848,7 +870,7 @@ def device(args: argparse.Namespace) -> int:
             failed.append(key)
             continue
         res["load_s"] = time.perf_counter() - start
-        x = inputs[a["batch"]]
+        x = inputs[(a["model"], a["batch"])]
         start = time.perf_counter()
         try:
             out = model(x)
@@ -899,7 +921,7 @@ def device(args: argparse.Namespace) -> int:
                     report.say(f"{key:<24} torch.compile skipped: time budget")
                     continue
                 m = torch_modules[(name, dtype)]
-                x = torch.from_numpy(inputs[batch]).to(dev)
+                x = torch.from_numpy(inputs[(name, batch)]).to(dev)
                 x = x.half() if dtype == "float16" else x
                 try:
                     compiled = torch.compile(m)
