@@ -681,21 +681,16 @@ def _import_runtime(report: Report, bundle_pylib: Path | None, want_cuda: bool):
             if not Path(where[mod]).resolve().is_relative_to(bundle_pylib.resolve()):
                 report.problem(f"{mod} was imported from {where[mod]}, not the carried copy")
     if want_cuda:
-        # A runtime-only TVM does not load its CUDA runtime library by itself (import tvm
-        # skips the built-in backends then): load it, as tvm.backend.cuda would. torch,
-        # imported first, has already loaded the libcudart it needs.
-        import ctypes
-
-        lib = Path(tvm.__file__).parent / "lib" / "libtvm_runtime_cuda.so"
+        # resdsl.runtime loads TVM's CUDA runtime library for a runtime-only TVM; the
+        # libcudart it links comes from torch (imported first), else from NVIDIA's wheels.
         try:
-            tvm.base._LOADED_LIBS["tvm_runtime_cuda"] = ctypes.CDLL(str(lib), ctypes.RTLD_LOCAL)
-        except OSError as first:
-            try:  # libcudart not loaded yet: take the one PyTorch's CUDA wheels install
+            resdsl.runtime._cuda_runtime(tvm)
+        except resdsl.runtime.ArtifactError as first:
+            try:
                 _preload_cudart()
-                handle = ctypes.CDLL(str(lib), ctypes.RTLD_LOCAL)
-                tvm.base._LOADED_LIBS["tvm_runtime_cuda"] = handle
-            except OSError as e:
-                report.problem(f"cannot load {lib}: {first}; after preloading libcudart: {e}")
+                resdsl.runtime._cuda_runtime(tvm)
+            except (OSError, resdsl.runtime.ArtifactError) as e:
+                report.problem(f"{first}; after preloading libcudart: {e}")
     return tvm, resdsl.runtime
 
 

@@ -194,19 +194,11 @@ def fuse_passes(target: tvm.target.Target, options: Any = None) -> list[tvm.tran
         from .schedules import fuse_passes as llvm_fuse_passes
 
         return llvm_fuse_passes(target)
-    if options is not None and options.schedules == "resdsl":
-        from .build import CUDA_LAYOUTS
-        from .schedules import cuda_fuse_passes
+    from .build import CUDA_LAYOUTS
+    from .schedules import cuda_fuse_passes
 
-        return cuda_fuse_passes(target, CUDA_LAYOUTS if options.cuda_layout() == "NHWC" else None)
-    return [
-        *relax.pipeline.library_dispatch_passes(target),
-        relax.transform.LegalizeOps(),
-        relax.transform.AnnotateTIROpPattern(),
-        relax.transform.FoldConstant(),
-        relax.transform.FuseOps(),
-        relax.transform.FuseTIR(),
-    ]
+    nhwc = options is not None and options.schedules == "resdsl" and options.cuda_layout() == "NHWC"
+    return cuda_fuse_passes(target, CUDA_LAYOUTS if nhwc else None)
 
 
 def extract_tasks(
@@ -227,20 +219,16 @@ def database_pipeline(target: tvm.target.Target) -> tvm.transform.Pass:
     itself (:func:`.schedules.cuda_pipeline`).
     """
     from tvm.relax.backend.cuda import pipeline as cuda  # the package omits two of these
-    from tvm.s_tir import dlight as dl
+    from tvm.s_tir import dlight
+
+    from .schedules.cuda import dlight_rules
 
     @tvm.transform.module_pass(opt_level=0, name="ResdslTunedGPUPipeline")
     def pipeline(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
         passes = [
             *fuse_passes(target),
             relax.transform.MetaScheduleApplyDatabase(),
-            dl.ApplyDefaultSchedule(
-                dl.gpu.Matmul(),
-                dl.gpu.GEMV(),
-                dl.gpu.Reduction(),
-                dl.gpu.GeneralReduction(),
-                dl.gpu.Fallback(),
-            ),
+            dlight.ApplyDefaultSchedule(*dlight_rules()),
             *cuda.dataflow_lower_passes(target),
             *cuda.finalize_passes(target),
         ]

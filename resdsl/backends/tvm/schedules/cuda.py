@@ -37,7 +37,15 @@ from tvm.s_tir.dlight.gpu.matmul import (
     get_reduction_blocks,
 )
 
-__all__ = ["TensorCoreMatmul", "Tile", "choose_tile", "cuda_rules", "launchable", "shared_bytes"]
+__all__ = [
+    "TensorCoreMatmul",
+    "Tile",
+    "choose_tile",
+    "cuda_rules",
+    "dlight_rules",
+    "launchable",
+    "shared_bytes",
+]
 
 WMMA = 16  # the fragment size: 16x16x16
 WARP = 32
@@ -254,13 +262,12 @@ class TensorCoreMatmul(GPUScheduleRule):
         return sch
 
 
+def dlight_rules() -> list[dlight.ScheduleRule]:
+    """TVM's default GPU rules, as its CUDA pipeline applies them."""
+    gpu = dlight.gpu
+    return [gpu.Matmul(), gpu.GEMV(), gpu.Reduction(), gpu.GeneralReduction(), gpu.Fallback()]
+
+
 def cuda_rules() -> list[dlight.ScheduleRule]:
     """resdsl's tensor-core rule, then TVM's default GPU rules (dlight)."""
-    return [
-        TensorCoreMatmul(),
-        dlight.gpu.Matmul(),
-        dlight.gpu.GEMV(),
-        dlight.gpu.Reduction(),
-        dlight.gpu.GeneralReduction(),
-        dlight.gpu.Fallback(),
-    ]
+    return [TensorCoreMatmul(), *dlight_rules()]
