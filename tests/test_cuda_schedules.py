@@ -27,6 +27,8 @@ from resdsl.backends.tvm.schedules.cuda import (
 )
 from resdsl.passes import run_inference_passes
 
+from .conftest import ROOT
+
 # 64 channels (TVM's default rules keep those off tensor cores), a strided 1x1 projection,
 # a 7x7 map at the end (batch 1: 49 rows), a grouped conv and a classifier.
 SPEC = """
@@ -167,18 +169,9 @@ def test_nvrtc_compiles_the_kernels(fp16_source, monkeypatch):
 
 # --- parity on a GPU (runs where one is present; elsewhere the builds alone are checked) ---
 
-# Shapes chosen against the tensor-core rule: channel counts that are not multiples of 16 or
-# of any tile (5 -> 24 -> 40 -> 17), odd spatial sizes (13 x 11), stride 2, a 1x1 and a 5x5
-# kernel, a grouped conv (dlight's path), a residual add and a 33-wide classifier.
-EDGES = """
-network edges() (x: (5, 13, 11)) {
-    y = x -> c1: conv2d(24, 3, stride=2, padding=1) -> batchnorm2d -> relu
-    y = y -> c2: conv2d(40, 1) -> relu
-    z = y -> c3: conv2d(40, 5, padding=2, groups=8) -> batchnorm2d
-    y = (z + y) -> relu -> c4: conv2d(17, 3, padding=1)
-    return y -> global_avgpool -> fc: linear(33)
-}
-"""
+# Shapes chosen against the tensor-core rule (odd sizes and channel counts, stride 2, 1x1 and
+# 5x5 kernels, a grouped conv, a residual add): the network benchmarks/gpu_check.sh runs too.
+EDGES = ROOT / "benchmarks" / "specs" / "edges.res"
 
 
 @pytest.mark.parametrize("batch", [1, 3])
@@ -193,7 +186,7 @@ def test_edge_shapes_match_pytorch_on_a_gpu(tmp_path, dtype, batch):
 
     from .torch_helpers import randomise_batchnorm
 
-    net = resdsl.loads(EDGES)
+    net = resdsl.load(EDGES)
     module = randomise_batchnorm(net.to_torch(seed=0).eval())
     options = BuildOptions(target="cuda", arch="sm_80", dtype=dtype, batch=batch)
     compile_network(net, str(tmp_path / "out"), options, weights=module)
