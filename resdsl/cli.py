@@ -140,6 +140,10 @@ def _parser() -> argparse.ArgumentParser:
     tvm.add_argument("--cpu", metavar="MCPU", help="llvm: CPU to tune code for (default: host)")
     tvm.add_argument("--arch", metavar="SM", help="cuda: e.g. sm_80 (default), sm_90")
     tvm.add_argument(
+        "--no-winograd", dest="winograd", action="store_false",
+        help="llvm: compute 3x3 convolutions directly, not with Winograd's algorithm",
+    )  # fmt: skip
+    tvm.add_argument(
         "--check", action="store_true",
         help="compare the artifact or model with the PyTorch backend on a random input",
     )  # fmt: skip
@@ -440,7 +444,9 @@ def _compile_tvm(args: argparse.Namespace) -> int:
     from .backends.tvm.check import cross_check
 
     batch = 1 if args.batch is None else args.batch
-    options = BuildOptions(args.target, args.cpu, args.arch, args.dtype, batch)
+    options = BuildOptions(
+        args.target, args.cpu, args.arch, args.dtype, batch, winograd=args.winograd
+    )
     print(f"compiling {net.name} for {args.target} ...", file=sys.stderr)
     database = _tuning(net, options, args)
     meta = compile_network(

@@ -57,6 +57,8 @@ class BuildOptions:
     schedules: str = "resdsl"
     layout: str | None = None
     cuda_graph: bool = True
+    # llvm: compute eligible 3x3 convolutions with Winograd's algorithm (see winograd.py)
+    winograd: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
 
     def cuda_layout(self) -> str:
@@ -105,7 +107,8 @@ def build(net: Network, weights: Weights, options: BuildOptions, database=None):
         if options.target == "llvm":  # TVM's CPU default neither fuses nor schedules
             from .schedules import llvm_pipeline
 
-            return tvm.compile(mod, target, relax_pipeline=llvm_pipeline(target))
+            pipeline = llvm_pipeline(target, winograd=options.winograd)
+            return tvm.compile(mod, target, relax_pipeline=pipeline)
         if options.schedules == "tvm":
             if database is not None:  # TVM's default GPU pipeline would ignore the records
                 from .tune import database_pipeline

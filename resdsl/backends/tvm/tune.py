@@ -187,13 +187,14 @@ def tuning_target(target: tvm.target.Target) -> tvm.target.Target:
 def fuse_passes(target: tvm.target.Target, options: Any = None) -> list[tvm.transform.Pass]:
     """Legalise and fuse, exactly as the build does before it applies records.
 
-    ``options``: the :class:`.BuildOptions` of a CUDA build (its layout and schedules);
-    without them, TVM's default CUDA fusion in NCHW.
+    ``options``: the :class:`.BuildOptions` of the build (for llvm, whether it uses
+    Winograd; for CUDA, its layout and schedules); without them, the llvm default or TVM's
+    default CUDA fusion in NCHW.
     """
     if target.kind.name == "llvm":
         from .schedules import fuse_passes as llvm_fuse_passes
 
-        return llvm_fuse_passes(target)
+        return llvm_fuse_passes(target, winograd=options is None or options.winograd)
     from .build import CUDA_LAYOUTS
     from .schedules import cuda_fuse_passes
 

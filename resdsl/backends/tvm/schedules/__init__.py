@@ -15,6 +15,7 @@ from tvm.relax.backend.cpu_generic import pipeline as cpu_generic
 from tvm.s_tir import dlight
 from tvm.s_tir import meta_schedule as ms
 
+from ..winograd import winograd_pass
 from .cpu import Conv2d, Elementwise, Machine, SpatialReduction, cpu_rules, rule_for
 from .cuda import TensorCoreMatmul, cuda_rules
 
@@ -42,28 +43,35 @@ CPU_LAYOUTS = {"relax.nn.conv2d": ["NHWC", "OHWI"]}
 
 
 def fuse_passes(
-    target: tvm.target.Target, layouts: dict[str, list[str]] | None = CPU_LAYOUTS
+    target: tvm.target.Target,
+    layouts: dict[str, list[str]] | None = CPU_LAYOUTS,
+    winograd: bool = True,
 ) -> list[tvm.transform.Pass]:
     """Convert layouts, legalise and fuse: the PrimFuncs that the rules (and tuning) see.
 
-    ``layouts=None`` keeps the network's own (NCHW) layout.
+    ``layouts=None`` keeps the network's own (NCHW) layout; ``winograd`` computes eligible
+    3x3 convolutions with :mod:`..winograd` (NHWC only).
     """
     return [
         *([relax.transform.ConvertLayout(layouts)] if layouts else []),
+        relax.transform.FoldConstant(),  # the weights ConvertLayout transposed
+        *([winograd_pass()] if winograd else []),
         *cpu_generic.library_dispatch_passes(target),
         *cpu_generic.legalize_passes(target),
     ]
 
 
 def llvm_pipeline(
-    target: tvm.target.Target, layouts: dict[str, list[str]] | None = CPU_LAYOUTS
+    target: tvm.target.Target,
+    layouts: dict[str, list[str]] | None = CPU_LAYOUTS,
+    winograd: bool = True,
 ) -> tvm.transform.Pass:
     """The Relax pipeline for ``tvm.compile(mod, target, relax_pipeline=...)`` on a CPU."""
 
     @tvm.transform.module_pass(opt_level=0, name="ResdslLLVMPipeline")
     def pipeline(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
         with target:
-            passes = fuse_passes(target, layouts)
+            passes = fuse_passes(target, layouts, winograd)
             if ms.Database.current() is not None:  # tuned functions keep their schedule
                 passes.append(relax.transform.MetaScheduleApplyDatabase())
             passes += [

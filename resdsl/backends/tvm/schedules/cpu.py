@@ -31,6 +31,8 @@ from tvm.s_tir.schedule import ScheduleError
 from tvm.target import Target
 from tvm.target.codegen import llvm_get_vector_width, target_has_features
 
+from .. import winograd
+
 # The block annotation Relax's SplitLayoutRewritePreproc looks for: such a block (it only
 # repacks a constant weight) becomes its own function, which FoldConstant then runs at
 # compile time, so the packed weights are stored in the library and cost nothing per call.
@@ -415,6 +417,130 @@ class SpatialReduction(_Rule):
             sch.vectorize(tail)
 
 
+# --------------------------------------------------------------------------- winograd
+
+
+def _role(sch: s_tir.Schedule, block) -> str | None:
+    """The Winograd role (``winograd.INPUT``, ...) a block was built with, if any."""
+    value = sch.get(block).annotations.get(winograd.ROLE)
+    return str(value) if value is not None else None
+
+
+def _split_lanes(sch: s_tir.Schedule, loop, machine: Machine):
+    """Split ``loop`` into (outer, vector lanes); lanes divide its extent where they can."""
+    extent = _extent(sch, loop) or 1
+    lanes = machine.lanes
+    while lanes > 4 and extent % lanes:
+        lanes //= 2
+    if extent % lanes:  # a masked tail
+        lanes = min(machine.lanes, extent)
+    return sch.split(loop, [None, lanes])
+
+
+class WinogradInput(_Rule):
+    """``winograd_input``: padding, then each tile's ``B^T d B``.
+
+    The padding is materialised (parallel, vectorised) so that the transform reads without
+    bounds checks. The transform runs one tile per iteration of a parallel loop, a vector of
+    channels at a time, with all ``(m+2)^2`` positions unrolled: each input vector is loaded
+    once and the Select over positions folds away.
+    """
+
+    def schedule(self, sch: s_tir.Schedule, func: tirx.PrimFunc, machine: Machine) -> bool:
+        blocks = _blocks(sch)
+        if len(blocks) != 2 or _role(sch, blocks[1]) != winograd.INPUT:
+            return False
+        pad, block = blocks
+        _parallel_vectorize(sch, pad, machine)
+        e, p, c = sch.get_loops(block)
+        c_o, c_v = _split_lanes(sch, c, machine)
+        sch.reorder(p, c_o, e, c_v)
+        sch.parallel(p)
+        sch.unroll(e)
+        sch.vectorize(c_v)
+        return True
+
+
+class WinogradGemm(_Rule):
+    """``winograd_gemm``: ``(m+2)^2`` matmuls ``M[e] = V[e] U[e]``, register-tiled.
+
+    Like :class:`Conv2d`'s inner kernel: ``U`` is repacked at compile time to
+    ``[e, k / t, c, t]``; a tile of ``w`` rows (output tiles) by ``t`` columns (output
+    channels, one or two vectors) is accumulated in registers over all ``c``, each step a
+    broadcast of ``V`` times a vector of ``U``. Parallel over positions, column tiles and
+    row tiles.
+    """
+
+    def schedule(self, sch: s_tir.Schedule, func: tirx.PrimFunc, machine: Machine) -> bool:
+        blocks = _blocks(sch)
+        if len(blocks) != 1 or _role(sch, blocks[0]) != winograd.GEMM:
+            return False
+        (block,) = blocks
+        stmt = sch.get(block)
+        rows, columns = (int(iv.dom.extent) for iv in stmt.iter_vars[1:3])
+        lanes = machine.lanes
+        while lanes > 4 and columns % lanes:
+            lanes //= 2
+        if columns % lanes:
+            return False
+        vectors = 2 if columns % (2 * lanes) == 0 else 1
+        tile = vectors * lanes
+        most = min(machine.registers - 4, 16) // vectors
+        width = _divisor_at_most(rows, most)
+        if width * 2 <= most and rows > most:
+            width = most
+        packed = sch.cache_read(block, 1, "global")  # U: the constant, second by construction
+        sch.transform_layout(packed, ("write", 0), lambda e, c, k: (e, k // tile, c, k % tile))
+        sch.annotate(packed, LAYOUT_PREPROC, 1)
+        out = sch.cache_write(block, 0, "local")
+        e, p, k, c = sch.get_loops(block)
+        k_o, k_m, k_v = sch.split(k, [None, vectors, lanes])
+        p_o, p_i = sch.split(p, [None, width])
+        sch.reorder(e, k_o, p_o, c, p_i, k_m, k_v)
+        sch.parallel(sch.fuse(e, k_o, p_o))
+        sch.unroll(p_i)
+        sch.unroll(k_m)
+        sch.vectorize(k_v)
+        sch.reverse_compute_at(out, sch.get_loops(block)[0])
+        sch.decompose_reduction(block, c)
+        sch.vectorize(sch.get_loops(out)[-1])
+        return True
+
+
+class WinogradOutput(_Rule):
+    """``winograd_output`` and the convolution's epilogue (bias, residual add, ReLU).
+
+    Everything is inlined into the last block, whose ``h`` and ``w`` loops are split by the
+    tile side ``m`` with the ``m x m`` outputs of a tile unrolled (so the Select over them
+    folds and the tile's ``M`` vectors are loaded once), vectorised over channels, parallel
+    over rows of tiles.
+    """
+
+    def schedule(self, sch: s_tir.Schedule, func: tirx.PrimFunc, machine: Machine) -> bool:
+        blocks = _blocks(sch)
+        if not blocks or _role(sch, blocks[0]) != winograd.OUTPUT:
+            return False
+        if any("R" in _kinds(sch.get(b)) for b in blocks):
+            return False
+        m = int(sch.get(blocks[0]).annotations[winograd.TILE])
+        for b in blocks[:-1]:
+            sch.compute_inline(b)  # a block that cannot be inlined: ScheduleError, decline
+        last = blocks[-1]
+        loops = sch.get_loops(last)
+        if len(loops) != 4:
+            return False
+        n, h, w, k = loops
+        h_o, h_i = sch.split(h, [None, m])
+        w_o, w_i = sch.split(w, [None, m])
+        k_o, k_v = _split_lanes(sch, k, machine)
+        sch.reorder(n, h_o, w_o, k_o, h_i, w_i, k_v)
+        sch.parallel(sch.fuse(n, h_o))
+        sch.unroll(h_i)
+        sch.unroll(w_i)
+        sch.vectorize(k_v)
+        return True
+
+
 # --------------------------------------------------------------------------- elementwise
 
 
@@ -441,7 +567,15 @@ def cpu_rules() -> list[CPUScheduleRule]:
     TVM's own CPU ``Reduction`` rule comes last, for functions with several reductions
     (softmax, layer norm) that none of ours takes.
     """
-    return [Conv2d(), SpatialReduction(), Elementwise(), dlight_cpu.Reduction()]
+    return [
+        WinogradInput(),
+        WinogradGemm(),
+        WinogradOutput(),
+        Conv2d(),
+        SpatialReduction(),
+        Elementwise(),
+        dlight_cpu.Reduction(),
+    ]
 
 
 def rule_for(func: tirx.PrimFunc, target: Target) -> str | None:
