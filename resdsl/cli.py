@@ -410,6 +410,8 @@ def _compile(args: argparse.Namespace) -> int:
         raise UsageError(f"--tune-trials must be 0 or more, got {args.tune_trials}")
     if args.tune_time is not None and not args.tune_trials:
         raise UsageError("--tune-time bounds a tuning run: give --tune-trials N too")
+    if not args.winograd and args.target != "llvm":
+        raise UsageError("--no-winograd applies to --target llvm")
     if args.target == "onnx":
         return _compile_onnx(args)
     if args.target != "torch":
