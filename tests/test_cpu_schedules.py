@@ -77,7 +77,23 @@ network heads() (x: (16, 9, 11), v: 40) {
 """
 HEAD_RULES = {"NHWC": {"SpatialReduction": 7}, "NCHW": {"SpatialReduction": 7}}
 
-SPECS = {"convs": (CONVS, CONV_RULES), "heads": (HEADS, HEAD_RULES)}
+# 64 output channels on widths 4 divides: the 4 x 4 register tile (the others are 13 wide);
+# a 1x1 convolution without padding reads its input in place (no copy).
+TILES = """
+network tiles() (x: (16, 8, 8)) {
+    a = x -> t1: conv2d(64, 1) -> relu
+    p = x -> t3: conv2d(64, 1, stride=2, bias=false)
+    b = relu((x -> t2: conv2d(64, 3, stride=2, padding=1) -> tb: batchnorm2d) + p)
+    return a, b
+}
+"""
+TILE_RULES = {"NHWC": {"Conv2d": 3}, "NCHW": {"Conv2d": 3}}
+
+SPECS = {
+    "convs": (CONVS, CONV_RULES),
+    "heads": (HEADS, HEAD_RULES),
+    "tiles": (TILES, TILE_RULES),
+}
 
 
 def _host_has_avx2() -> bool:
@@ -129,6 +145,8 @@ def test_rules_take_the_functions_they_are_for(name, cpu, layout):
         ("convs", None, 1, "NHWC"),
         ("heads", None, 2, "NHWC"),
         ("convs", None, 1, "NCHW"),
+        ("tiles", None, 2, "NHWC"),
+        ("tiles", None, 1, "NCHW"),
         pytest.param("convs", "haswell", 2, "NHWC", marks=NEEDS_AVX2),
         pytest.param("heads", "haswell", 1, "NHWC", marks=NEEDS_AVX2),
     ],
@@ -178,11 +196,13 @@ AVX512, AVX2 = Machine(16, 32), Machine(8, 16)
 @pytest.mark.parametrize(
     ("machine", "layout", "channels", "groups", "width", "tile"),
     [
-        (AVX512, "NHWC", 64, 1, 56, (2, 16, 8)),  # 16 accumulators, 8 divides 56
-        (AVX512, "NHWC", 64, 1, 28, (2, 16, 7)),
+        (AVX512, "NHWC", 64, 1, 56, (4, 16, 4)),  # 16 accumulators: 4 vectors x 4 columns
+        (AVX512, "NHWC", 256, 1, 112, (4, 16, 4)),
+        (AVX512, "NHWC", 64, 1, 14, (2, 16, 7)),  # 4 does not divide 14: 2 x 7
+        (AVX512, "NHWC", 32, 1, 56, (2, 16, 8)),  # 32 channels: 2 vectors x 8 columns
         (AVX512, "NHWC", 512, 1, 7, (2, 16, 7)),
         (AVX512, "NHWC", 48, 1, 56, (1, 16, 14)),  # one vector: about twice the columns
-        (AVX512, "NHWC", 64, 1, 13, (2, 16, 8)),  # no divisor near 8: a tile of 8, a tail of 5
+        (AVX512, "NHWC", 96, 1, 13, (2, 16, 8)),  # no divisor near 8: a tile of 8, a tail of 5
         (AVX512, "NHWC", 24, 1, 9, (1, 8, 9)),  # 24 channels: 8 lanes
         (AVX512, "NHWC", 6, 1, 9, None),  # no lane count divides 6: left to SpatialReduction
         (AVX512, "NHWC", 16, 16, 9, (1, 16, 9)),  # depthwise: lanes read neighbouring channels
@@ -195,6 +215,20 @@ AVX512, AVX2 = Machine(16, 32), Machine(8, 16)
 def test_conv_tile(machine, layout, channels, groups, width, tile):
     conv = _Conv(None, layout, 1, (), channels, channels // groups, width)
     assert Conv2d.tile(conv, machine) == tile
+
+
+def test_only_real_padding_is_materialised():
+    # Of the three convolutions in TILES only t2 pads; the 1x1 ones read their input in place.
+    options = BuildOptions("llvm")
+    target = options.tvm_target()
+    funcs = fused_functions(resdsl.loads(textwrap.dedent(TILES)), options)
+    scheduled = [
+        Conv2d().apply(f, target, False).mod["main"].script()
+        for name, f in funcs.items()
+        if "conv2d" in name
+    ]
+    assert len(scheduled) == 3
+    assert sum("pad_temp" in text for text in scheduled) == 1
 
 
 def test_weights_are_repacked_at_compile_time():
