@@ -3,10 +3,11 @@
 A 3x3 convolution computed on ``m x m`` output tiles with Winograd's minimal filtering
 algorithm F(m x m, 3 x 3) (Lavin & Gray, 2015) takes ``(m + 2)^2`` multiplies per tile and
 channel pair instead of ``9 m^2``: 2.25x fewer for ``m = 2``, 4x fewer for ``m = 4``. In a
-ResNet these convolutions hold most of the arithmetic (82% of ResNet-18's), and the direct
-kernels already run near the machine's FMA peak, so fewer multiplies is what is left to gain.
+ResNet the eligible ones hold much of the arithmetic (64% of ResNet-18's multiply-adds, 31%
+of ResNet-50's), and the direct kernels already run near the machine's FMA peak, so fewer
+multiplies is what is left to gain.
 
-:class:`WinogradConv2d` rewrites each eligible ``relax.nn.conv2d`` (NHWC, OHWI weight that
+:func:`winograd_pass` rewrites each eligible ``relax.nn.conv2d`` (NHWC, OHWI weight that
 is a constant, 3x3, stride 1, dilation 1, padding 1, one group, output sides divisible by
 ``m``, float32) into three kernels::
 
@@ -19,11 +20,12 @@ where ``p`` numbers the output tiles, ``e`` the ``(m+2)^2`` transformed position
 written out as explicit sums of the few non-zero matrix entries. Each kernel keeps its own
 op pattern, so FuseOps attaches the convolution's epilogue (bias, residual add, ReLU) to
 ``winograd_output`` and nothing else; the CPU rules in :mod:`.schedules.cpu` recognise the
-three kernels by their block names.
+three kernels by their block annotation (:data:`ROLE`, with the tile side under :data:`TILE`).
 
-Numerically this is the same sum taken in a different order, as any reassociation:
-F(2x2) loses about one bit, F(4x4) a few (its matrices hold 1/4, 1/6 and 1/24), both well
-inside float32's 1e-3 parity bound; ``tests/test_winograd.py`` checks them against PyTorch.
+The result is the convolution exactly in real arithmetic; in float32 it rounds differently
+from the direct sum: F(2x2) loses about one bit, F(4x4) a few more (its matrices hold 1/4,
+1/6 and 1/24), well inside the 1e-3 parity bound; ``tests/test_winograd.py`` checks them
+against PyTorch.
 """
 
 from __future__ import annotations
