@@ -121,8 +121,9 @@ def test_parity_with_torch(batch):
     funcs = fused_functions(net, options)
     target = options.tvm_target()
     rules = sorted(rule_for(f, target) for name, f in funcs.items() if "winograd" in name)
-    # c1 and c2 share one input transform function (the same kernel on the same shape)
-    expected = ["WinogradInput"] * 2 + ["WinogradGemm"] * 2 + ["WinogradOutput"] * 3
+    # c1 and c2 share one padding and one input transform function (the same kernels on the
+    # same shape); the padding is elementwise
+    expected = ["Elementwise", "WinogradInput"] * 2 + ["WinogradGemm"] * 2 + ["WinogradOutput"] * 3
     assert rules == sorted([*expected, "SpatialReduction"])
     executable = build(net, resolve(net.graph, module)[0], options)
     vm = tvm.runtime.vm.VirtualMachine(executable, tvm.cpu())

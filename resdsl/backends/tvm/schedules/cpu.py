@@ -465,20 +465,19 @@ def _split_lanes(sch: s_tir.Schedule, loop, machine: Machine):
 
 
 class WinogradInput(_Rule):
-    """``winograd_input``: padding, then each tile's ``B^T d B``.
+    """``winograd_input``: each tile's ``B^T d B``, read from the padded input.
 
-    The padding is materialised (parallel, vectorised) so that the transform reads without
-    bounds checks. The transform runs one tile per iteration of a parallel loop, a vector of
-    channels at a time, with all ``(m+2)^2`` positions unrolled: each input vector is loaded
-    once and the Select over positions folds away.
+    (The padding is a kernel of its own, ``winograd_pad``, which :class:`Elementwise`
+    schedules.) One tile per iteration of a parallel loop, a vector of channels at a time,
+    with all ``(m+2)^2`` positions unrolled: each input vector is loaded once and the Select
+    over positions folds away.
     """
 
     def schedule(self, sch: s_tir.Schedule, func: tirx.PrimFunc, machine: Machine) -> bool:
         blocks = _blocks(sch)
-        if len(blocks) != 2 or _role(sch, blocks[1]) != winograd.INPUT:
+        if len(blocks) != 1 or _role(sch, blocks[0]) != winograd.INPUT:
             return False
-        pad, block = blocks
-        _parallel_vectorize(sch, pad, machine)
+        (block,) = blocks
         e, p, c = sch.get_loops(block)
         c_o, c_v = _split_lanes(sch, c, machine)
         sch.reorder(p, c_o, e, c_v)
