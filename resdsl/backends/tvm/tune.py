@@ -148,13 +148,17 @@ def open_database(directory: str) -> ms.database.JSONDatabase | None:
 
 
 @contextlib.contextmanager
-def _writable_database(directory: str) -> Iterator[ms.database.JSONDatabase]:
-    """A database over copies of the files in ``directory``, renamed into place at the end.
+def _writable_database(
+    directory: str,
+) -> Iterator[tuple[ms.database.JSONDatabase, Callable[[], None]]]:
+    """A database over copies of the files in ``directory``, renamed into place at the end,
+    and a ``checkpoint()`` that puts the records so far in place meanwhile.
 
-    An error leaves the files as they were. Ctrl-C keeps the records measured so far: each is
-    a complete line by then. The workload file is renamed first; records point at workloads
-    by line number and new workloads are only appended, so the pair is consistent even if
-    the second rename never happens.
+    An error leaves the files as they were at the last checkpoint. Ctrl-C keeps the records
+    measured so far: each is a complete line by then. Tuning checkpoints after every batch,
+    so a crash (a candidate kernel that faults takes the process with it) loses at most
+    one batch. Workloads are put in place before records; records point at workloads by
+    line number and new workloads are only appended, so the pair is always consistent.
     """
     try:
         os.makedirs(directory, exist_ok=True)
@@ -166,8 +170,17 @@ def _writable_database(directory: str) -> Iterator[ms.database.JSONDatabase]:
         for source, copy in ((workloads, workloads_tmp), (records, records_tmp)):
             if os.path.isfile(source):
                 shutil.copyfile(source, copy)
+
+        def checkpoint() -> None:
+            for copy, final in ((workloads_tmp, workloads), (records_tmp, records)):
+                with staged(final) as snapshot:
+                    shutil.copyfile(copy, snapshot)
+
         try:
-            yield ms.database.JSONDatabase(workloads_tmp, records_tmp, allow_missing=True)
+            yield (
+                ms.database.JSONDatabase(workloads_tmp, records_tmp, allow_missing=True),
+                checkpoint,
+            )
         except KeyboardInterrupt as e:
             interrupted = e
     if interrupted is not None:
@@ -205,10 +218,19 @@ def fuse_passes(target: tvm.target.Target, options: Any = None) -> list[tvm.tran
 def extract_tasks(
     mod: tvm.IRModule, target: tvm.target.Target, options: Any = None
 ) -> list[ms.ExtractedTask]:
-    """One task per distinct fused kernel of ``mod``, weighted by how often it is called."""
+    """One task per distinct fused kernel of ``mod``, weighted by how often it is called.
+
+    Winograd's kernels (:mod:`.winograd`) are left out: they keep resdsl's rules. Tuning
+    ResNet-50 at batch 8, MetaSchedule candidates for the input transform crashed the
+    process (a segfault inside the kernel, twice, 16 and 26 minutes in); until that is
+    understood they are not measured.
+    """
+    from .winograd import is_winograd
+
     with target, tvm.transform.PassContext(opt_level=3):
         fused = tvm.transform.Sequential(fuse_passes(target, options))(mod)
-    return list(ms.relax_integration.extract_tasks(fused, target))
+    tasks = ms.relax_integration.extract_tasks(fused, target)
+    return [task for task in tasks if not is_winograd(task.dispatched[0]["main"])]
 
 
 def database_pipeline(target: tvm.target.Target) -> tvm.transform.Pass:
@@ -364,6 +386,7 @@ class _Progress(PyMeasureCallback):
         self.done = self.failed = 0
         self.best: dict[int, float] = {}
         self.start = time.perf_counter()
+        self.checkpoint: Callable[[], None] | None = None  # put the records so far in place
 
     def apply(self, task_scheduler, task_id, measure_candidates, builder_results, runner_results):
         if not measure_candidates:  # a task whose design space is exhausted
@@ -391,6 +414,8 @@ class _Progress(PyMeasureCallback):
                 line += f" ({record.flop / best / 1e9:.1f} GFLOP/s)"
         elapsed = time.perf_counter() - self.start
         self.log(f"{line}, {elapsed:.0f} s")
+        if self.checkpoint is not None:
+            self.checkpoint()
         if self.stop.is_set():  # raised here, between batches, it unwinds TVM cleanly
             raise KeyboardInterrupt
         if self.seconds is not None and elapsed >= self.seconds:
@@ -540,8 +565,13 @@ def tune(
     progress = _Progress(trials, log, seconds)
     start = time.perf_counter()
     try:
-        with _writable_database(directory) as database, _stop_on_interrupt(progress, log):
+        with (
+            _writable_database(directory) as (database, checkpoint),
+            _stop_on_interrupt(progress, log),
+        ):
             _record_defaults(tasks, target, database, builder, runner, log)
+            checkpoint()
+            progress.checkpoint = checkpoint
             search = {"strategy": strategy, "cost_model": cost_model, "seed": seed}
             _search(tasks, trials, builder, runner, database, progress, **search)
             seconds = time.perf_counter() - start

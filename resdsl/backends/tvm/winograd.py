@@ -168,7 +168,9 @@ def winograd_pad(x: te.Tensor, shape: Shape) -> te.Tensor:
         inside = tirx.all(y >= 1, y <= shape.h, z >= 1, z <= shape.w)
         return tirx.if_then_else(inside, x[n, y - 1, z - 1, c], zero)
 
-    return te.compute((shape.n, shape.h + 2, shape.w + 2, shape.c), pad, name=PAD)
+    return te.compute(
+        (shape.n, shape.h + 2, shape.w + 2, shape.c), pad, name=PAD, attrs=_attrs(PAD, shape)
+    )
 
 
 def winograd_input(padded: te.Tensor, shape: Shape) -> te.Tensor:
@@ -222,6 +224,15 @@ def winograd_output(mm: te.Tensor, shape: Shape) -> te.Tensor:
     return te.compute(
         (shape.n, shape.h, shape.w, shape.k), transform, name=OUTPUT, attrs=_attrs(OUTPUT, shape)
     )
+
+
+def is_winograd(func: tirx.PrimFunc) -> bool:
+    """Whether ``func`` is (or was fused from) one of this module's kernels."""
+    from tvm import s_tir
+
+    sch = s_tir.Schedule(func)
+    root = sch.get_sblock(func.body.block.name_hint)
+    return any(ROLE in sch.get(block).annotations for block in sch.get_child_blocks(root))
 
 
 def eligible(call: relax.Call, tiles: tuple[int, ...], max_bytes: int) -> Shape | None:
