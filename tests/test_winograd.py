@@ -133,3 +133,15 @@ def test_parity_with_torch(batch):
     assert len(got) == len(want)
     for i, (g, w) in enumerate(zip(got, want, strict=True)):
         np.testing.assert_allclose(g.numpy(), w, rtol=1e-4, atol=1e-5, err_msg=f"output {i}")
+
+
+def test_no_winograd_is_for_llvm_only(tmp_path, capsys):
+    from resdsl.cli import main
+
+    spec = tmp_path / "net.res"
+    spec.write_text(textwrap.dedent(WHICH))
+    out = tmp_path / "x.onnx"
+    code = main(["compile", str(spec), "--target", "onnx", "--no-winograd", "-o", str(out)])
+    assert code == 2
+    assert "--no-winograd applies to --target llvm" in capsys.readouterr().err
+    assert not out.exists()
