@@ -159,8 +159,8 @@ def winograd_pad(x: te.Tensor, shape: Shape) -> te.Tensor:
     """The input with a border of one zero, its own kernel.
 
     Separate so that no schedule (a tuning candidate included) can inline the bounds test
-    into the transform, whose unrolled Select over positions evaluates every arm's loads:
-    out of bounds at the border.
+    into the transform, whose Select over positions, unless unrolled, evaluates every arm's
+    loads: out of bounds at the border.
     """
     zero = tirx.const(0.0, "float32")
 
@@ -213,13 +213,14 @@ def winograd_output(mm: te.Tensor, shape: Shape) -> te.Tensor:
     def transform(n, h, w, k):
         p = n * rows * cols + h // m * cols + w // m
 
-        def value(r, s):  # (A^T M A)[r, s] = sum_u at[r, u] sum_v at[s, v] M[u t + v]
-            return _combination(
-                at[r],
-                [_combination(at[s], [mm[u * t + v, p, k] for v in range(t)]) for u in range(t)],
-            )
+        def tile(u, v):
+            return mm[u * t + v, p, k]
 
-        return _choose(h % m, [_choose(w % m, [value(r, s) for s in range(m)]) for r in range(m)])
+        # (A^T M A)[r, s] = sum_u at[r, u] sum_v at[s, v] M[u t + v]
+        by_row = [
+            _choose(w % m, [_sandwich(at[r], at[s], tile) for s in range(m)]) for r in range(m)
+        ]
+        return _choose(h % m, by_row)
 
     return te.compute(
         (shape.n, shape.h, shape.w, shape.k), transform, name=OUTPUT, attrs=_attrs(OUTPUT, shape)

@@ -160,6 +160,22 @@ def _parallel_vectorize(sch: s_tir.Schedule, block, machine: Machine) -> None:
         sch.parallel(sch.fuse(*loops[:-1]) if len(loops) > 2 else loops[0])
 
 
+def _dividing_lanes(extent: int, machine: Machine) -> int:
+    """The machine's lane count, halved (down to 4) until it divides ``extent`` if it can."""
+    lanes = machine.lanes
+    while lanes > 4 and extent % lanes:
+        lanes //= 2
+    return lanes
+
+
+def _vector_lanes(extent: int, machine: Machine) -> int:
+    """Lanes to vectorise a loop of ``extent`` by: whole vectors where a lane count down to 4
+    divides it (1000 outputs are 125 x 8), else a masked tail (beats scalar code for 7, 13).
+    """
+    lanes = _dividing_lanes(extent, machine)
+    return lanes if extent % lanes == 0 else min(machine.lanes, extent)
+
+
 def register_tile(channels: int, width: int, machine: Machine) -> tuple[int, int, int] | None:
     """The accumulator tile of a convolution or matmul: (vectors, lanes, columns), or None.
 
@@ -167,9 +183,7 @@ def register_tile(channels: int, width: int, machine: Machine) -> tuple[int, int
     ``lanes``; ``width`` output columns (or matmul rows), each a broadcast per step. None
     when no lane count from the machine's down to 4 divides ``channels``.
     """
-    lanes = machine.lanes
-    while lanes > 4 and channels % lanes:
-        lanes //= 2
+    lanes = _dividing_lanes(channels, machine)
     if channels % lanes:
         return None
     # About 16 accumulators (12 with 16 registers) measure best: more spill once LLVM also
@@ -421,11 +435,7 @@ class SpatialReduction(_Rule):
     def _vectorised(sch, block, last, loops, spatial: int, machine: Machine) -> None:
         j = loops[spatial - 1]
         extent = _extent(sch, j) or 1
-        lanes = machine.lanes
-        while lanes > 4 and extent % lanes:  # whole vectors: 1000 outputs are 125 x 8
-            lanes //= 2
-        if extent % lanes:  # a masked tail beats scalar code for widths like 7 or 13
-            lanes = min(machine.lanes, extent)
+        lanes = _vector_lanes(extent, machine)
         vectors = max(1, min(4, extent // lanes))
         j_o, j_u, j_v = sch.split(j, [None, vectors, lanes])
         sch.reorder(j_o, *loops[spatial:], j_u, j_v)
@@ -454,14 +464,8 @@ def _role(sch: s_tir.Schedule, block) -> str | None:
 
 
 def _split_lanes(sch: s_tir.Schedule, loop, machine: Machine):
-    """Split ``loop`` into (outer, vector lanes); lanes divide its extent where they can."""
-    extent = _extent(sch, loop) or 1
-    lanes = machine.lanes
-    while lanes > 4 and extent % lanes:
-        lanes //= 2
-    if extent % lanes:  # a masked tail
-        lanes = min(machine.lanes, extent)
-    return sch.split(loop, [None, lanes])
+    """Split ``loop`` into (outer, vector lanes): see :func:`_vector_lanes`."""
+    return sch.split(loop, [None, _vector_lanes(_extent(sch, loop) or 1, machine)])
 
 
 class WinogradInput(_Rule):
