@@ -21,7 +21,7 @@ where ``p`` numbers the output tiles, ``e`` the ``(m+2)^2`` transformed position
 written out as explicit sums of the few non-zero matrix entries. Each kernel keeps its own
 op pattern, so FuseOps attaches the convolution's epilogue (bias, residual add, ReLU) to
 ``winograd_output`` and nothing else; the CPU rules in :mod:`.schedules.cpu` recognise the
-three kernels by their block annotation (:data:`ROLE`, with the tile side under :data:`TILE`).
+kernels by their block annotation (:data:`ROLE`, with the tile side under :data:`TILE`).
 
 The result is the convolution exactly in real arithmetic; in float32 it rounds differently
 from the direct sum: F(2x2) loses about one bit, F(4x4) a few more (its matrices hold 1/4,
