@@ -362,9 +362,11 @@ def compile_engines(case: Case, net, module, x: np.ndarray, args, workdir: str) 
         artifact = resdsl.runtime.load(out_dir)
         engines[key] = lambda a=artifact: a(x)
         threads = tvm.get_global_func("runtime.NumThreads")()  # the pool starts here
+        micro = artifact.meta["micro_batch"]
         print(
             f"  {case.model} b{case.batch}: {ENGINES[key]} compiled in "
-            f"{case.compile_s[key]:.1f} s; runs on {threads} TVM threads",
+            f"{case.compile_s[key]:.1f} s; runs on {threads} TVM threads"
+            + (f", {micro} samples at a time" if micro != case.batch else ""),
             flush=True,
         )
     return engines

@@ -144,6 +144,11 @@ def _parser() -> argparse.ArgumentParser:
         help="llvm: compute 3x3 convolutions directly, not with Winograd's algorithm",
     )  # fmt: skip
     tvm.add_argument(
+        "--micro-batch", type=int, metavar="N",
+        help="llvm: run the batch N samples at a time (N divides --batch; default: as many "
+        "as keep the largest activation under 7 MiB, see docs/performance.md)",
+    )  # fmt: skip
+    tvm.add_argument(
         "--check", action="store_true",
         help="compare the artifact or model with the PyTorch backend on a random input",
     )  # fmt: skip
@@ -412,6 +417,12 @@ def _compile(args: argparse.Namespace) -> int:
         raise UsageError("--tune-time bounds a tuning run: give --tune-trials N too")
     if not args.winograd and args.target != "llvm":
         raise UsageError("--no-winograd applies to --target llvm")
+    if args.micro_batch is not None:
+        if args.target != "llvm":
+            raise UsageError("--micro-batch applies to --target llvm")
+        batch = 1 if args.batch is None else args.batch
+        if args.micro_batch < 1 or batch % args.micro_batch:
+            raise UsageError(f"--micro-batch must divide --batch ({batch}), got {args.micro_batch}")
     if args.target == "onnx":
         return _compile_onnx(args)
     if args.target != "torch":
@@ -447,8 +458,9 @@ def _compile_tvm(args: argparse.Namespace) -> int:
 
     batch = 1 if args.batch is None else args.batch
     options = BuildOptions(
-        args.target, args.cpu, args.arch, args.dtype, batch, winograd=args.winograd
-    )
+        args.target, args.cpu, args.arch, args.dtype, batch,
+        winograd=args.winograd, micro_batch=args.micro_batch,
+    )  # fmt: skip
     print(f"compiling {net.name} for {args.target} ...", file=sys.stderr)
     database = _tuning(net, options, args)
     meta = compile_network(

@@ -193,18 +193,21 @@ class Built:
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
-    """``built(name, batch)``: the spec compiled for llvm with its randomised module's weights."""
-    cache: dict[tuple[str, int], Built] = {}
+    """``built(name, batch, micro_batch)``: the spec compiled for llvm with its randomised
+    module's weights."""
+    cache: dict[tuple[str, int, int | None], Built] = {}
 
-    def get(name: str, batch: int = 1) -> Built:
-        if (name, batch) not in cache:
+    def get(name: str, batch: int = 1, micro_batch: int | None = None) -> Built:
+        key = (name, batch, micro_batch)
+        if key not in cache:
             text = SMALL if name == "small" else SPECS[name]
             net = resdsl.loads(textwrap.dedent(text))
             module = randomised(net)
             out = tmp_path_factory.mktemp(f"{name}-b{batch}")
-            compile_network(net, str(out), BuildOptions("llvm", batch=batch), weights=module)
-            cache[name, batch] = Built(net, module, out)
-        return cache[name, batch]
+            options = BuildOptions("llvm", batch=batch, micro_batch=micro_batch)
+            compile_network(net, str(out), options, weights=module)
+            cache[key] = Built(net, module, out)
+        return cache[key]
 
     return get
 
@@ -267,6 +270,81 @@ def test_parity_with_torch(built, name, batch):
     for (out, _), got, want in zip(b.net.graph.outputs, actual, expected, strict=True):
         assert got.shape == want.shape, out
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5, err_msg=out)
+
+
+@pytest.mark.parametrize("name", list(SPECS))
+def test_parity_in_micro_batches(built, name):
+    """Batch 3 run one sample at a time: several inputs and outputs split and concatenated."""
+    b = built(name, 3, micro_batch=1)
+    model = runtime.load(b.path)
+    assert (model.meta["batch"], model.meta["micro_batch"]) == (3, 1)
+    xs = inputs_for(b.net, 3)
+    actual = as_tuple(model(*xs))
+    expected = reference(b.module, xs)
+    assert len(actual) == len(expected) == len(b.net.graph.outputs)
+    for (out, _), got, want in zip(b.net.graph.outputs, actual, expected, strict=True):
+        assert got.shape == want.shape, out
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5, err_msg=out)
+
+
+def test_micro_batches_call_one_forward_function():
+    net = resdsl.loads(CONNECT)
+    graph, weights = run_inference_passes(net.graph, from_module(randomised(net)))
+    whole = lower.to_relax(graph, weights, batch=4)
+    assert [gv.name_hint for gv in whole.functions] == ["main"]
+    split = lower.to_relax(graph, weights, batch=4, micro_batch=2)
+    assert sorted(gv.name_hint for gv in split.functions) == ["forward", "main"]
+    forward = split.get_global_var("forward")
+    calls = []
+    tvm.relax.analysis.post_order_visit(
+        split["main"].body, lambda e: calls.append(e) if isinstance(e, tvm.relax.Call) else None
+    )
+    assert sum(1 for c in calls if c.op.same_as(forward)) == 2
+    assert [int(d) for d in split["forward"].params[0].ty.shape] == [2, 4, 6, 6]
+    with pytest.raises(ValueError, match="does not divide"):
+        lower.to_relax(graph, weights, batch=4, micro_batch=3)
+
+
+@pytest.mark.parametrize(
+    ("example", "batch", "target", "expected"),
+    [
+        # 64x112x112 floats (3.06 MiB) a sample: two fit under the 7 MiB budget
+        ("resnet50", 8, "llvm", 2),
+        ("resnet50", 1, "llvm", 1),
+        ("resnet50", 3, "llvm", 1),  # 3 does not divide by 2
+        ("resnet18", 6, "llvm", 2),
+        # 64x32x32 floats (0.25 MiB) a sample: 16 fit, 32 (8 MiB) do not
+        ("preact_resnet18", 32, "llvm", 16),
+        ("preact_resnet18", 24, "llvm", 24),
+        ("preact_resnet18", 30, "llvm", 15),
+        ("resnet50", 8, "cuda", 8),  # the GPU takes the whole batch
+    ],
+)
+def test_micro_batch_size(example, batch, target, expected):
+    net = resdsl.load(EXAMPLES / f"{example}.res")
+    options = BuildOptions(target, batch=batch)
+    assert BUILD_MODULE.micro_batch_size(net.graph, options) == expected
+
+
+def test_micro_batch_given(capsys, tmp_path):
+    net = resdsl.load(EXAMPLES / "resnet18.res")
+    size = BUILD_MODULE.micro_batch_size
+    assert size(net.graph, BuildOptions("llvm", batch=8, micro_batch=8)) == 8
+    assert size(net.graph, BuildOptions("llvm", batch=8, micro_batch=4)) == 4
+    with pytest.raises(BUILD_MODULE.TargetError, match="must divide the batch"):
+        size(net.graph, BuildOptions("llvm", batch=8, micro_batch=3))
+    with pytest.raises(BUILD_MODULE.TargetError, match="applies to --target llvm"):
+        size(net.graph, BuildOptions("cuda", batch=8, micro_batch=4))
+    spec = str(EXAMPLES / "resnet18.res")
+    out = tmp_path / "art"
+    for extra, message in [
+        (["--target", "llvm", "--batch", "8", "--micro-batch", "3"], "must divide --batch (8)"),
+        (["--target", "llvm", "--micro-batch", "2"], "must divide --batch (1)"),
+        (["--target", "cuda", "--batch", "8", "--micro-batch", "4"], "applies to --target llvm"),
+    ]:
+        assert main(["compile", spec, "-o", str(out), *extra]) == 2
+        assert message in capsys.readouterr().err
+        assert not out.exists()
 
 
 def test_inputs_by_name(built):

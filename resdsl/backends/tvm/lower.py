@@ -247,20 +247,71 @@ def _reshaped(shape: Shape, target: Sequence[int]) -> list[int]:
 
 
 def to_relax(
-    graph: Graph, weights: dict[str, np.ndarray], *, batch: int = 1, dtype: str = "float32"
+    graph: Graph,
+    weights: dict[str, np.ndarray],
+    *,
+    batch: int = 1,
+    dtype: str = "float32",
+    micro_batch: int | None = None,
 ) -> tvm.IRModule:
-    """The network as a Relax module with one function, ``main(inputs...) -> outputs``."""
+    """The network as a Relax module whose ``main(inputs...) -> outputs`` takes ``batch``.
+
+    With a ``micro_batch`` that divides ``batch`` and is smaller, the network is emitted
+    once, as the private function ``forward`` at the micro-batch size, and ``main`` splits
+    its inputs along the batch axis, calls ``forward`` on each slice in turn and
+    concatenates the results: the kernels are those of the smaller batch, whose
+    activations stay in the cache (see :func:`.build.micro_batch_size`).
+    """
     for node in graph.nodes():
         if node.op != "input" and node.op not in EMITTERS:
             raise SpecError(f"op `{node.op}` has no TVM emitter (target tvm)", node.span)
+    micro = batch if micro_batch is None else micro_batch
+    if micro < 1 or batch % micro:
+        raise ValueError(f"micro-batch {micro} does not divide the batch {batch}")
     bb = relax.BlockBuilder()
-    params = [
+    if micro == batch:
+        _emit_network(bb, "main", graph, weights, batch, dtype)
+        return bb.get()
+    forward = _emit_network(bb, "forward", graph, weights, micro, dtype, private=True)
+    params = _params(graph, batch, dtype)
+    chunks = batch // micro
+    with bb.function("main", params):
+        with bb.dataflow():
+            parts = [bb.emit(R.split(p, chunks, axis=0)) for p in params]
+            results = []
+            for i in range(chunks):
+                result = bb.emit(relax.Call(forward, [bb.emit(p[i]) for p in parts]))
+                results.append(result)
+            if len(graph.outputs) == 1:
+                out = bb.emit_output(R.concat(results, axis=0))
+            else:
+                columns = [[bb.emit(r[k]) for r in results] for k in range(len(graph.outputs))]
+                out = bb.emit_output(relax.Tuple([bb.emit(R.concat(c, axis=0)) for c in columns]))
+        bb.emit_func_output(out)
+    return bb.get()
+
+
+def _params(graph: Graph, batch: int, dtype: str) -> list[relax.Var]:
+    return [
         relax.Var(name, relax.TensorType((batch, *graph.info(name).shape), dtype))
         for name in graph.inputs
     ]
+
+
+def _emit_network(
+    bb: relax.BlockBuilder,
+    name: str,
+    graph: Graph,
+    weights: dict[str, np.ndarray],
+    batch: int,
+    dtype: str,
+    private: bool = False,
+) -> relax.GlobalVar:
+    """Emit the graph as the function ``name(inputs...) -> outputs`` at ``batch``."""
+    params = _params(graph, batch, dtype)
     ctx = Context(bb, weights, dtype, batch)
     values: dict[str, Any] = dict(zip(graph.inputs, params, strict=True))
-    with bb.function("main", params):
+    with bb.function(name, params, private=private):
         with bb.dataflow():
             for node in graph.nodes():
                 if node.op == "input":
@@ -271,4 +322,4 @@ def to_relax(
             outs = [values[node] for _, node in graph.outputs]
             result = bb.emit_output(outs[0] if len(outs) == 1 else relax.Tuple(outs))
         bb.emit_func_output(result)
-    return bb.get()
+    return bb.get().get_global_var(name)

@@ -672,11 +672,13 @@ def _relax_module(net: Any, options: Any, weights: Any, seed: int) -> tvm.IRModu
     """The module the build compiles (kernels depend on shapes only, not on weight values)."""
     from ...passes import run_inference_passes
     from ...weights import resolve
+    from .build import micro_batch_size
     from .lower import to_relax
 
     checked, _ = resolve(net.graph, weights, seed)
     graph, checked = run_inference_passes(net.graph, checked)
-    return to_relax(graph, checked, batch=options.batch, dtype=options.dtype)
+    micro = micro_batch_size(net.graph, options)
+    return to_relax(graph, checked, batch=options.batch, dtype=options.dtype, micro_batch=micro)
 
 
 def tune_network(
