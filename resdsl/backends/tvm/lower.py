@@ -278,10 +278,9 @@ def to_relax(
     with bb.function("main", params):
         with bb.dataflow():
             parts = [bb.emit(R.split(p, chunks, axis=0)) for p in params]
-            results = []
-            for i in range(chunks):
-                result = bb.emit(relax.Call(forward, [bb.emit(p[i]) for p in parts]))
-                results.append(result)
+            results = [
+                bb.emit(relax.Call(forward, [bb.emit(p[i]) for p in parts])) for i in range(chunks)
+            ]
             if len(graph.outputs) == 1:
                 out = bb.emit_output(R.concat(results, axis=0))
             else:
