@@ -13,7 +13,7 @@ import contextlib
 import json
 import os
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -71,7 +71,6 @@ class BuildOptions:
     # llvm: run the batch in micro-batches of this many samples (it must divide the batch);
     # None: micro_batch_size's choice
     micro_batch: int | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def cuda_layout(self) -> str:
         """The layout of a CUDA build's convolutions."""
