@@ -14,6 +14,8 @@ commonest. Two measurements, each setup in turn (``--rounds`` times):
 The setups:
 
 * ``in-process``: :class:`resdsl.backends.tvm.tune.InProcessBuilder` / ``InProcessRunner``;
+* ``in-process-unguarded``: the same without the forked child that compiles each candidate
+  first (``InProcessBuilder(guard=False)``), to show what the guard costs;
 * ``popen``: MetaSchedule's ``LocalBuilder(max_workers=1)`` and ``LocalRunner`` with 180 s
   timeouts, whose build workers import all of ``tvm.s_tir.tensor_intrin`` (40-50 s here);
 * ``popen+light``: the same with an initializer that registers only the x86 intrinsics
@@ -38,7 +40,7 @@ import resdsl
 from resdsl.backends.tvm import BuildOptions
 from resdsl.backends.tvm import tune as tuning
 
-SETUPS = ["in-process", "popen", "popen+light", "popen-default"]
+SETUPS = ["in-process", "in-process-unguarded", "popen", "popen+light", "popen-default"]
 
 
 def _light_worker() -> None:
@@ -54,9 +56,10 @@ def measuring(setup: str):
     """(builder, runner) for a setup."""
     from tvm.s_tir import meta_schedule as ms
 
-    if setup == "in-process":
+    if setup.startswith("in-process"):
         artifacts = tuning._Artifacts()
-        return tuning.InProcessBuilder(artifacts), tuning.InProcessRunner(artifacts)
+        builder = tuning.InProcessBuilder(artifacts, guard=setup == "in-process")
+        return builder, tuning.InProcessRunner(artifacts)
     if setup == "popen":
         return (
             ms.builder.LocalBuilder(max_workers=1, timeout_sec=180),
@@ -115,7 +118,7 @@ def tune_once(builder, runner, task, target, trials: int) -> tuple[float, list[f
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--mode", choices=["measure", "tune"], default="measure")
-    parser.add_argument("--setups", nargs="+", choices=SETUPS, default=SETUPS[:3])
+    parser.add_argument("--setups", nargs="+", choices=SETUPS, default=SETUPS[:4])
     parser.add_argument("--trials", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--channels", type=int, default=64)
@@ -127,16 +130,16 @@ def main() -> None:
         f"network conv() (x: ({c}, {s}, {s})) {{\n"
         f"    return x -> c: conv2d({c}, 3, padding=1, bias=false)\n}}\n"
     )
-    options = BuildOptions()
+    options = BuildOptions(winograd=False)  # Winograd's kernels are not tuned
     target = tuning.tuning_target(options.tvm_target())
     tuning.load_tensor_intrinsics(target)
-    tasks = tuning.extract_tasks(tuning._relax_module(net, options, None, 0), target)
+    tasks = tuning.extract_tasks(tuning._relax_module(net, options, None, 0), target, options)
     (task,) = [t for t in tasks if "conv2d" in t.task_name]  # not the layout changes around it
     drawn = candidates(task, target, args.trials) if args.mode == "measure" else []
     flop = 2 * net.macs
     print(f"conv2d {c}->{c} 3x3 on {s}x{s} ({flop / 1e9:.3f} GFLOP), mode {args.mode}, "
           f"{args.trials} trials\n")  # fmt: skip
-    print(f"{'setup':<14} {'start s':>7} {'run s':>7} {'trials/s':>8} {'ok':>4} {'best ms':>8} "
+    print(f"{'setup':<21} {'start s':>7} {'run s':>7} {'trials/s':>8} {'ok':>4} {'best ms':>8} "
           f"{'GFLOP/s':>8}")  # fmt: skip
     for setup in args.setups * args.rounds:
         start = time.perf_counter()
@@ -149,7 +152,7 @@ def main() -> None:
         valid = [t for t in times if t]
         best = min(valid) if valid else None
         best_text = f"{best * 1e3:8.3f} {flop / best / 1e9:8.1f}" if best else f"{'-':>8} {'-':>8}"
-        print(f"{setup:<14} {ready:7.1f} {seconds:7.1f} {len(times) / seconds:8.2f} "
+        print(f"{setup:<21} {ready:7.1f} {seconds:7.1f} {len(times) / seconds:8.2f} "
               f"{len(valid):>4} {best_text}", flush=True)  # fmt: skip
 
 

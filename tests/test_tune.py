@@ -17,6 +17,7 @@ import statistics
 import subprocess
 import sys
 import textwrap
+import time
 
 import numpy as np
 import pytest
@@ -171,6 +172,45 @@ def test_a_crash_keeps_the_records_of_finished_batches(tuned, tmp_path):
     k = len(tuned.kernels)
     assert len((db / tuning.WORKLOAD_FILE).read_text().splitlines()) == k
     assert len(database) >= k + first  # every kernel's default schedule, then task 1's batch
+
+
+def test_guarded_drops_a_build_that_hangs_or_crashes():
+    def build(i: int) -> None:
+        if i == 2:
+            time.sleep(600)  # a compile that never ends
+        if i == 4:
+            os._exit(3)  # a compiler that crashes
+        if i == 5:
+            raise ValueError("does not build")  # an error: for the caller's own build
+
+    start = time.monotonic()
+    results = list(tuning.guarded(7, build, timeout=1.0))
+    assert results == [
+        (0, None), (1, None), (2, "compiling took over 1 s"), (3, None),
+        (4, "the compiler crashed"), (5, None), (6, None),
+    ]  # fmt: skip
+    assert time.monotonic() - start < 30
+    with pytest.raises(ChildProcessError):  # every child was reaped
+        os.waitpid(-1, os.WNOHANG)
+
+
+def test_a_candidate_that_does_not_compile_in_time_is_a_failed_build(tuned, tmp_path, monkeypatch):
+    monkeypatch.setattr(tuning, "BUILD_TIMEOUT_S", 0.0)
+    db, out = tmp_path / "db", tmp_path / "out"
+    trials = PER_KERNEL * len(tuned.kernels)
+    code, _, err = run_cli(
+        "compile", str(tuned.spec), "--target", "llvm", "--tune-trials", str(trials),
+        "--tune-db", str(db), "-o", str(out),
+    )  # fmt: skip
+    assert code == 0, err
+    batches = re.findall(r"^tuning \[ *\d+/\d+\] task \d+/\d+ \w+: (\d+)/(\d+) ok", err, re.M)
+    assert batches and all(ok == "0" for ok, _ in batches), err
+    k = len(tuned.kernels)
+    assert f"measured the default schedules of 0 of {k} kernels" in err  # guarded too
+    records = tuning.open_database(str(db)).get_all_tuning_records()
+    assert len(records) == trials  # failed candidates are recorded, with MetaSchedule's 1e10 s
+    assert {float(s) for r in records for s in r.run_secs} == {1e10}
+    assert (out / "model.so").is_file()  # built with the default rules
 
 
 def test_a_time_budget_stops_after_the_batch_that_spends_it(tuned, tmp_path):

@@ -19,10 +19,12 @@ functions, each calling ``inspect.stack()``, which scans all of ``sys.modules`` 
 PyTorch) per frame -- 40-50 s on two cores, past the default 30 s timeout, so every
 candidate "timed out". :func:`load_tensor_intrinsics` registers only the intrinsics the
 target can use (0.3 s on x86), and in-process building also skips exporting, linking and
-reloading a shared library per candidate. The price: a candidate cannot be killed on a
-timeout, and one that crashed would take the process with it (none has been seen for CPU).
+reloading a shared library per candidate. A compile cannot be stopped inside the process,
+so a forked child builds each candidate first (:func:`guarded`): one that LLVM takes over
+:data:`BUILD_TIMEOUT_S` to compile, or that crashes the compiler, is dropped as a failed
+build. A candidate that crashes when it *runs* still takes the process with it.
 
-The database files are replaced only when tuning ends (an error leaves them as they were).
+The records are put in place after every measured batch (a crash loses at most one).
 Ctrl-C stops tuning after the batch being measured and keeps its records: a
 ``KeyboardInterrupt`` inside MetaSchedule's C++ search crashes the process instead.
 """
@@ -38,6 +40,7 @@ import math
 import os
 import platform
 import re
+import select
 import shutil
 import signal
 import sys
@@ -73,6 +76,7 @@ __all__ = [
     "TuningError",
     "database_dir",
     "extract_tasks",
+    "guarded",
     "load_tensor_intrinsics",
     "open_database",
     "tune",
@@ -308,24 +312,98 @@ class _Artifacts:
         return self._modules.pop(key)
 
 
+# A candidate that LLVM takes longer than this to compile is dropped (a build takes 0.1-1 s;
+# one ResNet-50 candidate was still compiling after 13 minutes).
+BUILD_TIMEOUT_S = 60.0
+
+
+def guarded(
+    count: int, build: Callable[[int], Any], timeout: float
+) -> Iterator[tuple[int, str | None]]:
+    """Build items ``0..count-1`` in a forked child first; yield ``(i, None)`` for each the
+    child built in time, ``(i, reason)`` for one that took over ``timeout`` seconds or
+    crashed it.
+
+    A compile cannot be interrupted inside the process, so the child goes first: it builds
+    the items in order and reports each over a pipe, and the caller builds item ``i`` itself
+    (on the other core) only once the child has finished it. A child that hangs is killed
+    and a new one forked for the items after it. Where ``os.fork`` does not exist the items
+    are yielded unguarded.
+    """
+    if not hasattr(os, "fork"):
+        yield from ((i, None) for i in range(count))
+        return
+    start = 0
+    while start < count:
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: build, report, and leave without Python's clean-up
+            try:
+                os.close(read)
+                for i in range(start, count):
+                    with contextlib.suppress(Exception):  # the caller's build reports errors
+                        build(i)
+                    os.write(write, i.to_bytes(4, "little"))
+            finally:
+                os._exit(0)
+        os.close(write)
+        done, failure = start, None
+        try:
+            with os.fdopen(read, "rb", buffering=0) as pipe:
+                while done < count:
+                    if not select.select([pipe], [], [], timeout)[0]:
+                        failure = f"compiling took over {timeout:.0f} s"
+                        break
+                    if len(pipe.read(4)) < 4:
+                        failure = "the compiler crashed"
+                        break
+                    yield done, None
+                    done += 1
+        finally:
+            if failure is not None or done < count:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        if done < count:
+            yield done, failure
+            start = done + 1
+        else:
+            start = count
+
+
 @derived_object
 class InProcessBuilder(PyBuilder):
-    """Builds each candidate with ``tvm.tirx.build`` in this process (as ``default_build``)."""
+    """Builds each candidate with ``tvm.tirx.build`` in this process (as ``default_build``),
+    after a forked child has built it within ``timeout`` seconds (see :func:`guarded`;
+    ``guard=False`` builds without the child)."""
 
-    def __init__(self, artifacts: _Artifacts) -> None:
+    def __init__(
+        self, artifacts: _Artifacts, timeout: float | None = None, guard: bool = True
+    ) -> None:
         super().__init__()
         self.artifacts = artifacts
+        self.timeout = BUILD_TIMEOUT_S if timeout is None else timeout
+        self.guard = guard  # False: no child, a compile that hangs hangs the process
 
     def build(self, build_inputs: list[BuilderInput]) -> list[BuilderResult]:
         from tvm.s_tir.transform import RemoveWeightLayoutRewriteBlock
 
-        results = []
-        for item in build_inputs:
+        def compile_one(i: int) -> tvm.runtime.Module:
+            item = build_inputs[i]
+            # As MetaSchedule's default_build: measure without the weight-repacking block.
+            mod = RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(item.mod)
+            return tvm.tirx.build(mod, target=item.target)
+
+        results: list[BuilderResult] = []
+        count = len(build_inputs)
+        unguarded = ((i, None) for i in range(count))
+        checked = guarded(count, compile_one, self.timeout) if self.guard else unguarded
+        for i, failure in checked:
+            if failure is not None:
+                results.append(BuilderResult(None, failure))
+                continue
             try:
-                # As MetaSchedule's default_build: measure without the weight-repacking block.
-                mod = RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(item.mod)
-                module = tvm.tirx.build(mod, target=item.target)
-                results.append(BuilderResult(self.artifacts.put(module), None))
+                results.append(BuilderResult(self.artifacts.put(compile_one(i)), None))
             except Exception as e:  # a candidate that does not build is a result, not a crash
                 results.append(BuilderResult(None, f"{type(e).__name__}: {e}"))
         return results
