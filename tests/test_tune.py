@@ -205,6 +205,7 @@ def test_a_candidate_that_does_not_compile_in_time_is_a_failed_build(tuned, tmp_
     assert code == 0, err
     batches = re.findall(r"^tuning \[ *\d+/\d+\] task \d+/\d+ \w+: (\d+)/(\d+) ok", err, re.M)
     assert batches and all(ok == "0" for ok, _ in batches), err
+    assert err.count("dropped (compiling took over 0 s)") == len(batches)
     k = len(tuned.kernels)
     assert f"measured the default schedules of 0 of {k} kernels" in err  # guarded too
     records = tuning.open_database(str(db)).get_all_tuning_records()

@@ -315,6 +315,9 @@ class _Artifacts:
 # A candidate that LLVM takes longer than this to compile is dropped (a build takes 0.1-1 s;
 # one ResNet-50 candidate was still compiling after 13 minutes).
 BUILD_TIMEOUT_S = 60.0
+# How guarded() says why it dropped a candidate.
+COMPILE_TIMED_OUT = "compiling took over {:.0f} s"
+COMPILER_CRASHED = "the compiler crashed"
 
 
 def guarded(
@@ -352,10 +355,10 @@ def guarded(
             with os.fdopen(read, "rb", buffering=0) as pipe:
                 while done < count:
                     if not select.select([pipe], [], [], timeout)[0]:
-                        failure = f"compiling took over {timeout:.0f} s"
+                        failure = COMPILE_TIMED_OUT.format(timeout)
                         break
                     if len(pipe.read(4)) < 4:
-                        failure = "the compiler crashed"
+                        failure = COMPILER_CRASHED
                         break
                     yield done, None
                     done += 1
@@ -485,6 +488,9 @@ class _Progress(PyMeasureCallback):
             f"task {task_id + 1}/{len(task_scheduler.tasks_)} {record.ctx.task_name}: "
             f"{len(seconds)}/{len(measure_candidates)} ok"
         )
+        dropped = [r.error_msg for r in builder_results if _was_dropped(r.error_msg)]
+        if dropped:
+            line += f", {len(dropped)} dropped ({dropped[0]})"
         if task_id in self.best:
             best = self.best[task_id]
             line += f", best {best * 1e3:.3f} ms"
@@ -500,6 +506,14 @@ class _Progress(PyMeasureCallback):
             self.out_of_time = True
             self.log(f"tuning: the time budget ({self.seconds:.0f} s) is spent; stopping")
             raise KeyboardInterrupt  # the same clean unwinding; not an interrupt to callers
+
+
+def _was_dropped(error: str | None) -> bool:
+    """Whether a build error is :func:`guarded`'s: a compile that hung or crashed."""
+    if error is None:
+        return False
+    prefix = COMPILE_TIMED_OUT.split("{")[0]
+    return error.startswith(prefix) or error == COMPILER_CRASHED
 
 
 # --------------------------------------------------------------------------- tuning
