@@ -141,6 +141,17 @@ def test_winograd_kernels_are_not_tuned():
     assert "winograd_gemm" in names  # ... which the build does have
 
 
+def test_tuning_sees_the_micro_batch_kernels_the_build_compiles():
+    net = resdsl.loads(textwrap.dedent(SPEC))
+    options = BuildOptions("llvm", batch=4, micro_batch=2)
+    target = tuning.tuning_target(options.tvm_target())
+    tasks = tuning.extract_tasks(tuning._relax_module(net, options, None, 0), target, options)
+    (conv,) = [t for t in tasks if "conv2d" in t.task_name]
+    shapes = [[int(d) for d in p.ty.shape] for p in conv.dispatched[0]["main"].params]
+    assert shapes[0][0] == 2  # the batch of `forward`, not main's 4
+    assert {"split", "concatenate"} <= {t.task_name for t in tasks}
+
+
 def test_a_crash_keeps_the_records_of_finished_batches(tuned, tmp_path):
     # SIGKILL, like a candidate kernel that faults: nothing of the process's own cleanup runs.
     # The records are put in place after every batch, so the finished batches survive.
