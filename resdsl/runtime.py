@@ -51,11 +51,21 @@ def physical_cores() -> int:
     return max(1, len(cores))
 
 
-def _import_tvm():
-    # TVM's CPU thread pool takes half the logical CPUs on x86 (assuming 2-way SMT): on a VM
-    # without SMT that leaves half the cores idle. Its size is read when the pool starts.
+def use_physical_cores() -> None:
+    """Size TVM's CPU thread pool to :func:`physical_cores` unless ``TVM_NUM_THREADS`` (or
+    ``OMP_NUM_THREADS``) is set; it must run before the pool starts (its first parallel
+    kernel), which reads the size once.
+
+    TVM's own default is half the logical CPUs on x86 (it assumes 2-way SMT): on a VM
+    without SMT that leaves half the cores idle. Artifacts run so, and tuning measures its
+    candidates so, or it would pick schedules for a thread count they never run on.
+    """
     if "TVM_NUM_THREADS" not in os.environ and "OMP_NUM_THREADS" not in os.environ:
         os.environ["TVM_NUM_THREADS"] = str(physical_cores())
+
+
+def _import_tvm():
+    use_physical_cores()
     if "tvm" not in sys.modules and "TVM_USE_RUNTIME_LIB" not in os.environ:
         spec = importlib.util.find_spec("tvm")
         lib = os.path.join(os.path.dirname(spec.origin), "lib") if spec and spec.origin else ""

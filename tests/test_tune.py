@@ -185,6 +185,22 @@ def test_a_crash_keeps_the_records_of_finished_batches(tuned, tmp_path):
     assert len(database) >= k + first  # every kernel's default schedule, then task 1's batch
 
 
+def test_tuning_measures_on_the_threads_artifacts_run_on():
+    # TVM's own pool size is half the logical CPUs on x86: one of this VM's two cores. The
+    # candidates were timed so while the artifacts ran on both, and the tuned build took a
+    # stem convolution that was 4% faster on one thread and 2x slower on two.
+    script = (  # the cores first: a started pool pins this thread to one of them
+        "import tvm, resdsl.runtime; from resdsl.backends.tvm import tune; "
+        "cores = resdsl.runtime.physical_cores(); "
+        "print(tvm.get_global_func('runtime.NumThreads')(), cores)"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("TVM_NUM_THREADS", "OMP_NUM_THREADS")}
+    out = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert out[0] == out[1]
+
+
 def test_guarded_drops_a_build_that_hangs_or_crashes():
     def build(i: int) -> None:
         if i == 2:

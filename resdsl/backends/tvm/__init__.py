@@ -11,9 +11,14 @@ from __future__ import annotations
 from typing import Any
 
 from ...network import Network
+from ...runtime import use_physical_cores
 from ...weights import resolve
 from .build import BuildOptions, TargetError, build, cuda_source, metadata, write_artifact
 from .lower import EMITTERS, to_relax
+
+# Before TVM's thread pool starts (importing starts nothing): builds run kernels to fold
+# constants, and tuning must time candidates on the threads the artifacts will run on.
+use_physical_cores()
 
 __all__ = [
     "EMITTERS",
