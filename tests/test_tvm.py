@@ -178,6 +178,17 @@ def reference(module: torch.nn.Module, xs: list[np.ndarray]) -> tuple[np.ndarray
     return tuple(np.concatenate(ys) for ys in zip(*per_sample, strict=True))
 
 
+def assert_matches_torch(b, model, batch: int) -> None:
+    """Every output of the artifact ``model`` equals ``b.module``'s on a seeded batch."""
+    xs = inputs_for(b.net, batch)
+    actual = as_tuple(model(*xs))
+    expected = reference(b.module, xs)
+    assert len(actual) == len(expected) == len(b.net.graph.outputs)
+    for (out, _), got, want in zip(b.net.graph.outputs, actual, expected, strict=True):
+        assert got.shape == want.shape, out
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5, err_msg=out)
+
+
 def graph_ops(net: resdsl.Network) -> set[str]:
     return {node.op for node in net.graph.nodes()}
 
@@ -263,13 +274,7 @@ def test_parity_with_torch(built, name, batch):
     b = built(name, batch)
     model = runtime.load(b.path)
     assert model.meta["batch"] == batch
-    xs = inputs_for(b.net, batch)
-    actual = as_tuple(model(*xs))
-    expected = reference(b.module, xs)
-    assert len(actual) == len(expected) == len(b.net.graph.outputs)
-    for (out, _), got, want in zip(b.net.graph.outputs, actual, expected, strict=True):
-        assert got.shape == want.shape, out
-        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5, err_msg=out)
+    assert_matches_torch(b, model, batch)
 
 
 @pytest.mark.parametrize("name", list(SPECS))
@@ -278,13 +283,7 @@ def test_parity_in_micro_batches(built, name):
     b = built(name, 3, micro_batch=1)
     model = runtime.load(b.path)
     assert (model.meta["batch"], model.meta["micro_batch"]) == (3, 1)
-    xs = inputs_for(b.net, 3)
-    actual = as_tuple(model(*xs))
-    expected = reference(b.module, xs)
-    assert len(actual) == len(expected) == len(b.net.graph.outputs)
-    for (out, _), got, want in zip(b.net.graph.outputs, actual, expected, strict=True):
-        assert got.shape == want.shape, out
-        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5, err_msg=out)
+    assert_matches_torch(b, model, 3)
 
 
 def test_micro_batches_call_one_forward_function():

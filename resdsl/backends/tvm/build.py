@@ -83,6 +83,11 @@ class BuildOptions:
             raise TargetError(f"--batch must be at least 1, got {self.batch}")
         if self.dtype not in ("float32", "float16"):
             raise TargetError(f"--dtype must be float32 or float16, got {self.dtype}")
+        micro = self.micro_batch
+        if micro is not None and (micro < 1 or self.batch % micro):
+            raise TargetError(f"--micro-batch must divide the batch ({self.batch}), got {micro}")
+        if micro is not None and micro != self.batch and self.target != "llvm":
+            raise TargetError("--micro-batch applies to --target llvm")
         if self.target == "llvm":
             if self.dtype != "float32":
                 raise TargetError("float16 is supported for --target cuda only")
@@ -110,12 +115,7 @@ def micro_batch_size(graph: Graph, options: BuildOptions) -> int:
     (at least 1); CUDA runs the whole batch."""
     batch = options.batch
     if options.micro_batch is not None:
-        if options.micro_batch < 1 or batch % options.micro_batch:
-            raise TargetError(
-                f"--micro-batch must divide the batch ({batch}), got {options.micro_batch}"
-            )
-        if options.target != "llvm" and options.micro_batch != batch:
-            raise TargetError("--micro-batch applies to --target llvm")
+        options.tvm_target()  # checks it
         return options.micro_batch
     if options.target != "llvm":
         return batch

@@ -321,7 +321,7 @@ COMPILER_CRASHED = "the compiler crashed"
 
 
 def guarded(
-    count: int, build: Callable[[int], Any], timeout: float
+    count: int, build: Callable[[int], Any], timeout: float | None
 ) -> Iterator[tuple[int, str | None]]:
     """Build items ``0..count-1`` in a forked child first; yield ``(i, None)`` for each the
     child built in time, ``(i, reason)`` for one that took over ``timeout`` seconds or
@@ -330,10 +330,10 @@ def guarded(
     A compile cannot be interrupted inside the process, so the child goes first: it builds
     the items in order and reports each over a pipe, and the caller builds item ``i`` itself
     (on the other core) only once the child has finished it. A child that hangs is killed
-    and a new one forked for the items after it. Where ``os.fork`` does not exist the items
-    are yielded unguarded.
+    and a new one forked for the items after it. With ``timeout`` None, or where
+    ``os.fork`` does not exist, the items are yielded unguarded.
     """
-    if not hasattr(os, "fork"):
+    if timeout is None or not hasattr(os, "fork"):
         yield from ((i, None) for i in range(count))
         return
     start = 0
@@ -363,15 +363,13 @@ def guarded(
                     yield done, None
                     done += 1
         finally:
-            if failure is not None or done < count:
+            if done < count:  # hung, crashed, or the caller stopped early
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
             os.waitpid(pid, 0)
         if done < count:
             yield done, failure
-            start = done + 1
-        else:
-            start = count
+        start = done + 1
 
 
 @derived_object
@@ -398,10 +396,8 @@ class InProcessBuilder(PyBuilder):
             return tvm.tirx.build(mod, target=item.target)
 
         results: list[BuilderResult] = []
-        count = len(build_inputs)
-        unguarded = ((i, None) for i in range(count))
-        checked = guarded(count, compile_one, self.timeout) if self.guard else unguarded
-        for i, failure in checked:
+        timeout = self.timeout if self.guard else None
+        for i, failure in guarded(len(build_inputs), compile_one, timeout):
             if failure is not None:
                 results.append(BuilderResult(None, failure))
                 continue
