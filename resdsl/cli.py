@@ -1,7 +1,8 @@
 """The ``resdsl`` command line. Data goes to stdout, diagnostics to stderr.
 
 Exit codes: 0 success, 1 an error in a spec, 2 a usage error, 3 an internal error, 4 the
-operating system refused a read or write (disk full, permissions, a missing directory).
+operating system refused a read or write (disk full, permissions, a missing directory);
+130 after Ctrl-C and 143 after SIGTERM, either of which leaves no partial output behind.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from . import __version__
+from ._signals import Terminated, sigterm_as_interrupt
 from .errors import SpecError, render, to_dicts, use_color
 
 EXIT_OK, EXIT_SPEC, EXIT_USAGE, EXIT_INTERNAL, EXIT_OS = 0, 1, 2, 3, 4
@@ -30,6 +32,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "command", None):
         parser.print_help(sys.stderr)
         return EXIT_USAGE
+    with sigterm_as_interrupt():
+        return _dispatch(args)
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    """Run the command; every failure becomes a message on stderr and an exit code."""
     try:
         return args.run(args)
     except SpecError as e:
@@ -38,6 +46,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as e:
         print(f"resdsl {args.command}: error: {e}", file=sys.stderr)
         return EXIT_USAGE
+    except Terminated:
+        print("terminated", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -3,7 +3,7 @@ and no temporary file behind; a killed process leaves the previous file intact.
 
 Every file resdsl writes goes through ``resdsl._io`` (``staged`` / ``atomic_write``). Here:
 ``resdsl compile --target torch -o FILE`` with a write that fails half-way (disk full,
-Ctrl-C), ``resdsl run --output``, and ``staged`` itself under SIGKILL. The TVM artifact's
+Ctrl-C, SIGTERM), ``resdsl run --output``, and ``staged`` itself under SIGKILL. The TVM artifact's
 own failure-injection tests are in tests/test_tvm.py
 (``test_export_failure_keeps_previous_artifact``,
 ``test_export_failure_into_a_new_directory_leaves_no_files``,
@@ -62,13 +62,13 @@ class HalfWriter:
         return getattr(self.f, name)
 
 
-def fail_mid_write(monkeypatch, error: BaseException) -> list[str]:
+def fail_mid_write(monkeypatch, error: BaseException | None, writer=HalfWriter) -> list[str]:
     """Make `_io.atomic_write` fail half-way through its write; return the paths it wrote."""
     written: list[str] = []
 
     def half_open(path, mode="r", *args, **kwargs):
         written.append(path)
-        return HalfWriter(open(path, mode, *args, **kwargs), error)
+        return writer(open(path, mode, *args, **kwargs), error)
 
     monkeypatch.setattr(_io, "open", half_open, raising=False)
     return written
@@ -113,6 +113,27 @@ def test_interrupt_mid_write_keeps_the_previous_file(workdir, monkeypatch, capsy
     assert main(["compile", "n.res", "--target", "torch", "-o", "model.py"]) == 130
     assert (workdir / "model.py").read_bytes() == PREVIOUS
     assert leftovers(workdir) == []
+
+
+class TerminatedWriter(HalfWriter):
+    """Writes half of what it is given, then the process is sent SIGTERM (as `kill` does)."""
+
+    def write(self, data: bytes) -> int:
+        self.f.write(data[: len(data) // 2])
+        self.f.flush()
+        os.kill(os.getpid(), signal.SIGTERM)
+        return len(data) // 2  # not reached: the CLI's handler raises at the next bytecode
+
+
+def test_sigterm_mid_write_keeps_the_previous_file(workdir, monkeypatch, capsys):
+    fail_mid_write(monkeypatch, None, TerminatedWriter)
+    before = signal.getsignal(signal.SIGTERM)
+    assert main(["compile", "n.res", "--target", "torch", "-o", "model.py"]) == 143
+    assert capsys.readouterr().err == "terminated\n"
+    assert (workdir / "model.py").read_bytes() == PREVIOUS
+    assert leftovers(workdir) == []
+    # the handler is the CLI's only while it runs
+    assert signal.getsignal(signal.SIGTERM) is before
 
 
 def test_spec_error_writes_nothing(workdir, capsys):

@@ -54,6 +54,12 @@ def cheap_search():
         tuning.STRATEGY, tuning.COST_MODEL = saved
 
 
+CHEAP_CLI = (
+    "import sys; from resdsl.backends.tvm import tune; from resdsl.cli import main; "
+    "tune.STRATEGY, tune.COST_MODEL = 'replay-trace', 'random'; sys.exit(main(sys.argv[1:]))"
+)  # the CLI in a process of its own, with cheap_search's search
+
+
 def run_cli(*argv: str) -> tuple[int, str, str]:
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), cheap_search():
@@ -156,16 +162,12 @@ def test_a_crash_keeps_the_records_of_finished_batches(tuned, tmp_path):
     # SIGKILL, like a candidate kernel that faults: nothing of the process's own cleanup runs.
     # The records are put in place after every batch, so the finished batches survive.
     db, out = tmp_path / "db", tmp_path / "out"
-    script = (
-        "import sys; from resdsl.backends.tvm import tune; from resdsl.cli import main; "
-        "tune.STRATEGY, tune.COST_MODEL = 'replay-trace', 'random'; sys.exit(main(sys.argv[1:]))"
-    )  # the cheap search, as run_cli's
     argv = [
         "compile", str(tuned.spec), "--target", "llvm", "--tune-trials", "800",
         "--tune-db", str(db), "-o", str(out),
     ]  # fmt: skip
     proc = subprocess.Popen(
-        [sys.executable, "-c", script, *argv], stderr=subprocess.PIPE, text=True
+        [sys.executable, "-c", CHEAP_CLI, *argv], stderr=subprocess.PIPE, text=True
     )
     first = None
     for line in proc.stderr:
@@ -183,6 +185,33 @@ def test_a_crash_keeps_the_records_of_finished_batches(tuned, tmp_path):
     k = len(tuned.kernels)
     assert len((db / tuning.WORKLOAD_FILE).read_text().splitlines()) == k
     assert len(database) >= k + first  # every kernel's default schedule, then task 1's batch
+
+
+def test_sigterm_stops_after_the_batch_and_keeps_the_records(tuned, tmp_path):
+    # `kill`, or a CI job's timeout: the records are put in place, nothing else is written,
+    # and no working copy is left behind in the database directory
+    db, out = tmp_path / "db", tmp_path / "out"
+    argv = [
+        "compile", str(tuned.spec), "--target", "llvm", "--tune-trials", "800",
+        "--tune-db", str(db), "-o", str(out),
+    ]  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CHEAP_CLI, *argv], stderr=subprocess.PIPE, text=True
+    )
+    lines = []
+    for line in proc.stderr:
+        lines.append(line)
+        if re.match(r"tuning \[ *\d+/800\] task 1/", line):
+            proc.send_signal(signal.SIGTERM)
+    proc.wait()
+    err = "".join(lines)
+    assert proc.returncode == 143, err
+    assert "tuning: terminated; stopping after this batch" in err
+    stopped = re.search(r"^tuning: stopped after (\d+) trials; their records are in ", err, re.M)
+    assert stopped and err.endswith("terminated\n") and "Traceback" not in err, err
+    assert sorted(os.listdir(db)) == sorted([tuning.RECORD_FILE, tuning.WORKLOAD_FILE])
+    assert len(tuning.open_database(str(db))) == len(tuned.kernels) + int(stopped.group(1))
+    assert not out.exists()
 
 
 def test_tuning_measures_on_the_threads_artifacts_run_on():

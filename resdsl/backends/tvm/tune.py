@@ -66,6 +66,7 @@ from tvm.s_tir.meta_schedule.runner import (
 from tvm.s_tir.meta_schedule.runner.utils import alloc_argument_common, run_evaluator_common
 
 from ..._io import staged
+from ..._signals import Terminated
 from ...errors import SpecError
 
 __all__ = [
@@ -342,6 +343,10 @@ def guarded(
         pid = os.fork()
         if pid == 0:  # the child: build, report, and leave without Python's clean-up
             try:
+                # Ctrl-C reaches the whole process group: the caller stops the child. Not
+                # the caller's SIGTERM handler either: a SIGTERM sent here ends the child.
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
                 os.close(read)
                 for i in range(start, count):
                     with contextlib.suppress(Exception):  # the caller's build reports errors
@@ -458,7 +463,8 @@ class _Progress(PyMeasureCallback):
     def __init__(self, total: int, log: Log, seconds: float | None = None) -> None:
         super().__init__()
         self.total, self.log, self.seconds = total, log, seconds
-        self.stop = threading.Event()  # set by Ctrl-C: stop after this batch
+        self.stop = threading.Event()  # set by Ctrl-C or SIGTERM: stop after this batch
+        self.signal: int | None = None  # the one that did
         self.out_of_time = False  # the time budget ran out: stop after this batch
         self.done = self.failed = 0
         self.best: dict[int, float] = {}
@@ -594,27 +600,34 @@ def _covered(database: ms.database.Database, tasks: list[ms.ExtractedTask], wher
 
 @contextlib.contextmanager
 def _stop_on_interrupt(progress: _Progress, log: Log) -> Iterator[None]:
-    """Turn Ctrl-C into "stop after this batch"; a second Ctrl-C interrupts at once.
+    """Turn Ctrl-C (or SIGTERM) into "stop after this batch"; a second one stops at once.
 
     A KeyboardInterrupt raised while MetaSchedule's C++ search runs ends in std::terminate
-    (a crash, seen here), so the first one only sets a flag that the progress callback
-    acts on between batches, where the exception unwinds through TVM cleanly.
+    (a crash, seen here), so the first signal only sets a flag that the progress callback
+    acts on between batches, where the exception unwinds through TVM cleanly. The guard
+    bounds a batch's compiles, so the stop comes within a minute or two.
     """
     if threading.current_thread() is not threading.main_thread():
         yield  # signal handlers can only be set from the main thread
         return
-    previous = signal.getsignal(signal.SIGINT)
+    signals = (signal.SIGINT, signal.SIGTERM)
+    previous = {signum: signal.getsignal(signum) for signum in signals}
 
     def handler(signum: int, frame: Any) -> None:
         progress.stop.set()
-        signal.signal(signal.SIGINT, previous)
-        log("tuning: interrupted; stopping after this batch (Ctrl-C again to stop now)")
+        progress.signal = signum
+        for s in signals:
+            signal.signal(s, previous[s])
+        name = "interrupted" if signum == signal.SIGINT else "terminated"
+        log(f"tuning: {name}; stopping after this batch (Ctrl-C again to stop now)")
 
-    signal.signal(signal.SIGINT, handler)
+    for signum in signals:
+        signal.signal(signum, handler)
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for signum in signals:
+            signal.signal(signum, previous[signum])
 
 
 def tune(
@@ -666,6 +679,8 @@ def tune(
             count, covered = len(database), _covered(database, tasks, directory)
     except KeyboardInterrupt:
         log(f"tuning: stopped after {progress.done} trials; their records are in {directory}")
+        if progress.signal == signal.SIGTERM:
+            raise Terminated from None
         raise
     return TuneReport(
         directory, len(tasks), covered, progress.done, seconds, count, progress.failed
