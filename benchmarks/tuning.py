@@ -13,9 +13,11 @@ commonest. Two measurements, each setup in turn (``--rounds`` times):
 
 The setups:
 
-* ``in-process``: :class:`resdsl.backends.tvm.tune.InProcessBuilder` / ``InProcessRunner``;
-* ``in-process-unguarded``: the same without the forked child that compiles each candidate
-  first (``InProcessBuilder(guard=False)``), to show what the guard costs;
+* ``in-process``: :class:`resdsl.backends.tvm.tune.InProcessBuilder` / ``InProcessRunner``,
+  candidates compiled in forked children, one per physical core;
+* ``in-process-1``: the same with one child (``InProcessBuilder(workers=1)``);
+* ``in-process-unguarded``: the same without children, every candidate compiled in the
+  tuning process (``InProcessBuilder(guard=False)``), to show what the children cost;
 * ``popen``: MetaSchedule's ``LocalBuilder(max_workers=1)`` and ``LocalRunner`` with 180 s
   timeouts, whose build workers import all of ``tvm.s_tir.tensor_intrin`` (40-50 s here);
 * ``popen+light``: the same with an initializer that registers only the x86 intrinsics
@@ -40,7 +42,9 @@ import resdsl
 from resdsl.backends.tvm import BuildOptions
 from resdsl.backends.tvm import tune as tuning
 
-SETUPS = ["in-process", "in-process-unguarded", "popen", "popen+light", "popen-default"]
+SETUPS = [
+    "in-process", "in-process-1", "in-process-unguarded", "popen", "popen+light", "popen-default",
+]  # fmt: skip
 
 
 def _light_worker() -> None:
@@ -58,7 +62,11 @@ def measuring(setup: str):
 
     if setup.startswith("in-process"):
         artifacts = tuning._Artifacts()
-        builder = tuning.InProcessBuilder(artifacts, guard=setup == "in-process")
+        builder = tuning.InProcessBuilder(
+            artifacts,
+            guard=setup != "in-process-unguarded",
+            workers=1 if setup == "in-process-1" else None,
+        )
         return builder, tuning.InProcessRunner(artifacts)
     if setup == "popen":
         return (

@@ -237,17 +237,49 @@ def test_guarded_drops_a_build_that_hangs_or_crashes():
         if i == 4:
             os._exit(3)  # a compiler that crashes
         if i == 5:
-            raise ValueError("does not build")  # an error: for the caller's own build
+            raise ValueError("does not build")
 
     start = time.monotonic()
     results = list(tuning.guarded(7, build, timeout=1.0))
     assert results == [
         (0, None), (1, None), (2, "compiling took over 1 s"), (3, None),
-        (4, "the compiler crashed"), (5, None), (6, None),
+        (4, "the compiler crashed"), (5, "ValueError: does not build"), (6, None),
     ]  # fmt: skip
     assert time.monotonic() - start < 30
     with pytest.raises(ChildProcessError):  # every child was reaped
         os.waitpid(-1, os.WNOHANG)
+
+
+def test_guarded_builds_in_children_side_by_side(tmp_path):
+    # each item's build runs in a child, which leaves its result in a file; two at a time
+    def build(i: int) -> None:
+        time.sleep(0.5)
+        (tmp_path / f"{i}").write_text(f"{os.getpid()} {time.monotonic()}")
+
+    start = time.monotonic()
+    results = list(tuning.guarded(6, build, timeout=30.0, workers=2))
+    elapsed = time.monotonic() - start
+    assert sorted(results) == [(i, None) for i in range(6)]
+    pids = {int((tmp_path / f"{i}").read_text().split()[0]) for i in range(6)}
+    assert len(pids) == 2 and os.getpid() not in pids  # two children, each reused
+    assert elapsed < 6 * 0.5  # side by side: about 1.5 s, not 3
+    with pytest.raises(ChildProcessError):
+        os.waitpid(-1, os.WNOHANG)
+
+
+def test_guarded_leaves_what_is_not_built_by_the_deadline():
+    def build(i: int) -> None:
+        time.sleep(0.3 if i < 2 else 600)
+
+    start = time.monotonic()
+    results = list(tuning.guarded(5, build, timeout=300.0, deadline=start + 2.0))
+    assert results == [(0, None), (1, None)] + [(i, tuning.OUT_OF_TIME) for i in (2, 3, 4)]
+    assert time.monotonic() - start < 10  # the hung build was stopped at the deadline
+    with pytest.raises(ChildProcessError):
+        os.waitpid(-1, os.WNOHANG)
+    # unguarded, a build is not interrupted, but none starts after the deadline
+    unguarded = list(tuning.guarded(3, lambda i: None, timeout=None, deadline=start))
+    assert unguarded == [(i, tuning.OUT_OF_TIME) for i in range(3)]
 
 
 def test_a_candidate_that_does_not_compile_in_time_is_a_failed_build(tuned, tmp_path, monkeypatch):
@@ -270,20 +302,22 @@ def test_a_candidate_that_does_not_compile_in_time_is_a_failed_build(tuned, tmp_
     assert (out / "model.so").is_file()  # built with the default rules
 
 
-def test_a_time_budget_stops_after_the_batch_that_spends_it(tuned, tmp_path):
+def test_a_time_budget_leaves_the_candidates_it_has_not_built(tuned, tmp_path):
+    # spent before anything was built: the batch ends at once and nothing is recorded
     db, out = tmp_path / "db", tmp_path / "out"
     code, _, err = run_cli(
         "compile", str(tuned.spec), "--target", "llvm", "--tune-trials", "800",
         "--tune-time", "0.001s", "--tune-db", str(db), "-o", str(out),
     )  # fmt: skip
     assert code == 0, err
+    k = len(tuned.kernels)
+    assert f"tuning: measured the default schedules of 0 of {k} kernels" in err
+    batches = re.findall(r"^tuning \[ *\d+/800\] .*$", err, re.MULTILINE)
+    assert len(batches) == 1, err  # the first batch, then stop
+    assert re.search(r": 0/0 ok, \d+ not built \(the time budget is spent\), \d+ s$", batches[0])
     assert "tuning: the time budget (0 s) is spent; stopping" in err
-    batches = re.findall(r"^tuning \[ *(\d+)/800\]", err, re.MULTILINE)
-    assert len(batches) == 1  # one batch ran (the budget was spent before it), then stop
-    done = int(batches[0])
-    assert re.search(rf"tuning: {done} trials run in [\d.]+ s", err)
-    records = (db / tuning.RECORD_FILE).read_text().splitlines()
-    assert len(records) == done + len(tuned.kernels)  # kept, with the defaults
+    assert re.search(r"tuning: 0 trials run in [\d.]+ s", err), err
+    assert tuning.open_database(str(db)) is None  # not tried, so not recorded as failures
     assert (out / "model.so").is_file()
 
 

@@ -11,26 +11,29 @@ that has a record its best measured schedule; the rest keep the default schedule
 are keyed by the kernel's TIR, so a kernel tuned for one spec is reused by any other spec
 that has the same kernel.
 
-Candidates are built and timed **in this process** (:class:`InProcessBuilder`,
-:class:`InProcessRunner`). MetaSchedule's own ``LocalBuilder`` starts a fresh pool of
-``python -m tvm.exec.popen_worker`` processes for every batch, and its build function imports
-``tvm.s_tir.tensor_intrin`` inside the timed region; that import parses about 500 TVMScript
-functions, each calling ``inspect.stack()``, which scans all of ``sys.modules`` (TVM imports
-PyTorch) per frame -- 40-50 s on two cores, past the default 30 s timeout, so every
-candidate "timed out". :func:`load_tensor_intrinsics` registers only the intrinsics the
-target can use (0.3 s on x86), and in-process building also skips exporting, linking and
-reloading a shared library per candidate. A compile cannot be stopped inside the process,
-so a forked child builds each candidate first (:func:`guarded`): one that LLVM takes over
-:data:`BUILD_TIMEOUT_S` to compile, or that crashes the compiler, is dropped as a failed
-build. A candidate that crashes when it *runs* still takes the process with it.
+Candidates are timed **in this process** (:class:`InProcessRunner`) and compiled in forked
+children (:class:`InProcessBuilder`). MetaSchedule's own ``LocalBuilder`` starts a fresh pool
+of ``python -m tvm.exec.popen_worker`` processes for every batch, and its build function
+imports ``tvm.s_tir.tensor_intrin`` inside the timed region; that import parses about 500
+TVMScript functions, each calling ``inspect.stack()``, which scans all of ``sys.modules``
+(TVM imports PyTorch) per frame -- 40-50 s on two cores, past the default 30 s timeout, so
+every candidate "timed out". :func:`load_tensor_intrinsics` registers only the intrinsics
+the target can use (0.3 s on x86), and a forked child starts as a copy of this process,
+with everything imported. A compile cannot be stopped inside a process, so the children
+compile (:func:`guarded`), one per core, and export each library for this process to load:
+a candidate that LLVM takes over :data:`BUILD_TIMEOUT_S` to compile, or that crashes the
+compiler, is dropped as a failed build, and under a time budget the candidates not built
+when it is spent are left. A candidate that crashes when it *runs* still takes the process
+with it.
 
 The records are put in place after every measured batch (a crash loses at most one).
-Ctrl-C stops tuning after the batch being measured and keeps its records: a
+Ctrl-C or SIGTERM stops tuning after the batch being measured and keeps its records: a
 ``KeyboardInterrupt`` inside MetaSchedule's C++ search crashes the process instead.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import importlib
 import importlib.util
@@ -44,6 +47,7 @@ import select
 import shutil
 import signal
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -297,7 +301,7 @@ class _Artifacts:
     """Built candidates kept in memory between the builder and the runner.
 
     MetaSchedule passes an artifact *path* from builder to runner; here the path is a key
-    into this table, so nothing is exported, linked or loaded from disk.
+    into this table of loaded modules.
     """
 
     def __init__(self) -> None:
@@ -319,98 +323,211 @@ BUILD_TIMEOUT_S = 60.0
 # How guarded() says why it dropped a candidate.
 COMPILE_TIMED_OUT = "compiling took over {:.0f} s"
 COMPILER_CRASHED = "the compiler crashed"
+OUT_OF_TIME = "the time budget is spent"
+_ERROR_BYTES = 4000  # the most of a build error a child sends back
 
 
 def guarded(
-    count: int, build: Callable[[int], Any], timeout: float | None
+    count: int,
+    build: Callable[[int], Any],
+    timeout: float | None,
+    *,
+    workers: int = 1,
+    deadline: float | None = None,
 ) -> Iterator[tuple[int, str | None]]:
-    """Build items ``0..count-1`` in a forked child first; yield ``(i, None)`` for each the
-    child built in time, ``(i, reason)`` for one that took over ``timeout`` seconds or
-    crashed it.
+    """Run ``build(i)`` for ``i`` in ``0..count-1`` in forked children, ``workers`` at a
+    time; yield ``(i, None)`` for each built, ``(i, reason)`` for each not: the error it
+    raised, or that it took over ``timeout`` seconds, crashed its child, or was not done by
+    ``deadline`` (a :func:`time.monotonic` time). Results come in the order they finish.
 
-    A compile cannot be interrupted inside the process, so the child goes first: it builds
-    the items in order and reports each over a pipe, and the caller builds item ``i`` itself
-    (on the other core) only once the child has finished it. A child that hangs is killed
-    and a new one forked for the items after it. With ``timeout`` None, or where
-    ``os.fork`` does not exist, the items are yielded unguarded.
+    A compile cannot be interrupted inside the process, so every compile happens in a
+    child: a child that hangs or crashes is killed and the next item goes to a new one, and
+    at the deadline the children are stopped and the items left are yielded as not built.
+    ``build`` runs in the child, so it must leave its result somewhere the caller can
+    read (a file). With ``timeout`` None, or where ``os.fork`` does not exist, ``build``
+    runs here, one item after another.
     """
     if timeout is None or not hasattr(os, "fork"):
-        yield from ((i, None) for i in range(count))
+        for i in range(count):
+            if deadline is not None and time.monotonic() >= deadline:
+                yield i, OUT_OF_TIME
+                continue
+            try:
+                build(i)
+            except Exception as e:  # a candidate that does not build is a result, not a crash
+                yield i, _error_text(e)
+                continue
+            yield i, None
         return
-    start = 0
-    while start < count:
-        read, write = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # the child: build, report, and leave without Python's clean-up
+    pending = collections.deque(range(count))
+    busy: dict[int, _Worker] = {}  # by the pipe its answers come on
+    idle: list[_Worker] = []
+    try:
+        while pending or busy:
+            if deadline is not None and time.monotonic() >= deadline:
+                stopped = sorted([w.item for w in busy.values()] + list(pending))
+                for worker in busy.values():
+                    worker.stop()
+                busy.clear()
+                yield from ((i, OUT_OF_TIME) for i in stopped)
+                return
+            while pending and len(busy) < workers:
+                worker = idle.pop() if idle else _Worker(build)
+                worker.send(pending.popleft())
+                busy[worker.replies] = worker
+            now = time.monotonic()
+            wait = min(w.since for w in busy.values()) + timeout - now
+            if deadline is not None:
+                wait = min(wait, deadline - now)
+            ready, _, _ = select.select(list(busy), [], [], max(wait, 0.0))
+            for fd in ready:
+                worker = busy.pop(fd)
+                error = worker.receive()
+                if error is None:  # the pipe closed: the child died
+                    worker.stop()
+                    yield worker.item, COMPILER_CRASHED
+                else:
+                    idle.append(worker)
+                    yield worker.item, error or None
+            now = time.monotonic()
+            for fd, worker in list(busy.items()):
+                if now - worker.since >= timeout:
+                    del busy[fd]
+                    worker.stop()
+                    yield worker.item, COMPILE_TIMED_OUT.format(timeout)
+    finally:  # also when the caller stops early
+        for worker in [*busy.values(), *idle]:
+            worker.stop()
+
+
+def _error_text(e: Exception) -> str:
+    return f"{type(e).__name__}: {e}"
+
+
+class _Worker:
+    """A forked child that runs ``build(i)`` for each ``i`` it is sent and answers with the
+    error's text, empty when it built."""
+
+    def __init__(self, build: Callable[[int], Any]) -> None:
+        requests, self.requests = os.pipe()
+        self.replies, replies = os.pipe()
+        self.item, self.since = -1, 0.0
+        self.pid = os.fork()
+        if self.pid == 0:  # the child: serve, and leave without Python's clean-up
             try:
                 # Ctrl-C reaches the whole process group: the caller stops the child. Not
                 # the caller's SIGTERM handler either: a SIGTERM sent here ends the child.
                 signal.signal(signal.SIGINT, signal.SIG_IGN)
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
-                os.close(read)
-                for i in range(start, count):
-                    with contextlib.suppress(Exception):  # the caller's build reports errors
-                        build(i)
-                    os.write(write, i.to_bytes(4, "little"))
+                os.close(self.requests)
+                os.close(self.replies)
+                _serve(build, requests, replies)
             finally:
                 os._exit(0)
-        os.close(write)
-        done, failure = start, None
+        os.close(requests)
+        os.close(replies)
+
+    def send(self, item: int) -> None:
+        self.item, self.since = item, time.monotonic()
+        os.write(self.requests, item.to_bytes(4, "little"))
+
+    def receive(self) -> str | None:
+        """The answer for the item sent; None if the child died first."""
+        size = _read_exactly(self.replies, 4)
+        text = _read_exactly(self.replies, int.from_bytes(size, "little")) if size else None
+        return None if text is None else text.decode("utf-8", "replace")
+
+    def stop(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signal.SIGKILL)
+        os.waitpid(self.pid, 0)
+        os.close(self.requests)
+        os.close(self.replies)
+
+
+def _serve(build: Callable[[int], Any], requests: int, replies: int) -> None:
+    while (data := _read_exactly(requests, 4)) is not None:
         try:
-            with os.fdopen(read, "rb", buffering=0) as pipe:
-                while done < count:
-                    if not select.select([pipe], [], [], timeout)[0]:
-                        failure = COMPILE_TIMED_OUT.format(timeout)
-                        break
-                    if len(pipe.read(4)) < 4:
-                        failure = COMPILER_CRASHED
-                        break
-                    yield done, None
-                    done += 1
-        finally:
-            if done < count:  # hung, crashed, or the caller stopped early
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-        if done < count:
-            yield done, failure
-        start = done + 1
+            build(int.from_bytes(data, "little"))
+            text = b""
+        except Exception as e:  # reported to the caller, which records a failed build
+            text = _error_text(e).encode("utf-8", "replace")[:_ERROR_BYTES]
+        message = len(text).to_bytes(4, "little") + text
+        while message:
+            message = message[os.write(replies, message) :]
+
+
+def _read_exactly(fd: int, size: int) -> bytes | None:
+    """``size`` bytes from a pipe; None at its end."""
+    data = b""
+    while len(data) < size:
+        chunk = os.read(fd, size - len(data))
+        if not chunk:
+            return None
+        data += chunk
+    return data
 
 
 @derived_object
 class InProcessBuilder(PyBuilder):
-    """Builds each candidate with ``tvm.tirx.build`` in this process (as ``default_build``),
-    after a forked child has built it within ``timeout`` seconds (see :func:`guarded`;
-    ``guard=False`` builds without the child)."""
+    """Builds each candidate with ``tvm.tirx.build`` (as ``default_build``) in forked
+    children, one per core (see :func:`guarded`), and loads the libraries they export.
+
+    ``timeout``: a child's seconds for one candidate (default :data:`BUILD_TIMEOUT_S`);
+    ``guard=False`` builds here, one candidate after another, without children (a compile
+    that hangs hangs the process). ``deadline`` (a :func:`time.monotonic` time, which
+    :func:`tune` sets from its time budget): the candidates not built by then are dropped.
+    """
 
     def __init__(
-        self, artifacts: _Artifacts, timeout: float | None = None, guard: bool = True
+        self,
+        artifacts: _Artifacts,
+        timeout: float | None = None,
+        guard: bool = True,
+        workers: int | None = None,
     ) -> None:
         super().__init__()
         self.artifacts = artifacts
         self.timeout = BUILD_TIMEOUT_S if timeout is None else timeout
-        self.guard = guard  # False: no child, a compile that hangs hangs the process
+        self.guard = guard
+        if workers is None:
+            from ...runtime import physical_cores
+
+            workers = physical_cores()
+        self.workers = workers
+        self.deadline: float | None = None
 
     def build(self, build_inputs: list[BuilderInput]) -> list[BuilderResult]:
         from tvm.s_tir.transform import RemoveWeightLayoutRewriteBlock
 
-        def compile_one(i: int) -> tvm.runtime.Module:
-            item = build_inputs[i]
-            # As MetaSchedule's default_build: measure without the weight-repacking block.
-            mod = RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(item.mod)
-            return tvm.tirx.build(mod, target=item.target)
+        results: list[BuilderResult | None] = [None] * len(build_inputs)
+        with tempfile.TemporaryDirectory(prefix="resdsl-tune-") as directory:
 
-        results: list[BuilderResult] = []
-        timeout = self.timeout if self.guard else None
-        for i, failure in guarded(len(build_inputs), compile_one, timeout):
-            if failure is not None:
-                results.append(BuilderResult(None, failure))
-                continue
-            try:
-                results.append(BuilderResult(self.artifacts.put(compile_one(i)), None))
-            except Exception as e:  # a candidate that does not build is a result, not a crash
-                results.append(BuilderResult(None, f"{type(e).__name__}: {e}"))
-        return results
+            def library(i: int) -> str:
+                return os.path.join(directory, f"{i}.so")
+
+            def compile_one(i: int) -> None:
+                item = build_inputs[i]
+                # As MetaSchedule's default_build: measure without the weight-repacking block.
+                mod = RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(item.mod)
+                tvm.tirx.build(mod, target=item.target).export_library(library(i))
+
+            timeout = self.timeout if self.guard else None
+            built = guarded(
+                len(build_inputs), compile_one, timeout, workers=self.workers,
+                deadline=self.deadline,
+            )  # fmt: skip
+            for i, failure in built:
+                if failure is None:
+                    try:
+                        module = tvm.runtime.load_module(library(i))
+                    except Exception as e:
+                        failure = _error_text(e)
+                    else:
+                        results[i] = BuilderResult(self.artifacts.put(module), None)
+                        continue
+                results[i] = BuilderResult(None, failure)
+        return results  # type: ignore[return-value]  # every index was filled
 
 
 @derived_object
@@ -474,13 +591,16 @@ class _Progress(PyMeasureCallback):
     def apply(self, task_scheduler, task_id, measure_candidates, builder_results, runner_results):
         if not measure_candidates:  # a task whose design space is exhausted
             return
-        self.done += len(measure_candidates)
+        # candidates the time budget left unbuilt are not trials (nor records: _BuiltOnly)
+        unbuilt = sum(r.error_msg == OUT_OF_TIME for r in builder_results)
+        measured = len(measure_candidates) - unbuilt
+        self.done += measured
         seconds = [
             sum(float(s) for s in r.run_secs) / len(r.run_secs)
             for r in runner_results
             if r.error_msg is None and r.run_secs
         ]
-        self.failed += len(measure_candidates) - len(seconds)
+        self.failed += measured - len(seconds)
         if seconds:
             self.best[task_id] = min(self.best.get(task_id, math.inf), *seconds)
         record = task_scheduler.tasks_[task_id]
@@ -488,11 +608,13 @@ class _Progress(PyMeasureCallback):
         line = (
             f"tuning [{self.done:>{len(str(total))}}/{total}] "
             f"task {task_id + 1}/{len(task_scheduler.tasks_)} {record.ctx.task_name}: "
-            f"{len(seconds)}/{len(measure_candidates)} ok"
+            f"{len(seconds)}/{measured} ok"
         )
         dropped = [r.error_msg for r in builder_results if _was_dropped(r.error_msg)]
         if dropped:
             line += f", {len(dropped)} dropped ({dropped[0]})"
+        if unbuilt:
+            line += f", {unbuilt} not built ({OUT_OF_TIME})"
         if task_id in self.best:
             best = self.best[task_id]
             line += f", best {best * 1e3:.3f} ms"
@@ -508,6 +630,24 @@ class _Progress(PyMeasureCallback):
             self.out_of_time = True
             self.log(f"tuning: the time budget ({self.seconds:.0f} s) is spent; stopping")
             raise KeyboardInterrupt  # the same clean unwinding; not an interrupt to callers
+
+
+@derived_object
+class _BuiltOnly(PyMeasureCallback):
+    """A MetaSchedule callback applied to a batch without the candidates the time budget left
+    unbuilt: they were not tried, so they are neither recorded nor learnt from as failures."""
+
+    def __init__(self, callback: ms.measure_callback.MeasureCallback) -> None:
+        super().__init__()
+        self.callback = callback
+
+    def apply(self, task_scheduler, task_id, measure_candidates, builder_results, runner_results):
+        keep = [i for i, r in enumerate(builder_results) if r.error_msg != OUT_OF_TIME]
+        if keep:
+            self.callback.apply(
+                task_scheduler, task_id, [measure_candidates[i] for i in keep],
+                [builder_results[i] for i in keep], [runner_results[i] for i in keep],
+            )  # fmt: skip
 
 
 def _was_dropped(error: str | None) -> bool:
@@ -647,7 +787,9 @@ def tune(
     """Run ``trials`` MetaSchedule trials over ``tasks``, adding the records to ``directory``.
 
     ``seconds``: a time budget for the whole run (the default schedules' measurement
-    included); the search stops after the batch that spends it, keeping every record.
+    included); the search stops when it is spent, keeping every record. The in-process
+    builder leaves the candidates it has not built by then unbuilt, so the last batch ends
+    on time too (a batch of slow-to-compile candidates took 12 minutes here).
 
     ``builder``/``runner`` default to the in-process pair; MetaSchedule's ``LocalBuilder``
     and ``LocalRunner`` (or any other) can be passed instead. ``strategy``: a MetaSchedule
@@ -665,6 +807,8 @@ def tune(
     runner = runner or InProcessRunner(artifacts)
     progress = _Progress(trials, log, seconds)
     start = time.perf_counter()
+    if seconds is not None and isinstance(builder, InProcessBuilder):
+        builder.deadline = time.monotonic() + seconds  # no batch outlasts the budget
     try:
         with (
             _writable_database(directory) as (database, checkpoint),
@@ -755,8 +899,8 @@ def _search(tasks, trials, builder, runner, database, progress, *, strategy, cos
             database=database,
             cost_model=_cost_model(cost_model or COST_MODEL),
             measure_callbacks=[
-                ms.measure_callback.AddToDatabase(),
-                ms.measure_callback.UpdateCostModel(),
+                _BuiltOnly(ms.measure_callback.AddToDatabase()),
+                _BuiltOnly(ms.measure_callback.UpdateCostModel()),
                 progress,
             ],
             # Tasks take turns. MetaSchedule's gradient scheduler records nothing until all
