@@ -24,13 +24,23 @@ def _raise_terminated(signum: int, frame: Any) -> None:
 
 
 @contextlib.contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """Within the block, SIGTERM raises :class:`Terminated` (main thread only)."""
+def handling(signums: tuple[int, ...], handler: Any) -> Iterator[dict[int, Any]]:
+    """Within the block, ``handler`` handles each of ``signums``; yields the handlers it
+    replaced, which are back after the block. Signal handlers can only be set from the main
+    thread: elsewhere nothing changes and the dict is empty."""
     if threading.current_thread() is not threading.main_thread():
-        yield  # signal handlers can only be set from the main thread
+        yield {}
         return
-    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    previous = {signum: signal.getsignal(signum) for signum in signums}
+    for signum in signums:
+        signal.signal(signum, handler)
     try:
-        yield
+        yield previous
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, old in previous.items():
+            signal.signal(signum, old)
+
+
+def sigterm_as_interrupt() -> contextlib.AbstractContextManager[dict[int, Any]]:
+    """Within the block, SIGTERM raises :class:`Terminated` (main thread only)."""
+    return handling((signal.SIGTERM,), _raise_terminated)

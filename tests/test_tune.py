@@ -60,6 +60,17 @@ CHEAP_CLI = (
 )  # the CLI in a process of its own, with cheap_search's search
 
 
+def tune_in_a_process(spec, db, out) -> subprocess.Popen:
+    """``resdsl compile SPEC --tune-trials 800`` (CHEAP_CLI), its stderr piped as text."""
+    argv = [
+        "compile", str(spec), "--target", "llvm", "--tune-trials", "800",
+        "--tune-db", str(db), "-o", str(out),
+    ]  # fmt: skip
+    return subprocess.Popen(
+        [sys.executable, "-c", CHEAP_CLI, *argv], stderr=subprocess.PIPE, text=True
+    )
+
+
 def run_cli(*argv: str) -> tuple[int, str, str]:
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), cheap_search():
@@ -162,13 +173,7 @@ def test_a_crash_keeps_the_records_of_finished_batches(tuned, tmp_path):
     # SIGKILL, like a candidate kernel that faults: nothing of the process's own cleanup runs.
     # The records are put in place after every batch, so the finished batches survive.
     db, out = tmp_path / "db", tmp_path / "out"
-    argv = [
-        "compile", str(tuned.spec), "--target", "llvm", "--tune-trials", "800",
-        "--tune-db", str(db), "-o", str(out),
-    ]  # fmt: skip
-    proc = subprocess.Popen(
-        [sys.executable, "-c", CHEAP_CLI, *argv], stderr=subprocess.PIPE, text=True
-    )
+    proc = tune_in_a_process(tuned.spec, db, out)
     first = None
     for line in proc.stderr:
         found = re.match(r"tuning \[ *\d+/800\] task 1/\d+ \w+: (\d+)/\d+ ok", line)
@@ -191,13 +196,7 @@ def test_sigterm_stops_after_the_batch_and_keeps_the_records(tuned, tmp_path):
     # `kill`, or a CI job's timeout: the records are put in place, nothing else is written,
     # and no working copy is left behind in the database directory
     db, out = tmp_path / "db", tmp_path / "out"
-    argv = [
-        "compile", str(tuned.spec), "--target", "llvm", "--tune-trials", "800",
-        "--tune-db", str(db), "-o", str(out),
-    ]  # fmt: skip
-    proc = subprocess.Popen(
-        [sys.executable, "-c", CHEAP_CLI, *argv], stderr=subprocess.PIPE, text=True
-    )
+    proc = tune_in_a_process(tuned.spec, db, out)
     lines = []
     for line in proc.stderr:
         lines.append(line)

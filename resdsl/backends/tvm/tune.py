@@ -70,7 +70,7 @@ from tvm.s_tir.meta_schedule.runner import (
 from tvm.s_tir.meta_schedule.runner.utils import alloc_argument_common, run_evaluator_common
 
 from ..._io import staged
-from ..._signals import Terminated
+from ..._signals import Terminated, handling
 from ...errors import SpecError
 
 __all__ = [
@@ -521,11 +521,10 @@ class InProcessBuilder(PyBuilder):
                 if failure is None:
                     try:
                         module = tvm.runtime.load_module(library(i))
-                    except Exception as e:
-                        failure = _error_text(e)
-                    else:
                         results[i] = BuilderResult(self.artifacts.put(module), None)
                         continue
+                    except Exception as e:
+                        failure = _error_text(e)
                 results[i] = BuilderResult(None, failure)
         return results  # type: ignore[return-value]  # every index was filled
 
@@ -747,27 +746,17 @@ def _stop_on_interrupt(progress: _Progress, log: Log) -> Iterator[None]:
     acts on between batches, where the exception unwinds through TVM cleanly. The guard
     bounds a batch's compiles, so the stop comes within a minute or two.
     """
-    if threading.current_thread() is not threading.main_thread():
-        yield  # signal handlers can only be set from the main thread
-        return
-    signals = (signal.SIGINT, signal.SIGTERM)
-    previous = {signum: signal.getsignal(signum) for signum in signals}
 
     def handler(signum: int, frame: Any) -> None:
         progress.stop.set()
         progress.signal = signum
-        for s in signals:
-            signal.signal(s, previous[s])
+        for s, old in previous.items():  # the next one stops at once
+            signal.signal(s, old)
         name = "interrupted" if signum == signal.SIGINT else "terminated"
         log(f"tuning: {name}; stopping after this batch (Ctrl-C again to stop now)")
 
-    for signum in signals:
-        signal.signal(signum, handler)
-    try:
+    with handling((signal.SIGINT, signal.SIGTERM), handler) as previous:
         yield
-    finally:
-        for signum in signals:
-            signal.signal(signum, previous[signum])
 
 
 def tune(
