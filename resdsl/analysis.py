@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 import math
+import operator
 import sys
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
@@ -216,65 +217,129 @@ def _field(out: str, field: Field, at: str, graph: Graph, pooled: bool) -> Recep
 
 # --- paths ------------------------------------------------------------------------------------
 
+# Bounds of the histogram of path counts by length. A node's counts are one big integer per
+# length, about (lengths) x (bits of its path count) in all. The summary (total, shortest,
+# longest, mean) is always exact and cheap; the histogram is computed only when its estimated
+# work and memory fit these bounds -- a chain of 5,000 residual blocks does (2**5000 paths, a
+# few seconds, tens of MB) -- and is left out (None) past them.
+MAX_HISTOGRAM_WORK = 2**37  # bits of big-integer additions
+MAX_HISTOGRAM_MEMORY = 2**30  # bits of counts held at once (128 MiB)
+
 
 @dataclass(frozen=True)
 class PathStats:
-    """Input-to-output paths by length: ``histogram[length]`` paths (exact integers)."""
+    """Input-to-output paths: their number, the shortest and longest length, the sum of the
+    lengths over all paths (exact integers), and ``histogram[length]`` paths -- ``None``
+    when the histogram is too large to compute (:data:`MAX_HISTOGRAM_WORK`)."""
 
-    histogram: dict[int, int]
-
-    @property
-    def total(self) -> int:
-        return sum(self.histogram.values())
-
-    @property
-    def shortest(self) -> int | None:
-        return min(self.histogram, default=None)
-
-    @property
-    def longest(self) -> int | None:
-        return max(self.histogram, default=None)
+    total: int
+    shortest: int | None
+    longest: int | None
+    length_sum: int
+    histogram: dict[int, int] | None
 
     @property
     def mean(self) -> Fraction | None:
-        total = self.total
-        return Fraction(sum(k * n for k, n in self.histogram.items()), total) if total else None
+        return Fraction(self.length_sum, self.total) if self.total else None
 
     @property
     def median(self) -> int | None:
         """The shortest length such that at least half of the paths are no longer."""
         seen = 0
-        for length in sorted(self.histogram):
-            seen += self.histogram[length]
+        for length, n in (self.histogram or {}).items():  # sorted by length
+            seen += n
             if 2 * seen >= self.total:
                 return length
         return None
 
 
 def path_stats(graph: Graph) -> PathStats:
-    """Count input-to-output paths by length with one pass over the DAG.
+    """Count input-to-output paths by length, in two passes over the DAG.
 
-    Each node holds a polynomial ``{length: number of paths from an input}``; a node adds
-    its inputs' polynomials (an input used twice, as in ``x + x``, counts twice: paths are
-    sequences of edges), shifted by one if the node is a weighted layer. Nodes not reached
-    from an input (``parameter``) start no path.
+    A node's paths from an input are summed from its inputs' (an input used twice, as in
+    ``x + x``, counts twice: paths are sequences of edges), one longer if the node is a
+    weighted layer. Nodes not reached from an input (``parameter``) start no path. Both
+    passes drop a node's numbers once its last user is done. The first keeps four numbers
+    per node: the count, the sum of lengths, the shortest and the longest. The second, when
+    the first's estimate of its cost fits the bounds, counts by length: an offset and a list
+    of counts per node, shared (not copied) by a node with one input.
     """
-    counts: dict[str, dict[int, int]] = {}
-    for node in graph.topological():
-        if node.op == "input":
-            counts[node.name] = {0: 1}
-            continue
-        step = 1 if node.op in WEIGHTED_OPS else 0
-        poly: dict[int, int] = {}
-        for src in graph.inputs_of(node.name):
-            for length, n in counts[src].items():
-                poly[length + step] = poly.get(length + step, 0) + n
-        counts[node.name] = poly
-    histogram: dict[int, int] = {}
-    for _, node in graph.outputs:
-        for length, n in counts[node].items():
-            histogram[length] = histogram.get(length, 0) + n
-    return PathStats(dict(sorted(histogram.items())))
+    order = [(n.name, n.op, graph.inputs_of(n.name)) for n in graph.topological()]
+    outputs = [node for _, node in graph.outputs]
+    frees = _last_uses(graph, order, outputs)
+    summary: dict[str, tuple[int, int, int, int] | None] = {}
+    sizes: dict[str, int] = {}  # estimated bits of each live node's counts by length
+    work = live = peak = 0
+    for i, (name, op, sources) in enumerate(order):
+        reached = [summary[s] for s in sources if summary[s] is not None]
+        if op == "input":
+            summary[name], bits = (1, 0, 0, 0), 64
+        elif not reached:
+            summary[name], bits = None, 0
+        else:
+            step = 1 if op in WEIGHTED_OPS else 0
+            total = sum(r[0] for r in reached)
+            lo, hi = min(r[2] for r in reached) + step, max(r[3] for r in reached) + step
+            summary[name] = (total, sum(r[1] for r in reached) + step * total, lo, hi)
+            bits = (hi - lo + 1) * (total.bit_length() + 64)
+            work += bits if len(reached) > 1 else 0  # one input: its list is shared
+        sizes[name] = bits
+        live += bits  # an over-estimate: a shared list is counted by each holder
+        peak = max(peak, live)
+        for done in frees.get(i, ()):
+            del summary[done]
+            live -= sizes.pop(done)
+    ends = [summary[o] for o in outputs if summary[o] is not None]
+    if not ends:
+        return PathStats(0, None, None, 0, {})
+    total = sum(e[0] for e in ends)
+    stats = (total, min(e[2] for e in ends), max(e[3] for e in ends), sum(e[1] for e in ends))
+    if work > MAX_HISTOGRAM_WORK or peak > MAX_HISTOGRAM_MEMORY:
+        return PathStats(*stats, None)
+    return PathStats(*stats, _histogram(order, outputs, frees))
+
+
+Poly = tuple[int, list[int]]  # (shortest length, paths of that length and of each longer one)
+
+
+def _histogram(order: list, outputs: list[str], frees: dict[int, list[str]]) -> dict[int, int]:
+    polys: dict[str, Poly | None] = {}
+    for i, (name, op, sources) in enumerate(order):
+        reached = [polys[s] for s in sources if polys[s] is not None]
+        step = 1 if op in WEIGHTED_OPS else 0
+        if op == "input":
+            polys[name] = (0, [1])
+        elif len(reached) == 1:
+            polys[name] = (reached[0][0] + step, reached[0][1])
+        else:
+            polys[name] = _add(reached, step) if reached else None
+        for done in frees.get(i, ()):
+            del polys[done]
+    start, counts = _add([p for p in (polys[o] for o in outputs) if p is not None], 0)
+    return {start + k: n for k, n in enumerate(counts) if n}
+
+
+def _add(polys: list[Poly], step: int) -> Poly:
+    """The sum of the polynomials, each path ``step`` longer."""
+    start = min(off for off, _ in polys)
+    out = [0] * (max(off + len(counts) for off, counts in polys) - start)
+    for off, counts in polys:
+        k = off - start
+        out[k : k + len(counts)] = map(operator.add, out[k : k + len(counts)], counts)
+    return start + step, out
+
+
+def _last_uses(graph: Graph, order: list, outputs: list[str]) -> dict[int, list[str]]:
+    """``i -> names`` whose last user is ``order[i]`` (graph outputs are never dropped)."""
+    last: dict[str, int] = {}
+    for i, (_, _, sources) in enumerate(order):
+        for src in sources:
+            last[src] = i
+    kept, frees = set(outputs), {}
+    for name, i in last.items():
+        if name not in kept:
+            frees.setdefault(i, []).append(name)
+    return frees
 
 
 # --- activations at initialisation -------------------------------------------------------------
@@ -399,6 +464,9 @@ def report(net: Network, init: bool = False, seed: int = 0) -> dict[str, Any]:
     rows = stages(graph)
     paths = path_stats(graph)
     mean = paths.mean
+    histogram = None
+    if paths.histogram is not None:
+        histogram = [[k, _json_int(n)] for k, n in paths.histogram.items()]
     data: dict[str, Any] = {
         "stages": [asdict(s) for s in rows],
         "activation_bytes": sum(s.activation_bytes for s in rows),
@@ -408,12 +476,16 @@ def report(net: Network, init: bool = False, seed: int = 0) -> dict[str, Any]:
         ],
         "paths": {
             "weighted_ops": list(WEIGHTED_OPS),
-            "total": paths.total,
+            "total": _json_int(paths.total),
             "shortest": paths.shortest,
             "longest": paths.longest,
             "mean": None if mean is None else float(mean),
             "median": paths.median,
-            "histogram": [[length, n] for length, n in paths.histogram.items()],
+            # per length when short; the bins (at most _BINS) always, when computed
+            "histogram": histogram if len(histogram or ()) <= _LENGTHS else None,
+            "bins": None
+            if histogram is None
+            else [[a, b, _json_int(n)] for a, b, n in _bins(paths)],
         },
     }
     if init:
@@ -425,6 +497,7 @@ def report(net: Network, init: bool = False, seed: int = 0) -> dict[str, Any]:
 
 _BAR = 40  # width of the longest histogram bar
 _BINS = 24  # at most this many histogram rows; longer ranges are binned
+_LENGTHS = 256  # the JSON report lists lengths one by one up to this many
 
 
 def render_report(data: dict[str, Any]) -> str:
@@ -495,29 +568,70 @@ def _path_lines(paths: dict[str, Any]) -> list[str]:
     lines = [f"paths from input to output (Veit et al., 2016); length: {weighted} ops on it"]
     if not paths["total"]:
         return [*lines, "  none"]
+    median = "" if paths["median"] is None else f"   median {paths['median']}"
     lines.append(
-        f"  total {paths['total']:,}   shortest {paths['shortest']}   longest "
-        f"{paths['longest']}   mean {paths['mean']:.2f}   median {paths['median']}"
+        f"  total {_count(paths['total'])}   shortest {paths['shortest']}   longest "
+        f"{paths['longest']}   mean {paths['mean']:.2f}{median}"
     )
+    if paths["bins"] is None:
+        return [*lines, "  (no histogram: the counts by length are too large to compute)"]
     rows = [("length", "paths", "share", "")]
-    biggest = max(n for _, n in _bins(paths))
-    for label, n in _bins(paths):
+    counts = [_exact(n) for _, _, n in paths["bins"]]
+    total, biggest = _exact(paths["total"]), max(counts)
+    for (lo, hi, _), n in zip(paths["bins"], counts, strict=True):
         bar = "#" * max(1, round(_BAR * n / biggest)) if n else ""
-        rows.append((label, f"{n:,}", f"{100 * n / paths['total']:.1f}%", bar))
+        label = str(lo) if lo == hi else f"{lo}-{hi}"
+        rows.append((label, _count(n), f"{100 * n / total:.1f}%", bar))
     return [*lines, *_table(rows, {0, 1, 2})]
 
 
-def _bins(paths: dict[str, Any]) -> list[tuple[str, int]]:
-    """Histogram rows: one per length, or ranges of lengths when there are many."""
-    counts = dict(paths["histogram"])
-    lo, hi = paths["shortest"], paths["longest"]
+def _bins(stats: PathStats) -> list[tuple[int, int, int]]:
+    """Histogram rows ``(shortest, longest, paths)``: one per length, or ranges of lengths
+    when there are many."""
+    counts = stats.histogram or {}
+    lo, hi = stats.shortest, stats.longest
+    if lo is None or hi is None:
+        return []
     width = -(-(hi - lo + 1) // _BINS)
     rows = []
     for start in range(lo, hi + 1, width):
         end = min(start + width - 1, hi)
-        label = str(start) if start == end else f"{start}-{end}"
-        rows.append((label, sum(counts.get(k, 0) for k in range(start, end + 1))))
+        rows.append((start, end, sum(counts.get(k, 0) for k in range(start, end + 1))))
     return rows
+
+
+_DIGITS = 4_000  # JSON holds exact integers up to this many digits (str() refuses 4,300)
+
+
+def _json_int(n: int) -> int | str:
+    """``n`` exactly, or past :data:`_DIGITS` digits an approximation as a string."""
+    return n if n.bit_length() < _DIGITS * 3.3 else _scientific(n)
+
+
+def _exact(n: int | str) -> int:
+    """Undo :func:`_json_int` (approximately, for a string)."""
+    if isinstance(n, int):
+        return n
+    mantissa, exponent = n.split("e")
+    return int(float(mantissa) * 1e15) * 10 ** (int(exponent) - 15)
+
+
+def _count(n: int | str) -> str:
+    """A count for people: ``1,024``, or ``1.071e301`` past 24 digits."""
+    if isinstance(n, str) or n >= 10**24:
+        return n if isinstance(n, str) else _scientific(n)
+    return f"{n:,}"
+
+
+def _scientific(n: int) -> str:
+    """``n`` as ``1.234e5678``, without ``str(n)`` (slow, and refused past 4,300 digits)."""
+    shift = max(0, n.bit_length() - 64)
+    log = math.log10(n >> shift) + shift * math.log10(2)
+    exponent = math.floor(log)
+    mantissa = 10 ** (log - exponent)
+    if mantissa >= 9.9995:  # rounds up to 10.000
+        mantissa, exponent = 1.0, exponent + 1
+    return f"{mantissa:.3f}e{exponent}"
 
 
 def _init_lines(stats: dict[str, Any]) -> list[str]:

@@ -16,7 +16,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from . import __version__
+from ._io import OutputRefusedError
 from ._signals import Terminated, sigterm_as_interrupt
+from .backends import MAX_BATCH
 from .errors import SpecError, render, to_dicts, use_color
 
 EXIT_OK, EXIT_SPEC, EXIT_USAGE, EXIT_INTERNAL, EXIT_OS = 0, 1, 2, 3, 4
@@ -43,7 +45,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     except SpecError as e:
         _diagnose(e, args)
         return EXIT_SPEC
-    except UsageError as e:
+    except (UsageError, OutputRefusedError) as e:  # OutputRefusedError: -o names a device, ...
         print(f"resdsl {args.command}: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     except Terminated:
@@ -142,7 +144,11 @@ def _parser() -> argparse.ArgumentParser:
         "--weights", metavar="FILE",
         help=".safetensors or PyTorch state_dict keyed by the spec's names (default: --seed)",
     )  # fmt: skip
-    tvm.add_argument("--seed", type=int, default=0, help="initialise weights (default: 0)")
+    tvm.add_argument("--seed", type=seed_arg, default=0, help="initialise weights (default: 0)")
+    tvm.add_argument(
+        "--strict", action="store_true",
+        help="refuse weights holding NaN or infinite values (default: a warning)",
+    )  # fmt: skip
     tvm.add_argument("--dtype", choices=["float32", "float16"], default="float32")
     tvm.add_argument(
         "--batch", type=int,
@@ -192,7 +198,11 @@ def _parser() -> argparse.ArgumentParser:
         help=".npy input, in input order or by name (default: a seeded random input)",
     )  # fmt: skip
     run.add_argument("--output", metavar="FILE", help="write outputs: .npy, or .npz for several")
-    run.add_argument("--seed", type=int, default=0, help="seed of the random input")
+    run.add_argument("--seed", type=seed_arg, default=0, help="seed of the random input")
+    run.add_argument(
+        "--strict", action="store_true",
+        help="refuse inputs holding NaN or infinite values (default: a warning)",
+    )  # fmt: skip
     run.set_defaults(run=_run)
 
     from .search.cli import add_sample_command  # its own module: resdsl/search/cli.py
@@ -299,7 +309,7 @@ def _check(args: argparse.Namespace) -> int:
         if args.format == "json":
             report.append({"path": path, "ok": True, "summary": summary, "diagnostics": []})
         elif not args.quiet:
-            print(f"{path}: ok ({summary})")
+            print(f"{_shown(path)}: ok ({summary})")
     if args.format == "json":
         json.dump({"files": report}, sys.stdout, indent=2)
         print()
@@ -312,9 +322,7 @@ def _read(path: str) -> str:
     """A spec named on the command line; a missing or unreadable file is a usage error."""
     from .loader import read_spec
 
-    if not os.path.isfile(path):
-        raise UsageError(f"no such file: {path}")
-    return read_spec(path)
+    return read_spec(_existing(path))  # a regular file: a FIFO or device is never opened
 
 
 def _giga(n: int) -> str:
@@ -355,7 +363,7 @@ def _info(args: argparse.Namespace) -> int:
              for la in net.layers]  # fmt: skip
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
     out = [
-        f"network  {net.name}  ({args.file})",
+        f"network  {net.name}  ({_shown(args.file)})",
         "inputs   " + ", ".join(f"{k}: {_shape(v)}" for k, v in net.input_shapes.items()),
         "outputs  " + ", ".join(f"{k}: {_shape(v)}" for k, v in net.output_shapes.items()),
         f"params   {net.num_params:,}",
@@ -403,6 +411,10 @@ def _draw(args: argparse.Namespace) -> int:
         raise UsageError(f"{args.output} is a directory; give a file name such as net.svg")
     if not to_stdout and ext not in draw.FORMATS:
         raise UsageError(f"cannot draw to {args.output!r}: name a .dot, .svg or .png file")
+    if not to_stdout:
+        from ._io import check_target
+
+        check_target(args.output)  # never over a device, FIFO or symlink
     if args.depth is not None and args.depth < 0:
         raise UsageError(f"--depth must be 0 or more, got {args.depth}")
     if importlib.util.find_spec("graphviz") is None:
@@ -420,6 +432,12 @@ def _draw(args: argparse.Namespace) -> int:
 
 
 def _compile(args: argparse.Namespace) -> int:
+    if args.batch is not None and not 1 <= args.batch <= MAX_BATCH:
+        raise UsageError(f"--batch must be at least 1 and at most {MAX_BATCH}, got {args.batch}")
+    if args.arch and args.target == "llvm":
+        raise UsageError("--arch applies to --target cuda")
+    if args.cpu and args.target == "cuda":
+        raise UsageError("--cpu applies to --target llvm")
     if args.target in ("torch", "onnx") and (args.tune_trials or args.tune_db or args.tune_time):
         raise UsageError("--tune-trials and --tune-db apply to --target llvm or cuda")
     if args.tune_trials < 0:
@@ -437,6 +455,8 @@ def _compile(args: argparse.Namespace) -> int:
     if args.target == "onnx":
         return _compile_onnx(args)
     if args.target != "torch":
+        if args.output and args.output != "-":
+            _artifact_dir(args.output, ("model.so", "model.json"))
         return _compile_tvm(args)
     from ._io import atomic_write
     from .backends.torch import generate
@@ -444,6 +464,8 @@ def _compile(args: argparse.Namespace) -> int:
     for flag in ("weights", "cpu", "arch"):
         if getattr(args, flag):
             raise UsageError(f"--{flag} applies to --target llvm or cuda")
+    if args.strict:
+        raise UsageError("--strict applies to --target llvm, cuda or onnx (it checks weights)")
     net = _load(args.file, args)
     source = generate(net.graph, source_path=args.file)
     if args.output in (None, "-"):
@@ -451,9 +473,23 @@ def _compile(args: argparse.Namespace) -> int:
     else:
         if os.path.isdir(args.output):
             raise UsageError(f"{args.output} is a directory; give a file name such as model.py")
-        atomic_write(args.output, source)
+        atomic_write(args.output, source)  # refuses to replace a device, FIFO or symlink
         print(f"wrote {args.output}", file=sys.stderr)
     return EXIT_OK
+
+
+def _artifact_dir(path: str, names: Sequence[str] = ()) -> None:
+    """An output directory (``compile -o DIR``, ``sample -o DIR``) may not be a symbolic
+    link, and the files to be replaced in it must be regular files (or missing)."""
+    from ._io import check_target
+
+    if os.path.islink(path):
+        raise OutputRefusedError(
+            f"refusing to write into {_shown(path)}: it is a symbolic link, not a directory"
+        )
+    if os.path.isdir(path):
+        for name in names:
+            check_target(os.path.join(path, name))
 
 
 def _compile_tvm(args: argparse.Namespace) -> int:
@@ -462,6 +498,7 @@ def _compile_tvm(args: argparse.Namespace) -> int:
     if os.path.exists(args.output) and not os.path.isdir(args.output):
         raise UsageError(f"{args.output} exists and is not a directory")
     net = _load(args.file, args)
+    args.weights = _weights_arg(args)  # --strict: NaN/Inf weights are an error
     if importlib.util.find_spec("tvm") is None:
         raise UsageError(f"--target {args.target} needs TVM: pip install 'resdsl[tvm]'")
     from .backends.tvm import BuildOptions, compile_network
@@ -488,6 +525,27 @@ def _compile_tvm(args: argparse.Namespace) -> int:
         results = cross_check(net, args.output, weights, args.seed)
         return _report_checks(results, "the compiled artifact")
     return EXIT_OK
+
+
+def seed_arg(text: str) -> int:
+    """``--seed``: an integer from 0 to 2**32-1, what NumPy and PyTorch both take (argparse
+    type)."""
+    try:
+        seed = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if not 0 <= seed <= 2**32 - 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 2**32-1, got {seed}")
+    return seed
+
+
+def _weights_arg(args: argparse.Namespace) -> Any:
+    """``--weights`` as given, or with ``--strict`` a path that refuses NaN/Inf weights."""
+    if args.weights and args.strict:
+        from .weights import WeightsPath
+
+        return WeightsPath(args.weights, strict=True)
+    return args.weights
 
 
 def _duration(text: str) -> float:
@@ -532,6 +590,8 @@ def _report_checks(results: Sequence[Any], what: str) -> int:
 
 def _compile_onnx(args: argparse.Namespace) -> int:
     """``--target onnx``: one .onnx file (see resdsl/backends/onnx.py)."""
+    from ._io import check_target
+
     for flag in ("cpu", "arch"):
         if getattr(args, flag):
             raise UsageError(f"--{flag} applies to --target llvm or cuda")
@@ -543,6 +603,7 @@ def _compile_onnx(args: argparse.Namespace) -> int:
         raise UsageError("--target onnx writes a file: give it with -o FILE, e.g. -o model.onnx")
     if os.path.isdir(args.output):
         raise UsageError(f"{args.output} is a directory; give a file name such as model.onnx")
+    check_target(args.output)  # before the export: never over a device, FIFO or symlink
     if not os.path.isdir(os.path.dirname(os.path.abspath(args.output))):
         raise UsageError(f"no such directory: {os.path.dirname(args.output)}")
     needed = ["onnx", *(["onnxruntime", "torch"] if args.check else [])]
@@ -550,6 +611,7 @@ def _compile_onnx(args: argparse.Namespace) -> int:
     if missing:
         raise UsageError(f"--target onnx needs {', '.join(missing)}: pip install 'resdsl[onnx]'")
     net = _load(args.file, args)
+    args.weights = _weights_arg(args)  # --strict: NaN/Inf weights are an error
     from .backends.onnx import OPSET, cross_check, export
 
     export(net, args.output, weights=args.weights, seed=args.seed, batch=args.batch)
@@ -576,30 +638,59 @@ def _run(args: argparse.Namespace) -> int:
     from . import runtime
 
     model = runtime.load(args.artifact)
-    names = [i["name"] for i in model.inputs]
     if args.input:
-        arrays = _read_inputs(args.input, names)
+        arrays = _read_inputs(args.input, model.inputs, args.strict)
     else:
         rng = np.random.default_rng(args.seed)
-        arrays = {i["name"]: rng.standard_normal(i["shape"]).astype(i["dtype"])
-                  for i in model.inputs}  # fmt: skip
+        arrays = {}
+        for i in model.inputs:
+            kind = i["dtype"] if i["dtype"] in ("float32", "float64") else "float32"
+            try:
+                x = rng.standard_normal(i["shape"], dtype=kind)
+            except MemoryError:
+                raise UsageError(f"not enough memory for a random input of shape "
+                                 f"{tuple(i['shape'])}; give --input") from None  # fmt: skip
+            arrays[i["name"]] = x.astype(i["dtype"], copy=False)
     result = model(**arrays)
     outputs = result if isinstance(result, tuple) else (result,)
     named = {o["name"]: y for o, y in zip(model.outputs, outputs, strict=True)}
+    for name, y in named.items():
+        bad = _non_finite(y)
+        if bad:
+            print(f"resdsl run: warning: output {name!r} holds {bad} NaN or infinite value(s) "
+                  f"(of {y.size})", file=sys.stderr)  # fmt: skip
     if args.output:
         _write_outputs(args.output, named)
         print(f"wrote {args.output}", file=sys.stderr)
         return EXIT_OK
     for name, y in named.items():
         head = ", ".join(f"{v:.6g}" for v in y.reshape(-1)[:5])
-        print(f"{name}: shape {tuple(y.shape)} {y.dtype} mean {y.mean():.6g} std {y.std():.6g} "
+        with np.errstate(all="ignore"):  # NaN and Inf are reported above
+            mean, std = y.mean(), y.std()
+        print(f"{name}: shape {tuple(y.shape)} {y.dtype} mean {mean:.6g} std {std:.6g} "
               f"[{head}{', ...' if y.size > 5 else ''}]")  # fmt: skip
     return EXIT_OK
 
 
-def _read_inputs(specs: Sequence[str], names: list[str]) -> dict[str, Any]:
+def _non_finite(array: Any) -> int:
+    """How many NaN or infinite values a float array holds."""
     import numpy as np
 
+    if array.dtype.kind != "f":
+        return 0
+    return int(array.size - np.count_nonzero(np.isfinite(array)))
+
+
+# The largest .npy header `run --input` reads (NumPy's own default bound).
+MAX_NPY_HEADER = 10000
+
+
+def _read_inputs(
+    specs: Sequence[str], inputs: list[dict[str, Any]], strict: bool = False
+) -> dict[str, Any]:
+    """``--input [NAME=]FILE`` arrays by input name; each file's header (dtype, shape) is
+    checked against the model before its data is read."""
+    names = [i["name"] for i in inputs]
     arrays: dict[str, Any] = {}
     for i, spec in enumerate(specs):
         name, sep, path = spec.partition("=")
@@ -607,13 +698,73 @@ def _read_inputs(specs: Sequence[str], names: list[str]) -> dict[str, Any]:
             if i >= len(names):
                 raise UsageError(f"the model takes {len(names)} input(s); got more --input")
             name, path = names[i], spec
-        if not os.path.isfile(path):
-            raise UsageError(f"no such file: {path}")
-        try:
-            arrays[name] = np.load(path, allow_pickle=False)
-        except (ValueError, OSError) as e:
-            raise UsageError(f"cannot read {path} as .npy: {e}") from None
+        if name not in names:
+            raise UsageError(f"--input {name}=...: the model has no input {name!r}; "
+                             f"its inputs: {', '.join(names)}")  # fmt: skip
+        if name in arrays:
+            raise UsageError(f"--input: input {name!r} is given twice")
+        array = _read_npy(_existing(path), inputs[names.index(name)])
+        bad = _non_finite(array)
+        if bad and strict:
+            raise UsageError(f"{_shown(path)}: input {name!r} holds {bad} NaN or infinite "
+                             f"value(s) (of {array.size}); --strict refuses them")  # fmt: skip
+        if bad:
+            print(f"resdsl run: warning: input {name!r} ({_shown(path)}) holds {bad} NaN or "
+                  f"infinite value(s) (of {array.size})", file=sys.stderr)  # fmt: skip
+        arrays[name] = array
     return arrays
+
+
+def _read_npy(path: str, spec: dict[str, Any]) -> Any:
+    """One ``.npy`` file for the input ``spec``: numbers of the input's shape, never
+    pickled objects; a usage error naming the file and the reason otherwise."""
+    import numpy as np
+
+    from .runtime import shape_error
+
+    def refuse(reason: str) -> UsageError:
+        return UsageError(f"cannot read {_shown(path)}: {reason}")
+
+    fmt = np.lib.format
+    with open(path, "rb") as f:
+        magic = f.read(6)
+        if magic != fmt.MAGIC_PREFIX:
+            if magic.startswith(b"PK\x03\x04"):
+                raise refuse("a .npz archive; give one .npy file per input")
+            raise refuse("not a .npy file (it does not start with NumPy's magic string)")
+        f.seek(0)
+        try:
+            version = fmt.read_magic(f)
+            read_header = {(1, 0): fmt.read_array_header_1_0, (2, 0): fmt.read_array_header_2_0}
+            if version not in read_header:
+                raise ValueError(f"version {version[0]}.{version[1]}, which resdsl does not read")
+            shape, _, dtype = read_header[version](f, max_header_size=MAX_NPY_HEADER)
+        except ValueError as e:
+            if "Header info length" in str(e):
+                raise refuse(f"its header is larger than {MAX_NPY_HEADER} bytes") from None
+            raise refuse(f"a damaged .npy header ({str(e).splitlines()[0]})") from None
+        offset = f.tell()
+    if dtype.hasobject:
+        raise refuse("it holds Python objects (pickled data), which resdsl never loads")
+    if dtype.itemsize == 0:
+        raise refuse(f"its dtype {dtype} is empty")
+    if dtype.fields is not None:
+        raise refuse(f"it holds records of a structured dtype {dtype}, not numbers")
+    if dtype.kind == "c":
+        raise refuse(f"it holds complex numbers ({dtype}); the input {spec['name']!r} is "
+                     f"{spec['dtype']}")  # fmt: skip
+    if dtype.kind not in "biuf":
+        what = {"U": "text", "S": "bytes", "V": "raw bytes", "M": "dates", "m": "durations"}
+        raise refuse(f"it holds {what.get(dtype.kind, 'values')} ({dtype}), not numbers")
+    if list(shape) != spec["shape"]:
+        raise shape_error(spec, shape)
+    size = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if os.path.getsize(path) - offset < size:
+        raise refuse(f"it is truncated: {size} bytes of data expected after the header")
+    try:
+        return np.load(path, allow_pickle=False, max_header_size=MAX_NPY_HEADER)
+    except (ValueError, EOFError) as e:
+        raise refuse(str(e).splitlines()[0] if str(e) else type(e).__name__) from None
 
 
 def _write_outputs(path: str, named: dict[str, Any]) -> None:
@@ -654,42 +805,90 @@ def _fmt(args: argparse.Namespace) -> int:
             continue
         changed.append(path)
         if args.diff:
-            sys.stdout.write(fmt.unified_diff(old, new, path))
+            sys.stdout.write(fmt.unified_diff(old, new, _shown(path)))
         elif args.check:
-            print(path)
+            print(_shown(path))
         elif path != "-":
-            atomic_write(os.path.realpath(path), new)  # through a symlink, not over it
-            print(f"reformatted {path}", file=sys.stderr)
+            # through a symlink, not over it; one found in a directory stays in its tree
+            atomic_write(os.path.realpath(path), new)
+            print(f"reformatted {_shown(path)}", file=sys.stderr)
     if args.check and changed:
         print(f"{len(changed)} of {len(files)} files would be reformatted", file=sys.stderr)
     return EXIT_SPEC if failed or (args.check and changed) else EXIT_OK
 
 
 def _spec_files(paths: Sequence[str]) -> list[str]:
-    """Files as given; a directory stands for every ``.res`` file below it, sorted."""
+    """Files as given; a directory stands for every ``.res`` file below it, sorted.
+
+    In a directory, hidden files and directories are left out, symbolic links to
+    directories are not descended into, and an entry that would read outside the tree or
+    block is skipped with a note on stderr (the exit code is not affected): a symbolic link
+    whose real path leaves the directory's real path, a broken link, and anything that is
+    not a regular file (FIFO, device, socket). A file named on the command line is read
+    wherever it is (the user chose it), but only if it is a regular file (see ``_read``).
+    """
     out: list[str] = []
     for path in paths:
         if path != "-" and os.path.isdir(path):
-            found = sorted(
-                os.path.join(root, name)
-                for root, _, names in os.walk(path)
-                if not _hidden(os.path.relpath(root, path))
-                for name in names
-                if name.endswith(".res") and not name.startswith(".")
-            )
-            out += found
+            real_top = os.path.realpath(path)
+            found = []
+            for root, dirs, names in os.walk(path):
+                dirs[:] = [d for d in dirs if not _hidden(d)]  # not walked into
+                found += [os.path.join(root, n) for n in names if n.endswith(".res")
+                          and not _hidden(n)]  # fmt: skip
+            for file in sorted(found):
+                why = _unsafe(file, real_top)
+                if why:
+                    print(f"note: skipped {_shown(file)}: {why}", file=sys.stderr)
+                else:
+                    out.append(file)
         else:
             out.append(path)
     return out
 
 
-def _hidden(relative: str) -> bool:
-    return any(part.startswith(".") and part != "." for part in relative.split(os.sep))
+def _unsafe(path: str, real_top: str) -> str | None:
+    """Why a file found in the tree ``real_top`` must not be read, or None."""
+    import stat
+
+    from ._io import file_kind
+
+    try:
+        mode = os.lstat(path).st_mode
+        if stat.S_ISLNK(mode):
+            if os.path.commonpath([real_top, os.path.realpath(path)]) != real_top:
+                return "symlink leaves the tree"
+            mode = os.stat(path).st_mode
+    except OSError:  # a dangling link, a loop, or removed since the walk
+        return "broken symlink"
+    return None if stat.S_ISREG(mode) else f"{file_kind(mode)}, not a regular file"
+
+
+def _hidden(name: str) -> bool:
+    return name.startswith(".")
+
+
+def _shown(path: str) -> str:
+    """A file name as it can be printed (a name that is not UTF-8 gets ``\\xNN`` escapes)."""
+    from .errors import shown_path
+
+    return shown_path(path)
 
 
 def _existing(path: str) -> str:
-    if not os.path.isfile(path):
-        raise UsageError(f"no such file: {path}")
+    """A file named on the command line: it must exist and be a regular file (exit 2)."""
+    import stat
+
+    from ._io import file_kind
+
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):  # ValueError: a NUL in the name
+        raise UsageError(f"no such file: {_shown(path)}") from None
+    if stat.S_ISDIR(mode):
+        raise UsageError(f"no such file: {_shown(path)}")
+    if not stat.S_ISREG(mode):
+        raise UsageError(f"cannot read {_shown(path)}: it is {file_kind(mode)}, not a regular file")
     return path
 
 

@@ -29,6 +29,7 @@ from .errors import (
 )
 from .ir import Graph, Node, TensorInfo, TensorValue, freeze
 from .loader import Program
+from .names import check_label
 from .ops import OPS, AttrError, OpShapeError, fmt_shape, projection_hint, projection_stride
 from .ops.core import spec_text
 from .syntax import ast
@@ -94,6 +95,12 @@ class _Stop(Exception):  # noqa: N818 - control flow, not an error
 
 MAX_ERRORS = 20  # stop collecting after this many distinct errors
 ERROR_STEPS = 1_000  # what a recovered error costs against Limits.max_steps
+# A block call (a frame, its name, binding each parameter and input) and a new op (its
+# shape rule, its node in the graph) are each many times the work of an expression: they
+# are charged so, so that max_steps bounds time whatever a spec spends its steps on (a
+# tree of 2**40 calls of an empty block stops within a second).
+CALL_STEPS = 20
+NODE_STEPS = 10
 MAX_ATTR_INT = 2**31 - 1  # integer op attributes: what 32-bit kernel arguments hold
 
 
@@ -300,7 +307,7 @@ class Elaborator:
                 if not self._bool(test, frame):
                     text = "assertion failed"
                     if message is not None:
-                        text = str(self.eval(message, frame))
+                        text = _message(self.eval(message, frame))
                     raise ValueRangeError(text, test.span)
 
     def _assign(self, targets: tuple[str, ...], value: Any, stmt: ast.Stmt, frame: Frame) -> None:
@@ -547,7 +554,15 @@ class Elaborator:
                 f"`{op}` is not defined for {_describe(left)} and {_describe(right)}", span,
                 hints=["tensors combine with `+`, `-`, `*` and with numbers (`x / 2`, `1 - t`)"],
             )  # fmt: skip
-        scale, shift = _affine(op, float(number), tensor_left, span)
+        try:
+            scale, shift = _affine(op, float(number), tensor_left, span)
+        except OverflowError:  # float() of an int past 1e308 (a raised Limits.max_int)
+            raise LimitError(f"the constant in `{op}` is too large for a float", span) from None
+        if not (math.isfinite(scale) and math.isfinite(shift)):  # `x / 1e-320`: 1 / 1e-320
+            raise ValueRangeError(
+                f"dividing by {spec_text(number)} scales by {scale}: constants in the graph "
+                "must be finite numbers", span,
+            )  # fmt: skip
         tensor = left if tensor_left else right
         return self.emit(
             "scale_shift", [tensor], {}, {"scale": (scale, span), "shift": (shift, span)},
@@ -694,7 +709,7 @@ class Elaborator:
         self._check_size(shape, span)
         self._check_attr_ints(op_name, attrs, attr_args, kwargs, span)
         sizes = (len(v) for v in attrs.values() if type(v) is tuple)  # bound: flat tuples
-        self._tick(len(shape) + sum(sizes), span)  # long shapes and attributes are work
+        self._tick(NODE_STEPS + len(shape) + sum(sizes), span)  # long shapes, attrs: work
         for weight in op.weights(attrs, [i.shape for i in inputs]):
             self._check_size(weight.shape, span, f"weight `{weight.name}`")
         name = self._name(frame, label, op_name, span)
@@ -753,6 +768,7 @@ class Elaborator:
         if len(self.stack) >= self.limits.max_call_depth:
             raise LimitError(f"blocks nested deeper than {self.limits.max_call_depth}", call.span)
         n_in = len(definition.inputs)
+        self._tick(CALL_STEPS + len(definition.params) + n_in, call.span)
         inputs, params = args[:n_in], args[n_in:]
         if len(inputs) < n_in or not all(isinstance(v, TensorValue) for v, _ in inputs):
             names = ", ".join(i.name for i in definition.inputs)
@@ -867,6 +883,7 @@ class Elaborator:
             self.counters[(frame.prefix, base)] = k
         else:
             segment = label if isinstance(label, str) else self._label_text(label, frame)
+            check_label(segment, label.span if isinstance(label, ast.Label) else span)
             full = _join(frame.prefix, segment)
             if full in self.names:
                 first = self.names[full]
@@ -1139,6 +1156,16 @@ def _literal(value: Any) -> bool:
     return type(value) in (int, float, bool, str)
 
 
+def _message(value: Any) -> str:
+    """An assertion's message: a string as it is, a literal as a spec writes it, anything
+    else (a tensor, a block) described, never a Python repr."""
+    if isinstance(value, str):
+        return value
+    if _literal(value):
+        return spec_text(value)
+    return f"assertion failed: {_describe(value)}"
+
+
 def _label_part(value: Any, where: ast.Expr | ast.Call) -> str:
     if type(value) in (int, str):
         return str(value)
@@ -1241,15 +1268,17 @@ def constant(text: str) -> Any:
     """A parameter value from the command line: a literal, a tuple of literals, or a bare word.
 
     Nothing is evaluated: ``--set num_classes=10``, ``--set widths=(64, 128)``,
-    ``--set mode=fast`` (a bare word is a string). Raises ValueError.
+    ``--set mode=fast`` (a bare word is a string). Numbers are ASCII digits: fullwidth
+    or Bengali digits are refused. Raises ValueError.
     """
     from .errors import SpecSyntaxError
     from .syntax import parse_expr
 
     try:
         expr = parse_expr(text, "<--set>")
-    except SpecSyntaxError as e:
-        raise ValueError(f"cannot read {text!r}: {e.message}") from None
+    except SpecSyntaxError as e:  # a digit of another script is one too, with a hint
+        hint = f" ({e.hints[0]})" if e.hints and "ASCII" in e.hints[0] else ""
+        raise ValueError(f"cannot read {text!r}: {e.message}{hint}") from None
     return _constant(expr, text)
 
 

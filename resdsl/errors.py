@@ -161,17 +161,56 @@ def remember_source(path: str, text: str) -> None:
 
 
 def source_line(path: str, line: int) -> str | None:
+    """The text of ``line`` of ``path`` as it was parsed (the raw text: see ``_excerpt``)."""
     text = _SOURCES.get(path)
-    if text is None and os.path.isfile(path):
+    if text is None and os.path.isfile(path):  # a regular file only: never a FIFO or device
         try:
-            with open(path, encoding="utf-8") as f:
+            # a BOM is skipped, as when read; O_NONBLOCK: a FIFO swapped in cannot block
+            nonblocking = lambda name, flags: os.open(name, flags | os.O_NONBLOCK)  # noqa: E731
+            with open(path, encoding="utf-8-sig", opener=nonblocking) as f:
                 text = f.read()
-        except OSError:
+        except (OSError, UnicodeDecodeError):
             return None
     if text is None:
         return None
     lines = text.split("\n")  # as the parser counts lines: a form feed does not end one
     return lines[line - 1].rstrip("\r") if 0 < line <= len(lines) else ""
+
+
+# A diagnostic shows at most this many characters of a source line (escapes counted as
+# written), the part around the caret, with `…` where the line was cut: a spec that is not
+# a spec (a secret file, a minified blob) is never echoed in full.
+EXCERPT_WIDTH = 200
+_EXCERPT_BEFORE = 60  # characters kept left of the caret when the line is cut
+MESSAGE_WIDTH = 500  # a message, hint or note longer than this is cut, with `…`
+ELLIPSIS = "…"
+
+
+def printable(text: str) -> str:
+    """``text`` with every non-printable character written as its Python escape:
+    ``\\x00``, ``\\x1b``, ``\\u202e`` (terminal controls and bidi overrides cannot act on
+    the terminal); a lone surrogate (an undecodable byte of a file name) as ``\\xNN``."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else _escape(c) for c in text)
+
+
+def _escape(c: str) -> str:
+    if 0xDC80 <= ord(c) <= 0xDCFF:  # os.fsdecode's surrogateescape of an undecodable byte
+        return f"\\x{ord(c) - 0xDC00:02x}"
+    return c.encode("unicode_escape").decode("ascii")
+
+
+def shown_path(path: str) -> str:
+    """A file name as it can be printed: undecodable bytes and control characters escaped."""
+    return printable(path)
+
+
+def clip(text: str, width: int = MESSAGE_WIDTH) -> str:
+    """``text`` made printable and cut to ``width`` characters with ``…`` (a message can
+    quote spec text: a token, a string, a name)."""
+    text = printable(text)
+    return text if len(text) <= width else text[:width] + ELLIPSIS
 
 
 # ANSI styles for a terminal (see ``use_color``); plain text everywhere else.
@@ -192,15 +231,40 @@ def use_color(stream, choice: str = "auto") -> bool:
 
 
 def _excerpt(span: Span, color: bool = False) -> list[str]:
+    """The source line and a caret under the span: non-printable characters escaped (the
+    caret stays under what it points at), at most ``EXCERPT_WIDTH`` characters of it."""
     text = source_line(span.path, span.line)
     if text is None:
         return []
-    text = text.expandtabs(1)
+    text = text.expandtabs(1)  # a tab is one column, as the parser counts them
     end = span.end_column if span.end_line == span.line else len(text) + 1
-    width = max(1, end - span.column)
+    # every character shows as one or more: only the part near the caret can be shown
+    first = max(0, min(span.column - 1, len(text)) - EXCERPT_WIDTH)
+    cut_left, cut_right = first > 0, len(text) > first + 3 * EXCERPT_WIDTH
+    text = text[first : first + 3 * EXCERPT_WIDTH]
+    pieces = [c if c.isprintable() else _escape(c) for c in text]
+    offsets = [0]
+    for piece in pieces:
+        offsets.append(offsets[-1] + len(piece))
+
+    def at(column: int) -> int:  # display offset of a 1-based column (past the end: spaces)
+        i = max(0, column - 1 - first)
+        return offsets[min(i, len(text))] + max(0, i - len(text))
+
+    line, start = "".join(pieces), at(span.column)
+    stop = max(start + 1, at(end))
+    if cut_left or cut_right or len(line) > EXCERPT_WIDTH:  # a window around the caret
+        left = max(0, min(start - _EXCERPT_BEFORE, len(line) - EXCERPT_WIDTH))
+        left = min(o for o in offsets if o >= left)  # cut between characters, not escapes
+        right = max(o for o in offsets if o <= left + EXCERPT_WIDTH)
+        head = ELLIPSIS if cut_left or left else ""
+        tail = ELLIPSIS if cut_right or right < len(line) else ""
+        line = head + line[left:right] + tail
+        start, stop = start + len(head) - left, stop + len(head) - left
+        stop = max(start + 1, min(stop, len(line)))
     gutter = f"{span.line:>4} | "
-    caret = _paint("^" * width, "caret", color)
-    return [gutter + text, " " * len(gutter) + " " * (span.column - 1) + caret]
+    caret = _paint("^" * (stop - start), "caret", color)
+    return [gutter + line, " " * len(gutter) + " " * start + caret]
 
 
 def render(error: SpecError, color: bool = False) -> str:
@@ -213,18 +277,23 @@ def render(error: SpecError, color: bool = False) -> str:
 
 def render_one(error: SpecError, color: bool = False) -> str:
     """The one text form of a diagnostic: location, message, source line, caret, hints, notes."""
-    where = _paint(f"{error.span}: ", "where", color) if error.span else ""
-    out = [f"{where}{_paint(f'error[{error.code}]', 'error', color)}: {error.message}"]
+    where = _paint(f"{_where(error.span)}: ", "where", color) if error.span else ""
+    message = clip(error.message)
+    out = [f"{where}{_paint(f'error[{error.code}]', 'error', color)}: {message}"]
     if error.span:
         out += _excerpt(error.span, color)
-    out += [f"  {_paint('hint', 'hint', color)}: {h}" for h in error.hints]
+    out += [f"  {_paint('hint', 'hint', color)}: {clip(h)}" for h in error.hints]
     for note in error.notes:
         label = _paint("note", "note", color)
-        out.append(f"  {label}: {note.span}: {note.message}" if note.span else
-                   f"  {label}: {note.message}")  # fmt: skip
+        out.append(f"  {label}: {_where(note.span)}: {clip(note.message)}" if note.span else
+                   f"  {label}: {clip(note.message)}")  # fmt: skip
         if note.span:
             out += ["  " + line for line in _excerpt(note.span, color)]
     return "\n".join(out)
+
+
+def _where(span: Span) -> str:
+    return f"{shown_path(span.path)}:{span.line}:{span.column}"
 
 
 def _span_dict(span: Span | None) -> dict | None:

@@ -49,7 +49,8 @@ from importlib import resources
 
 from lark import Lark, Token, Tree
 
-from .errors import Span, SpecError
+from .errors import Span, SpecError, shown_path
+from .loader import open_regular, strip_bom
 from .syntax import parse
 from .syntax.ast import Module
 
@@ -73,7 +74,10 @@ class Comment:
 
 
 def format_text(text: str, path: str = "<string>") -> str:
-    """Return ``text`` in the canonical layout. Raises :class:`resdsl.SpecError` on bad syntax."""
+    """Return ``text`` in the canonical layout. Raises :class:`resdsl.SpecError` on bad syntax.
+
+    A UTF-8 byte order mark at the start is dropped: the canonical layout has none."""
+    text = strip_bom(text)
     original = parse(text, path)  # the real parser: its errors, its checks (depth, keywords)
     tree, comments = _concrete(text)
     out = _Printer(text, tree, comments).module()
@@ -82,12 +86,15 @@ def format_text(text: str, path: str = "<string>") -> str:
 
 
 def read_source(path: str) -> str:
-    """A spec file's text exactly as stored (``\\r\\n`` kept, so it counts as a change)."""
+    """A spec file's text exactly as stored (``\\r\\n`` and a byte order mark kept, so they
+    count as a change). Only a regular file is read."""
     try:
-        with open(path, encoding="utf-8", newline="") as f:
+        with open_regular(path, encoding="utf-8", newline="") as f:
             return f.read()
-    except (OSError, UnicodeDecodeError) as e:
-        raise SpecError(f"cannot read {path}: {e}") from None
+    except OSError as e:
+        raise SpecError(f"cannot read {shown_path(path)}: {e.strerror or e}") from None
+    except UnicodeDecodeError as e:
+        raise SpecError(f"cannot read {shown_path(path)}: {e}") from None
 
 
 def unified_diff(old: str, new: str, path: str) -> str:

@@ -9,12 +9,15 @@ its spans say ``std/NAME.res``.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import re
+import stat
 from dataclasses import dataclass, field
 from importlib import resources
 
+from . import _io
 from .errors import (
     CycleError,
     DidYouMean,
@@ -23,7 +26,9 @@ from .errors import (
     SpecError,
     SpecImportError,
 )
+from .errors import shown_path as _shown
 from .syntax import ast, parse
+from .syntax.parser import check_size
 
 _CACHE: dict[str, ast.Module] = {}  # parse cache keyed by (path, text) digest
 _CACHE_LIMIT = 512
@@ -31,7 +36,10 @@ _CACHE_LIMIT = 512
 
 def parse_cached(text: str, path: str) -> ast.Module:
     """Parse with a cache: search scripts load the same files thousands of times."""
-    key = hashlib.blake2b(f"{path}\0{text}".encode(), digest_size=16).hexdigest()
+    text = strip_bom(text)
+    # surrogatepass: a file name that is not UTF-8 (os.fsdecode) keeps its bytes
+    key = f"{path}\0{text}".encode("utf-8", "surrogatepass")
+    key = hashlib.blake2b(key, digest_size=16).hexdigest()
     module = _CACHE.get(key)
     if module is None:
         if len(_CACHE) >= _CACHE_LIMIT:
@@ -56,22 +64,54 @@ class Program:
     def _add_file(self, path: str, text: str) -> None:
         self.files.append(path)
         h = hashlib.sha256(self.digest.encode())
-        h.update(text.encode())
+        h.update(text.encode("utf-8", "surrogatepass"))
         self.digest = h.hexdigest()
 
 
+BOM = "\ufeff"
+
+
+def strip_bom(text: str) -> str:
+    """``text`` without a leading UTF-8 byte order mark (editors on Windows write one)."""
+    return text[1:] if text.startswith(BOM) else text
+
+
+def open_regular(path: str, mode: str = "r", **kwargs):
+    """``open(path)`` for a regular file only: a FIFO, a device or a socket is refused with
+    an ``OSError`` before it can block (opened with ``O_NONBLOCK``, then checked)."""
+
+    def opener(name: str, flags: int) -> int:
+        fd = os.open(name, flags | os.O_NONBLOCK)
+        try:
+            kind = os.fstat(fd).st_mode
+            if not stat.S_ISREG(kind):
+                raise OSError(errno.EINVAL, f"{_io.file_kind(kind)}, not a regular file")
+            os.set_blocking(fd, True)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    return open(path, mode, opener=opener, **kwargs)
+
+
 def read_spec(path: str) -> str:
+    """A spec file's text, a UTF-8 byte order mark skipped. Only a regular file is read."""
     try:
-        with open(path, encoding="utf-8") as f:
-            return f.read()
+        with open_regular(path, encoding="utf-8") as f:
+            check_size(os.fstat(f.fileno()).st_size, path, "bytes")  # before reading it
+            return strip_bom(f.read())
     except FileNotFoundError:
-        raise SpecError(f"no such file: {path}") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise SpecError(f"cannot read {path}: {e}") from None
+        raise SpecError(f"no such file: {_shown(path)}") from None
+    except OSError as e:
+        raise SpecError(f"cannot read {_shown(path)}: {e.strerror or e}") from None
+    except UnicodeDecodeError as e:
+        raise SpecError(f"cannot read {_shown(path)}: {e}") from None
 
 
 def load_program(text: str, path: str) -> Program:
     """Parse ``text`` (the file at ``path``) and, recursively, its imports."""
+    text = strip_bom(text)
     main = parse_cached(text, path)
     program = Program(main)
     _collect(program, main, path, text, stack=[os.path.realpath(path)], seen=set())

@@ -12,8 +12,10 @@ and the op table's weight name) to a NumPy array. They come from
 
 from __future__ import annotations
 
+import json
 import math
 import os
+import sys
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +35,46 @@ class WeightsError(SpecError):
     code = "E0601"
 
 
+class WeightsPath(os.PathLike):
+    """A weights file to read with options: ``strict`` makes NaN or infinite values an
+    error (:class:`WeightsError`) instead of a warning. Accepted wherever a path is."""
+
+    def __init__(self, path: str | os.PathLike[str], *, strict: bool = False) -> None:
+        self.path = os.fspath(path)
+        self.strict = strict
+
+    def __fspath__(self) -> str:
+        return self.path
+
+    def __str__(self) -> str:
+        return self.path
+
+    def __repr__(self) -> str:
+        return f"WeightsPath({self.path!r}, strict={self.strict})"
+
+
+# Warnings already printed, so that loading one file several times in a run (tuning, the
+# build, --check) says each thing once.
+_WARNED: set[tuple[Any, str]] = set()
+
+
+def _warn(message: str, once: Any = None) -> None:
+    """One line on stderr: ``resdsl: warning: ...`` (or ``note``), once per file version."""
+    if once is not None:
+        if (once, message) in _WARNED:
+            return
+        _WARNED.add((once, message))
+    print(f"resdsl: {message}", file=sys.stderr)
+
+
+def _identity(path: str) -> tuple[str, int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (os.path.realpath(path), st.st_mtime_ns, st.st_size)
+
+
 def expected(graph: Graph) -> dict[str, Weight]:
     """Every weight the graph's ops own, by state_dict key, in graph order."""
     return {
@@ -42,10 +84,23 @@ def expected(graph: Graph) -> dict[str, Weight]:
     }
 
 
-def check(graph: Graph, weights: Mapping[str, Any], source: str = "the weights") -> Weights:
-    """Validate keys and shapes (strictly, like ``load_state_dict(strict=True)``)."""
+def check(
+    graph: Graph,
+    weights: Mapping[str, Any],
+    source: str = "the weights",
+    *,
+    strict: bool = False,
+    once: Any = None,
+) -> Weights:
+    """Validate keys, dtypes and shapes (strictly, like ``load_state_dict(strict=True)``).
+
+    NaN or infinite values are a warning on stderr, or with ``strict`` a WeightsError.
+    """
     import numpy as np
 
+    for key in weights:
+        if not isinstance(key, str):
+            raise WeightsError(_key_message(source, key))
     want = expected(graph)
     missing = [k for k, w in want.items() if k not in weights and w.required]
     if missing:
@@ -66,14 +121,58 @@ def check(graph: Graph, weights: Mapping[str, Any], source: str = "the weights")
     for key, w in want.items():
         if key not in weights:
             continue
-        array = np.asarray(weights[key])
+        array = _as_array(source, key, weights[key])
+        if array.dtype.kind not in "biuf" or array.dtype.fields is not None:
+            raise WeightsError(f"`{key}` in {source} is {_dtype_kind(array.dtype)}; "
+                               "weights must be real numbers")  # fmt: skip
         if tuple(array.shape) != tuple(w.shape):
             raise WeightsError(
                 f"`{key}` has shape {_shape(array.shape)} in {source}, "
                 f"the network needs {_shape(w.shape)}"
             )
         out[key] = array.astype(w.dtype, copy=False)
+        if out[key].dtype.kind == "f":
+            count = out[key].size - int(np.count_nonzero(np.isfinite(out[key])))
+            if count:
+                message = (
+                    f"`{key}` in {source} holds {count} NaN or infinite value(s) "
+                    f"(of {out[key].size})"
+                )
+                if strict:
+                    raise WeightsError(f"{message}; strict mode (--strict) refuses them")
+                _warn(f"warning: {message}", once)
     return out
+
+
+def _as_array(source: str, key: str, value: Any) -> np.ndarray:
+    """A weight as NumPy: a torch tensor through the checks files get (bfloat16 widened;
+    sparse, quantised, meta, float8 and complex refused), anything else ``np.asarray``."""
+    import numpy as np
+
+    if type(value).__module__.startswith("torch"):
+        import torch
+
+        if isinstance(value, torch.Tensor):
+            return _tensor_to_numpy(source, key, value, torch)
+    try:
+        return np.asarray(value)
+    except (TypeError, ValueError) as e:
+        raise WeightsError(f"`{key}` in {source} is not an array of numbers: {_text(e)}") from None
+
+
+def _key_message(source: str, key: Any) -> str:
+    return (
+        f"{source}: the key {key!r} ({type(key).__name__}) is not a string; a state_dict's "
+        "keys are names such as `conv1.weight`"
+    )
+
+
+def _dtype_kind(dtype: Any) -> str:
+    if getattr(dtype, "fields", None) is not None:
+        return f"a structured dtype ({dtype})"
+    kinds = {"c": "complex", "U": "text", "S": "bytes", "O": "Python objects", "V": "raw bytes"}
+    kind = kinds.get(getattr(dtype, "kind", ""), "")
+    return f"{kind} ({dtype})" if kind else str(dtype)
 
 
 def _shape(shape) -> str:
@@ -107,20 +206,82 @@ def initialise(graph: Graph, seed: int = 0) -> Weights:
 
 def from_module(module: Any) -> Weights:
     """The state_dict of an ``nn.Module`` (e.g. from ``Network.to_torch()``) as NumPy."""
-    return {k: v.detach().cpu().numpy() for k, v in module.state_dict().items()}
+    import torch
+
+    return {k: _tensor_to_numpy("the module", k, v, torch) for k, v in module.state_dict().items()}
 
 
 def load_file(path: str) -> Weights:
-    """Read ``.safetensors`` or a PyTorch checkpoint (``weights_only=True``)."""
+    """Read ``.safetensors`` or a PyTorch checkpoint (``weights_only=True``).
+
+    bfloat16 tensors are converted to float32 (with a note on stderr); float8, quantised,
+    sparse, meta and complex tensors and keys that are not strings are a WeightsError.
+    """
+    path = os.fspath(path)
     if not os.path.isfile(path):
         raise WeightsError(f"no such weights file: {path}")
+    if os.path.getsize(path) == 0:
+        raise WeightsError(f"cannot read {path}: the file is empty")
     if path.endswith(".safetensors"):
-        from safetensors.numpy import load_file as load_safetensors
+        state, converted = _load_safetensors(path)
+    else:
+        state, converted = _load_torch(path)
+    if converted:
+        converted = sorted(converted)
+        more = f" (and {len(converted) - 1} more)" if len(converted) > 1 else ""
+        _warn(f"note: {path}: converted bfloat16 `{converted[0]}`{more} to float32",
+              _identity(path))  # fmt: skip
+    return state
 
-        try:
-            return dict(load_safetensors(path))
-        except Exception as e:  # the library raises several kinds for a corrupt file
-            raise WeightsError(f"cannot read {path} as safetensors: {e}") from None
+
+def _load_safetensors(path: str) -> tuple[Weights, list[str]]:
+    from safetensors import safe_open
+
+    state: Weights = {}
+    converted: list[str] = []
+    try:
+        with safe_open(path, framework="numpy") as f:
+            for key in f.keys():  # noqa: SIM118 (a safe_open handle is not a dict)
+                kind = f.get_slice(key).get_dtype()
+                if kind == "BF16":
+                    state[key] = _bf16_from_safetensors(path, key)
+                    converted.append(key)
+                    continue
+                if kind.startswith(("F8", "F6", "F4", "E8")):
+                    raise WeightsError(_narrow_float(path, key, kind))
+                if kind.startswith("C"):
+                    raise WeightsError(f"{path}: `{key}` is complex ({kind}); weights must "
+                                       "be real numbers")  # fmt: skip
+                state[key] = f.get_tensor(key)
+    except WeightsError:
+        raise
+    except Exception as e:  # the library raises several kinds for a corrupt file
+        raise WeightsError(f"cannot read {path} as safetensors: {_text(e)}") from None
+    return state, converted
+
+
+def _bf16_from_safetensors(path: str, key: str) -> np.ndarray:
+    """A BF16 tensor as float32: NumPy has no bfloat16; its bits are a float32's top half."""
+    import numpy as np
+
+    with open(path, "rb") as f:
+        size = int.from_bytes(f.read(8), "little")
+        header = json.loads(f.read(size))  # safe_open has validated it
+        info = header[key]
+        begin, end = info["data_offsets"]
+        f.seek(8 + size + begin)
+        raw = np.frombuffer(f.read(end - begin), dtype="<u2")
+    return (raw.astype(np.uint32) << 16).view(np.float32).reshape(info["shape"])
+
+
+def _narrow_float(path: str, key: str, dtype: str) -> str:
+    return (
+        f"{path}: `{key}` is {dtype}, a float format resdsl cannot read; "
+        "convert the checkpoint to float32, float16 or bfloat16"
+    )
+
+
+def _load_torch(path: str) -> tuple[Weights, list[str]]:
     try:
         import torch
     except ImportError:
@@ -130,27 +291,77 @@ def load_file(path: str) -> Weights:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # UnpicklingError for anything but tensors and containers
-        raise WeightsError(f"cannot read {path} as a PyTorch state_dict: {e}") from None
+        raise WeightsError(f"cannot read {path} as a PyTorch state_dict: {_text(e)}") from None
     for wrapper in ("state_dict", "model"):  # common checkpoint layouts
         if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
             state = state[wrapper]
-    if not isinstance(state, dict) or not all(hasattr(v, "numpy") for v in state.values()):
+    if not isinstance(state, dict):
         raise WeightsError(f"{path} does not hold a state_dict (a dict of tensors)")
-    return {k: v.detach().cpu().numpy() for k, v in state.items()}
+    out: Weights = {}
+    converted: list[str] = []
+    for key, value in state.items():
+        if not isinstance(key, str):
+            raise WeightsError(_key_message(path, key))
+        if not isinstance(value, torch.Tensor):
+            raise WeightsError(
+                f"{path} does not hold a state_dict (a dict of tensors): "
+                f"`{key}` is a {type(value).__name__}"
+            )
+        out[key] = _tensor_to_numpy(path, key, value, torch)
+        if value.dtype == torch.bfloat16:
+            converted.append(key)
+    return out, converted
 
 
-def resolve(graph: Graph, weights: Any = None, seed: int = 0) -> tuple[Weights, str]:
+def _tensor_to_numpy(path: str, key: str, value: Any, torch: Any) -> np.ndarray:
+    dtype = str(value.dtype).removeprefix("torch.")
+    if value.is_meta:
+        raise WeightsError(f"{path}: `{key}` is a meta tensor, which holds no data")
+    if value.layout != torch.strided:
+        raise WeightsError(f"{path}: `{key}` is a sparse tensor ({value.layout}); "
+                           "save it dense (tensor.to_dense())")  # fmt: skip
+    if value.is_quantized:
+        raise WeightsError(f"{path}: `{key}` is a quantised tensor ({dtype}); "
+                           "save it dequantised (tensor.dequantize())")  # fmt: skip
+    if value.is_complex():
+        raise WeightsError(f"{path}: `{key}` is complex ({dtype}); weights must be real numbers")
+    if dtype.startswith(("float8", "float4")):
+        raise WeightsError(_narrow_float(path, key, dtype))
+    value = value.detach()
+    if value.dtype == torch.bfloat16:
+        value = value.float()
+    try:
+        return value.cpu().numpy()
+    except (TypeError, RuntimeError) as e:  # a dtype NumPy has no equivalent of
+        raise WeightsError(f"{path}: `{key}` has dtype {dtype}, which resdsl cannot read "
+                           f"({_text(e)})") from None  # fmt: skip
+
+
+def _text(error: BaseException) -> str:
+    """An exception's message; its type when the message is empty (``EOFError()``)."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def resolve(
+    graph: Graph, weights: Any = None, seed: int = 0, *, strict: bool = False
+) -> tuple[Weights, str]:
     """Weights from a file path, an ``nn.Module``, a dict, or (None) the seed.
 
-    Returns the checked weights and a description for the artifact's metadata.
+    Returns the checked weights and a description for the artifact's metadata. ``strict``
+    (or a :class:`WeightsPath` with ``strict=True``) refuses NaN or infinite values.
     """
+    strict = strict or bool(getattr(weights, "strict", False))
     if weights is None:
         return initialise(graph, seed), f"initialised with seed {seed}"
     if isinstance(weights, str | os.PathLike):
         path = os.fspath(weights)
-        return check(graph, load_file(path), os.path.basename(path)), f"file {path}"
+        state = load_file(path)
+        name = os.path.basename(path)
+        return check(graph, state, name, strict=strict, once=_identity(path)), f"file {path}"
     if hasattr(weights, "state_dict"):
-        return check(graph, from_module(weights), "the module"), "an in-process module"
+        state = from_module(weights)
+        return check(graph, state, "the module", strict=strict), "an in-process module"
     if isinstance(weights, Mapping):
-        return check(graph, weights), "a state_dict"
+        return check(graph, weights, strict=strict), "a state_dict"
     raise TypeError(f"weights must be a path, an nn.Module or a dict, not {type(weights)}")

@@ -6,8 +6,16 @@
   with small sizes so the PyTorch forward is fast.
 * ``mutants()`` damages such a spec (or an example file): token deletions, swaps and
   duplications, wrong and huge numbers, unicode, deep nesting, truncation.
+* ``long_literals()`` puts string literals, identifiers, numbers and comments of up to
+  several MB into labels, keyword arguments, asserts, imports and names of an otherwise
+  valid spec.
+* ``deep_nesting()`` nests each non-bracket operator (``not``, unary ``-``/``+``, ``**``,
+  ``if ... then ... else``, ``[0]``, ``.channels``) and mixes of them, 1 to 200,000 deep,
+  in an expression of an otherwise valid spec (an assignment, a keyword argument, an
+  assert, a loop count, a template-label hole).
 * ``check(text)`` is the property: ``resdsl.loads`` returns a network whose PyTorch forward
-  gives exactly ``output_shapes``, or raises a ``SpecError`` located inside the text.
+  gives exactly ``output_shapes``, or raises a ``SpecError`` located inside the text;
+  ``cpu_deadline(seconds)`` bounds its CPU time (hostile input must be refused quickly).
 
 Used by ``tests/test_fuzz.py`` (the quick CI profile) and ``benchmarks/fuzz.py`` (the long
 profile).
@@ -15,9 +23,12 @@ profile).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import pathlib
 import re
+import signal
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from hypothesis import strategies as st
@@ -52,6 +63,29 @@ def check(text: str, batch: int = 1) -> str:
         return "ok-large"  # valid, within the limits, but too big to run by the thousand
     run_forward(net, batch)
     return "ok"
+
+
+class HangError(Exception):
+    """An example ran past its CPU-time budget."""
+
+
+@contextlib.contextmanager
+def cpu_deadline(seconds: float) -> Iterator[None]:
+    """Raise ``HangError`` after ``seconds`` of CPU time (not wall time: on a busy machine an
+    example may wait long for a core without being slow itself). Main thread only."""
+
+    def expire(signum, frame):
+        # re-armed first: raised inside a garbage-collector callback the error is ignored
+        signal.setitimer(signal.ITIMER_PROF, 0.5)
+        raise HangError(f"no result after {seconds} s of CPU time")
+
+    previous = signal.signal(signal.SIGPROF, expire)
+    signal.setitimer(signal.ITIMER_PROF, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_PROF, 0)
+        signal.signal(signal.SIGPROF, previous)
 
 
 def check_span(error: resdsl.SpecError, text: str) -> None:
@@ -327,9 +361,18 @@ def _mutate(draw: st.DrawFn, text: str) -> str:
                 "nest",
                 "truncate",
                 "replace",
+                "unicode",
             ]
         )
     )
+    if kind == "unicode":  # a byte-order mark, or an ASCII digit written in another script
+        digits = [j for j, (s, e) in enumerate(tokens) if "0" <= text[s] <= "9"]
+        if not digits or draw(st.booleans()):
+            return (
+                "\ufeff" + text if draw(st.booleans()) else text[:start] + "\ufeff" + text[start:]
+            )
+        start, end = tokens[draw(st.sampled_from(digits))]
+        return text[:start] + _unicode_digits(draw, text[start:end]) + text[end:]
     if kind == "delete":
         return text[:start] + text[end:]
     if kind == "duplicate":
@@ -355,6 +398,163 @@ def _mutate(draw: st.DrawFn, text: str) -> str:
         return text[:start]
     other = tokens[draw(st.integers(0, len(tokens) - 1))]
     return text[:start] + text[other[0] : other[1]] + text[end:]
+
+
+# Decimal digits of other scripts (`str.isdigit` and the regex `\\d` accept them, `int()`
+# reads them), in order 0..9: Bengali, Arabic-Indic, fullwidth, Devanagari, mathematical bold.
+UNICODE_DIGITS = ["\u09e6", "\u0660", "\uff10", "\u0966", "\U0001d7ce"]
+
+
+def _unicode_digits(draw: st.DrawFn, number: str) -> str:
+    """``number`` with one or all of its ASCII digits written in another script."""
+    zero = ord(draw(st.sampled_from(UNICODE_DIGITS)))
+    positions = [i for i, ch in enumerate(number) if "0" <= ch <= "9"]
+    if draw(st.booleans()):
+        positions = [draw(st.sampled_from(positions))]
+    chars = list(number)
+    for i in positions:
+        chars[i] = chr(zero + int(chars[i]))
+    return "".join(chars)
+
+
+@st.composite
+def unicode_digit_specs(draw: st.DrawFn) -> str:
+    """A generated spec with one number's digits written in another script (`linear(\u09ea)`):
+    numbers are ASCII digits only, so it must be a syntax error."""
+    text = draw(specs())
+    numbers = [m for m in TOKEN.finditer(text) if "0" <= m.group()[0] <= "9"]
+    m = draw(st.sampled_from(numbers))  # every spec has an input shape
+    return text[: m.start()] + _unicode_digits(draw, m.group()) + text[m.end() :]
+
+
+# --- hostile sizes: long literals and deep nesting -------------------------------------------
+
+# Lengths up to several MB, with the boundaries of the usual limits drawn often.
+LENGTHS = st.one_of(
+    st.integers(0, 300),
+    st.sampled_from(
+        [99, 100, 101, 999, 1000, 1001, 4300, 4301, 65_536, 2**20, 2**20 + 1, 4 * 2**20]
+    ),
+    st.integers(0, 6_000_000),
+)
+# Pieces repeated to fill a string literal: plain text, escapes, template holes and braces,
+# non-ASCII and astral characters.
+STRING_UNITS = ["a", "ab_", "x9", "\u00e9", "\\n", '\\"', "{i}", "{", "}", "{1 + 1}", " ",
+                "\U0001f600", "\\", "\u0000"]  # fmt: skip
+NAME_UNITS = ["a", "_", "Z9", "\u00e9", "\u0660"]
+HOSTILE_NET = "network fuzz() (x: (3, 6, 6)) {{\n{body}\n    return {ret}\n}}\n"
+
+
+def _fill(unit: str, length: int) -> str:
+    return (unit * (length // max(len(unit), 1) + 1))[:length] if unit else ""
+
+
+@st.composite
+def long_literals(draw: st.DrawFn) -> str:
+    """An otherwise valid spec with one to three literals of up to several MB: string labels,
+    label and variable names, keyword arguments (strings, integers with leading zeros,
+    floats of many digits), assert messages, import paths and module names, comments and
+    string values."""
+    lines, ret, head = [], "x -> global_avgpool", []
+    for _ in range(draw(st.integers(1, 3))):
+        n = draw(LENGTHS)
+        lit = _fill(draw(st.sampled_from(STRING_UNITS)), n)
+        name = "a" + _fill(draw(st.sampled_from(NAME_UNITS)), n)
+        digits = _fill(draw(st.sampled_from(["1", "0", "9", "1_0"])), n).strip("_") or "0"
+        place = draw(st.sampled_from(["label", "label_name", "kwarg_str", "kwarg_int", "float",
+                                      "assert", "import", "std_import", "name", "comment",
+                                      "string", "block", "padding_int"]))  # fmt: skip
+        if place == "label":
+            lines.append(f'    x = x -> "{lit}": relu')
+        elif place == "label_name":
+            lines.append(f"    x = x -> {name}: relu")
+        elif place == "kwarg_str":
+            lines.append(f'    x = x -> conv2d(3, 3, padding="{lit}")')
+        elif place == "kwarg_int":
+            lines.append(f"    x = x -> conv2d(3, 3, padding={'0' * n}1)")  # value 1
+        elif place == "padding_int":
+            lines.append(f"    x = x -> conv2d(3, 1, padding={digits})")
+        elif place == "float":
+            lines.append(f"    x = x -> dropout(0.{digits.replace('_', '')})")
+        elif place == "assert":
+            lines.append(f'    assert x.channels == 3, "{lit}"')
+        elif place == "import":
+            head.append(f'import "{lit}.res"\n')
+        elif place == "std_import":
+            head.append(f"import std.{name}\n")
+        elif place == "name":
+            lines.append(f"    {name} = x -> relu")
+            ret = f"{name} -> global_avgpool"
+        elif place == "comment":
+            lines.append(f"    # {lit}")
+        elif place == "string":
+            lines.append(f'    s = "{lit}"')
+            lines.append("    assert len(s) >= 0")
+        else:  # a block, its parameter and its input named at length
+            head.append(f"block {name}({name}: int = 1) ({name}) {{\n"
+                        f"    return {name} -> relu\n}}\n")  # fmt: skip
+            lines.append(f"    x = x -> {name}()")
+    return "".join(head) + HOSTILE_NET.format(body="\n".join(lines), ret=ret)
+
+
+# A nesting operator: text before and after the inner expression, and the kinds of value it
+# takes and gives (so that a short run of one operator is valid). `{leaf}` is a value of the
+# kind nested.
+NESTING = {
+    "not": ("not ", "", {"bool"}),
+    "neg": ("- ", "", {"int", "tensor"}),
+    "neg_glued": ("-", "", {"int", "tensor"}),
+    "plus": ("+", "", {"int", "tensor"}),
+    "pow": ("1 ** ", "", {"int"}),
+    "if_else": ("if true then {leaf} else ", "", {"bool", "int", "tensor", "str"}),
+    "if_then": ("if true then ", " else {leaf}", {"bool", "int", "tensor", "str"}),
+    "index": ("", "[0]", {"str"}),
+    "attribute": ("", ".channels", set()),  # valid once, on a tensor
+}
+LEAVES = {"bool": "true", "int": "1", "tensor": "x", "str": '"abc"'}
+# Where an expression of each kind is valid; `{e}` is the nested expression.
+CONTEXTS = {
+    "bool": ["    a = {e}", "    assert {e}", "    if {e} {{ x = x -> relu }}",
+             '    x = x -> "n{{{e}}}": relu'],
+    "int": ["    a = {e}", "    x = x -> conv2d(3, 3, padding={e})",
+            "    repeat {e} {{ x = x -> relu }}", "    for i in range({e}) {{ x = x -> relu }}",
+            '    x = x -> "n{{{e}}}": relu', "    assert {e} == 1, \"one\""],
+    "tensor": ["    x = {e}", "    x = relu({e})", "RETURN"],
+    "str": ["    a = {e}", "    assert len({e}) == 1"],
+}  # fmt: skip
+DEPTHS = st.one_of(
+    st.integers(1, 120),
+    st.sampled_from([99, 100, 101, 1_000, 10_000, 100_000, 200_000]),
+    st.integers(1, 200_000),
+)
+
+
+@st.composite
+def deep_nesting(draw: st.DrawFn) -> str:
+    """An otherwise valid spec with one expression nested 1 to 200,000 deep by non-bracket
+    operators: one operator repeated (valid while shallow) or a short cycle of several."""
+    depth = draw(DEPTHS)
+    if draw(st.integers(0, 3)):  # one operator
+        op = draw(st.sampled_from(sorted(NESTING)))
+        kinds = NESTING[op][2] or {"tensor"}
+        kind = draw(st.sampled_from(sorted(kinds)))
+        if op == "attribute":
+            depth = draw(st.sampled_from([1, 2, depth]))
+        cycle = [op]
+    else:  # a mix: a cycle of operators repeated to the depth
+        cycle = draw(st.lists(st.sampled_from(sorted(NESTING)), min_size=2, max_size=5))
+        kind = draw(st.sampled_from(sorted(LEAVES)))
+    leaf = LEAVES[kind]
+    pres = [NESTING[op][0].replace("{leaf}", leaf) for op in cycle]
+    sufs = [NESTING[op][1].replace("{leaf}", leaf) for op in cycle]
+    full, rest = divmod(depth, len(cycle))
+    prefix = "".join(pres) * full + "".join(pres[:rest])
+    suffix = "".join(reversed(sufs[:rest])) + "".join(reversed(sufs)) * full
+    expr = prefix + leaf + suffix
+    context = draw(st.sampled_from(CONTEXTS[kind]))
+    if context == "RETURN":
+        return HOSTILE_NET.format(body="    y = x -> relu", ret=expr)
+    return HOSTILE_NET.format(body=context.format(e=expr), ret="x")
 
 
 # --- pure syntax -----------------------------------------------------------------------------

@@ -1,10 +1,11 @@
 """Grammar-aware fuzzing: any text gives a running network or a located SpecError.
 
-The strategies and the property live in ``tests/specgen.py``. This file runs the quick CI
-profile (``fuzz-ci``); ``RESDSL_FUZZ=fuzz-long python -m pytest tests/test_fuzz.py`` runs
-the long one under pytest, and ``python benchmarks/fuzz.py`` runs it counting every outcome.
-Below the property tests are regression tests for each crash the fuzzer found, with exact
-positions.
+The strategies and the properties live in ``tests/specgen.py`` (specs) and
+``tests/artifactgen.py`` (compiled artifacts' ``model.json``, checkpoints). This file runs
+the quick CI profile (``fuzz-ci``); ``RESDSL_FUZZ=fuzz-long python -m pytest
+tests/test_fuzz.py`` runs the long one under pytest, and ``python benchmarks/fuzz.py`` runs
+it counting every outcome. Below the property tests are regression tests for each crash the
+fuzzer found, with exact positions.
 """
 
 import os
@@ -15,7 +16,18 @@ from hypothesis import strategies as st
 
 import resdsl
 
-from .specgen import PATH, check, grammar_sentences, mutants, specs
+from . import artifactgen
+from .specgen import (
+    PATH,
+    check,
+    cpu_deadline,
+    deep_nesting,
+    grammar_sentences,
+    long_literals,
+    mutants,
+    specs,
+    unicode_digit_specs,
+)
 
 torch = pytest.importorskip("torch")
 
@@ -51,6 +63,113 @@ def test_mutated_specs_give_a_network_or_a_located_error(text):
 @given(grammar_sentences())
 def test_grammar_sentences_give_a_network_or_a_located_error(text):
     check(text)
+
+
+# --- hostile sizes, other scripts ------------------------------------------------------------
+
+# Hostile input is refused within 1 s of CPU time (docs/security.md); twice that here, for a
+# slower CI machine.
+HOSTILE_CPU_SECONDS = 2.0
+
+
+@settings(PROFILE, max_examples=max(1, PROFILE.max_examples // 4))  # texts of up to 6 MB
+@given(long_literals())
+def test_long_literals_give_a_network_or_a_located_error_quickly(text):
+    with cpu_deadline(HOSTILE_CPU_SECONDS):
+        check(text)
+
+
+@settings(PROFILE, max_examples=max(1, PROFILE.max_examples // 4))
+@given(deep_nesting())
+def test_deep_non_bracket_nesting_gives_a_network_or_a_located_error_quickly(text):
+    with cpu_deadline(HOSTILE_CPU_SECONDS):
+        check(text)
+
+
+@settings(PROFILE, max_examples=max(1, PROFILE.max_examples // 4))
+@given(specs())
+def test_a_byte_order_mark_before_a_spec_changes_nothing(text):
+    assert check("\ufeff" + text) == "ok"
+
+
+@settings(PROFILE, max_examples=max(1, PROFILE.max_examples // 4))
+@given(unicode_digit_specs())
+def test_digits_of_other_scripts_are_a_syntax_error(text):
+    assert check(text) == "E0101"
+
+
+# --- hostile model.json, odd checkpoints -----------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def artifact(tmp_path_factory):
+    """The tiny two-conv spec compiled once (in a subprocess), with its traps."""
+    pytest.importorskip("tvm")
+    return artifactgen.build_artifact(tmp_path_factory.mktemp("artifact"))
+
+
+@pytest.fixture(scope="module")
+def checker():
+    with artifactgen.ArtifactChecker(cpu=20, wall=60) as c:
+        yield c
+
+
+def assert_holds(result: artifactgen.Result) -> str:
+    assert result.outcome is not None, result.error
+    return result.outcome
+
+
+def test_the_genuine_model_json_runs(artifact, checker):
+    import json
+
+    assert assert_holds(checker.check(artifact.dir, json.dumps(artifact.meta))) == "ok"
+
+
+def _library_cases():
+    # names that need the artifact's paths are filled in by the test
+    names = ["model.so", "./model.so", "link_in.so", "link_chain.so", "sub/model.so",
+             "link_out.so", "link_abs.so", "link_chain_out.so", "link_loop.so", "dirlink.so",
+             "../outside/model.so", "OUTSIDE", "SELF", "sub", ".", "", "\x00", "model.so\x00",
+             "fifo.so", "empty.so", "text.so", "model.json", "/dev/zero", "/proc/self/exe",
+             "x" * 300 + ".so", "trunc.so"]  # fmt: skip
+    return [pytest.param(n, id=repr(n[:20])) for n in names]
+
+
+@pytest.mark.parametrize("library", _library_cases())
+def test_every_library_name_loads_inside_the_directory_or_is_refused(artifact, checker, library):
+    import json
+    import os
+
+    outside = os.path.join(os.path.dirname(artifact.dir), "outside", "model.so")
+    library = {"OUTSIDE": outside, "SELF": os.path.join(artifact.dir, "model.so")}.get(
+        library, library
+    )
+    meta = json.dumps({**artifact.meta, "library": library})
+    outcome = assert_holds(checker.check(artifact.dir, meta))
+    if library in ("model.so", "link_in.so", "link_chain.so"):
+        assert outcome == "ok"
+    else:
+        assert outcome in ("ok", "E0801-load"), outcome
+
+
+@settings(PROFILE, max_examples=max(1, PROFILE.max_examples * 3 // 4))
+@given(st.data())
+def test_hostile_model_json_runs_right_or_is_an_artifact_error(artifact, checker, data):
+    libraries = [n for n in artifact.libraries if n not in artifactgen.KNOWN_CRASHES]
+    text = data.draw(artifactgen.hostile_model_json(artifact.meta, libraries), label="model.json")
+    assert_holds(checker.check(artifact.dir, text))
+
+
+@pytest.fixture(scope="module")
+def tiny_graph():
+    return resdsl.loads(artifactgen.TINY_SPEC, path="tiny.res").graph
+
+
+@settings(PROFILE, max_examples=PROFILE.max_examples)
+@given(st.data())
+def test_odd_checkpoints_give_the_weights_or_a_weights_error(tiny_graph, tmp_path_factory, data):
+    case = data.draw(artifactgen.odd_weights(tiny_graph), label="checkpoint")
+    artifactgen.check_weights(tiny_graph, case, tmp_path_factory.mktemp("w", numbered=True))
 
 
 # --- crashes the fuzzer found ----------------------------------------------------------------

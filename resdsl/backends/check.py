@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..network import Network
-from ..weights import Weights
+from ..weights import Weights, expected
 
 
 @dataclass(frozen=True)
@@ -38,12 +38,21 @@ def random_inputs(shapes: Sequence[Sequence[int]], seed: int) -> list[np.ndarray
 
 
 def reference(net: Network, weights: Weights, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
-    """The PyTorch backend's outputs (eval mode) with ``weights`` loaded."""
+    """The PyTorch backend's outputs (eval mode) with ``weights`` loaded.
+
+    The load is strict: a key of the module that is not in the network's weights, or the
+    other way round, is an error naming the keys (a bug), never a silently random layer.
+    Optional buffers (``num_batches_tracked``) that ``weights`` lack keep the module's own.
+    """
     import torch
 
     module = net.to_torch(seed=None).eval()
     state = {k: torch.from_numpy(np.array(v)) for k, v in weights.items()}
-    module.load_state_dict(state, strict=False)  # optional buffers may be absent
+    own = module.state_dict()
+    for key, weight in expected(net.graph).items():
+        if not weight.required and key not in state and key in own:
+            state[key] = own[key]
+    module.load_state_dict(state, strict=True)
     with torch.no_grad():
         out = module(*(torch.from_numpy(x) for x in inputs))
     return [o.numpy() for o in (out if isinstance(out, tuple) else (out,))]

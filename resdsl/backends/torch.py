@@ -5,7 +5,11 @@ with parameters) and how it is called in ``forward``. ``generate`` writes the so
 self-contained module (needing only torch); ``to_module`` compiles that same source, so the
 file written by ``resdsl compile --target torch`` and ``Network.to_torch()`` cannot drift.
 Submodules are nested by the IR names (``layer1.0.conv1``), which makes state_dict keys
-equal to the spec's names.
+equal to the spec's names. A name that is a plain identifier is an attribute
+(``self.conv1 = ...``); one that is not, or that Python would mangle inside the class body
+(``__c``), is registered by its string (``self.add_module("__c", ...)``) and looked up with
+``self["__c"]``. Names that ``nn.Module`` itself uses (``forward``, ``training``, ...) are
+refused during elaboration (:mod:`resdsl.names`) and again here.
 
 The generated text is built only from validated values: identifiers checked against
 ``[A-Za-z_][A-Za-z0-9_]*`` and literals that are ints, floats, bools or tuples of them.
@@ -21,6 +25,7 @@ from typing import Any
 
 from ..errors import SpecError
 from ..ir import Graph, Node
+from ..names import reserved
 from ..ops import OPS, Shape
 
 
@@ -187,10 +192,16 @@ def _is_identifier(name: str) -> bool:
     return name.isidentifier() and name.isascii() and not keyword.iskeyword(name)
 
 
+def _is_attribute(segment: str) -> bool:
+    """Whether ``self.<segment>`` in the generated class means the submodule ``segment``:
+    an identifier that Python does not mangle (``self.__c`` would be ``self._Net__c``)."""
+    return _is_identifier(segment) and not segment.startswith("__")
+
+
 def _variable(name: str, taken: set[str]) -> str:
     """A unique Python variable for node ``name`` (``layer1.0.conv1`` -> ``layer1_0_conv1``)."""
     base = name.replace(".", "_")
-    if base[0].isdigit() or keyword.iskeyword(base) or base in _RESERVED:
+    if base[0].isdigit() or keyword.iskeyword(base) or base in _RESERVED or base[:2] == "__":
         base = "v_" + base
     if not _is_identifier(base):  # pragma: no cover - names are checked during elaboration
         raise ValueError(f"bad name {name!r}")
@@ -202,13 +213,22 @@ def _variable(name: str, taken: set[str]) -> str:
 
 
 def _module_ref(name: str) -> str:
-    """``layer1.0.conv1`` -> ``self.layer1[0].conv1``."""
+    """``layer1.0.conv1`` -> ``self.layer1[0].conv1``; ``__c.class`` -> ``self["__c"]["class"]``."""
     ref = "self"
     for seg in name.split("."):
         ref += (
-            f".{seg}" if _is_identifier(seg) else f'["{seg}"]' if not seg.isdigit() else f"[{seg}]"
+            f".{seg}" if _is_attribute(seg) else f'["{seg}"]' if not seg.isdigit() else f"[{seg}]"
         )
     return ref
+
+
+def _parameter_ref(name: str) -> str:
+    """A parameter not named by an attribute: ``getattr(self.layer1, "class")`` (``Scope``'s
+    ``[...]`` looks up submodules only)."""
+    parent, _, seg = name.rpartition(".")
+    if _is_attribute(seg):
+        return _module_ref(name)
+    return f'getattr({_module_ref(parent) if parent else "self"}, "{seg}")'
 
 
 def _class_name(name: str) -> str:
@@ -250,8 +270,11 @@ def generate(graph: Graph, source_path: str | None = None) -> str:
         shapes = [graph.info(src).shape for src in graph.inputs_of(node.name)]
         ref = None
         if emitter.module is not None:
+            for seg in node.name.split("."):  # elaboration refuses these names already
+                if reason := reserved(seg):
+                    raise SpecError(f"{reason} (target torch)", node.span)
             init += _declare(node.name, emitter.module(node, shapes), scopes)
-            ref = _module_ref(node.name)
+            ref = _parameter_ref(node.name) if node.op == "parameter" else _module_ref(node.name)
         if node.scope and (not forward or forward[-1][0] != node.scope):
             forward.append((node.scope, f"        # {node.scope}: {node.block}"))
         var[node.name] = _variable(node.name, taken)
@@ -321,7 +344,7 @@ def _declare(name: str, constructor: str, scopes: set[str]) -> list[str]:
         scopes.add(path)
         parent = _module_ref(".".join(segments[: depth - 1])) if depth > 1 else "self"
         seg = segments[depth - 1]
-        if _is_identifier(seg):
+        if _is_attribute(seg):
             lines.append(f"        {parent}.{seg} = {value}")
         elif value.startswith("nn.Parameter("):
             lines.append(f'        {parent}.register_parameter("{seg}", {value})')

@@ -42,7 +42,9 @@ def add_sample_command(sub: Any, spec_options: Callable[[argparse.ArgumentParser
     )
     p.add_argument("space", metavar="SPACE")
     p.add_argument("--n", type=int, default=10, help="number of candidates (default: 10)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    from ..cli import seed_arg  # resdsl.cli is loaded: it calls this function
+
+    p.add_argument("--seed", type=seed_arg, default=0, help="random seed (default: 0)")
     p.add_argument("--max-params", type=count, metavar="N", help="budget: at most N parameters")
     p.add_argument("--max-macs", type=count, metavar="N", help="budget: at most N MACs (2G, 5e8)")
     p.add_argument("-o", "--output", metavar="DIR", help="write NETWORK_NNN.res files here")
@@ -61,6 +63,8 @@ def run_sample(args: argparse.Namespace) -> int:
         raise cli.UsageError("--n must be at least 1")
     if args.output and os.path.exists(args.output) and not os.path.isdir(args.output):
         raise cli.UsageError(f"{args.output} exists and is not a directory")
+    if args.output:
+        cli._artifact_dir(args.output)  # not a symlink; each file is checked as written
     space = loads_space(
         cli._read(args.space), args.network, path=args.space, max_params=args.max_params,
         max_macs=args.max_macs, **cli._params(args.set),

@@ -58,10 +58,26 @@ KEYWORDS = frozenset(
 MAX_DEPTH = 100  # nesting of the syntax tree; deeper input is refused, not recursed into
 MAX_LITERAL_DIGITS = 100  # any int past 2**62 is refused where it is used anyway
 MAX_HOLES = 100  # `{...}` holes in one template label
+# Parsing costs about 12 us of CPU per byte of dense code (`1+1+...`: lexing, Lark's tree,
+# the AST): a bound on the size keeps a hostile spec within a second. The largest example
+# is 3.5 KB. Bytes of a file (resdsl.loader.read_spec), characters of text given to parse.
+MAX_SPEC_SIZE = 64 * 1024
+MAX_STRING = 4_096  # characters of one string literal between its quotes, escapes as written
+
+
+def check_size(size: int, path: str, unit: str = "characters") -> None:
+    """Refuse a spec of more than :data:`MAX_SPEC_SIZE` bytes or characters, at its start."""
+    if size > MAX_SPEC_SIZE:
+        raise LimitError(
+            f"the spec has {size:,} {unit}, more than the limit of {MAX_SPEC_SIZE:,}",
+            Span(path, 1, 1, 1, 1),
+            hints=["split it into files that import each other, or use loops and blocks"],
+        )
 
 
 def _parse(text: str, path: str, start: str):
-    _check_brackets(text, path)
+    _check_brackets(text, path)  # first: it reads at most MAX_SPEC_SIZE characters
+    check_size(len(text), path)
     try:
         tree = _parser().parse(text, start=start)
     except UnexpectedInput as e:
@@ -70,26 +86,39 @@ def _parse(text: str, path: str, start: str):
     return tree
 
 
-_BRACKETS = re.compile(r"""#[^\n]*|"(?:\\.|[^"\\\n])*"|'(?:\\.|[^'\\\n])*'|[(\[{]|[)\]}]""")
+# A string as the grammar lexes it: runs between escapes, so memory does not grow per
+# character. One left open at the end of its line is skipped to there too: trying again from
+# each quote inside it would take time quadratic in the line's length.
+_BRACKETS = re.compile(
+    r"""#[^\n]*|"[^"\\\n]*(?:\\.[^"\\\n]*)*\\?"?|'[^'\\\n]*(?:\\.[^'\\\n]*)*\\?'?"""
+    r"""|[(\[{]|[)\]}]"""
+)
 
 
 def _check_brackets(text: str, path: str) -> None:
     """Refuse brackets nested more than ``MAX_DEPTH`` deep before parsing: a scan is fast,
     while Lark would build the whole deep tree first (seconds and hundreds of MB for
     ``((((...))))`` 100,000 deep). Strings and comments are skipped; imbalance is left to
-    the parser."""
+    the parser. The scan stops after ``MAX_SPEC_SIZE`` characters, too many to parse."""
     depth = 0
     for m in _BRACKETS.finditer(text):
+        if m.start() >= MAX_SPEC_SIZE:
+            return
         char = m.group()  # a bracket, or a whole string or comment
         if char in ("(", "[", "{"):
             depth += 1
             if depth > MAX_DEPTH:
-                line = text.count("\n", 0, m.start()) + 1
-                column = m.start() - text.rfind("\n", 0, m.start())
-                span = Span(path, line, column, line, column + 1)
+                span = _at(text, m.start(), path)
                 raise LimitError(f"brackets nested more than {MAX_DEPTH} deep", span)
         elif char in (")", "]", "}"):
             depth = max(0, depth - 1)
+
+
+def _at(text: str, pos: int, path: str) -> Span:
+    """The one-character span at offset ``pos`` of ``text``."""
+    line = text.count("\n", 0, pos) + 1
+    column = pos - text.rfind("\n", 0, pos)
+    return Span(path, line, column, line, column + 1)
 
 
 def _check_depth(tree: Tree, path: str) -> None:
@@ -130,6 +159,11 @@ def _end(text: str) -> tuple[int, int]:
     return len(lines), len(lines[-1]) + 1
 
 
+def _foreign_digit(char: str) -> bool:
+    """A digit of another script (Bengali, fullwidth): Python reads it, resdsl does not."""
+    return char.isdigit() and not char.isascii()
+
+
 def _syntax_error(e: UnexpectedInput, text: str, path: str) -> SpecSyntaxError:
     line, column = max(e.line, 1), max(e.column, 1)
     width = 1
@@ -151,6 +185,8 @@ def _syntax_error(e: UnexpectedInput, text: str, path: str) -> SpecSyntaxError:
     else:  # pragma: no cover - Lark has no other kinds today
         found, expected = "input", []
     hints = []
+    if isinstance(e, UnexpectedCharacters) and _foreign_digit(text[e.pos_in_stream]):
+        hints.append("numbers are written with the ASCII digits 0-9")
     if expected and len(expected) <= 8:
         hints.append("expected " + ", ".join(expected))
     if found == "`=`":
@@ -219,6 +255,7 @@ class _ToAst(Transformer):
         return ast.Module(self.path, imports, defs)
 
     def import_stmt(self, meta, children):
+        self._check_string(children[0], self._span(meta))
         return ast.Import(self._span(meta), _unquote(children[0]))
 
     def std_import(self, meta, children):
@@ -360,7 +397,15 @@ class _ToAst(Transformer):
             raise LimitError(f"float literal {children[0]} is too large", self._span(meta))
         return ast.Literal(self._span(meta), value)
 
+    def _check_string(self, token: Token, span: Span) -> None:
+        if len(token) - 2 > MAX_STRING:
+            raise LimitError(
+                f"a string of {len(token) - 2:,} characters is longer than the limit of "
+                f"{MAX_STRING:,}", span,
+            )  # fmt: skip
+
     def str_lit(self, meta, children):
+        self._check_string(children[0], self._span(meta))
         return ast.Literal(self._span(meta), _unquote(children[0]))
 
     def true_lit(self, meta, children):
@@ -402,7 +447,9 @@ class _ToAst(Transformer):
         span = self._tok(tok)
         if tok.type == "NAME":
             return ast.Label(span, str(tok), (str(tok),))
-        return ast.Label(span, str(tok), self._template(tok, span))
+        parts = self._template(tok, span)  # first: its holes have bounds of their own
+        self._check_string(tok, span)
+        return ast.Label(span, str(tok), parts)
 
     def _template(self, tok: Token, span: Span) -> tuple[str | ast.Expr, ...]:
         """Split ``"layer{i + 1}"`` into ``("layer", <expr i + 1>)``."""

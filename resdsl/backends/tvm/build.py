@@ -10,9 +10,11 @@ applied. The library is exported with ``export_library``; a CUDA build needs no 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
+import tempfile
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +26,7 @@ from ...errors import SpecError
 from ...ir import Graph
 from ...network import Network
 from ...weights import Weights
+from .. import MAX_BATCH
 from .lower import to_relax
 
 # CUDA kernels are stored in the library as CUDA C++ and compiled for the GPU that loads the
@@ -79,8 +82,10 @@ class BuildOptions:
         return "NHWC" if self.dtype == "float16" else "NCHW"
 
     def tvm_target(self) -> tvm.target.Target:
-        if self.batch < 1:
-            raise TargetError(f"--batch must be at least 1, got {self.batch}")
+        if not 1 <= self.batch <= MAX_BATCH:
+            raise TargetError(
+                f"--batch must be at least 1 and at most {MAX_BATCH}, got {self.batch}"
+            )
         if self.dtype not in ("float32", "float16"):
             raise TargetError(f"--dtype must be float32 or float16, got {self.dtype}")
         micro = self.micro_batch
@@ -199,22 +204,89 @@ def metadata(net: Network, options: BuildOptions, weights_source: str) -> dict[s
 
 
 def write_artifact(executable, meta: dict[str, Any], out_dir: str) -> None:
-    """Export into ``out_dir`` so that a failed run leaves an earlier artifact as it was.
+    """Export into ``out_dir`` so that a failed run leaves an earlier artifact as it was and
+    removes nothing but its own temporary files.
 
     The library is exported to a temporary name; ``model.json`` is written (atomically) only
     once that succeeded, and the library is renamed into place last, so any failure before
-    the final rename keeps both old files. A directory this call created is removed again.
+    the final rename keeps both old files. On a failure the temporary files are removed; a
+    directory this call created is removed only if it is empty (``os.rmdir``): another
+    compile into the same directory may have written its artifact there in the meantime,
+    and that stays. A disk that fills up while the library is linked raises ``OSError``
+    (``ENOSPC``), as any other write does, not the linker's ``RuntimeError``.
     """
-    created = not os.path.isdir(out_dir)
-    os.makedirs(out_dir, exist_ok=True)
+    created = _make_directory(out_dir)
     try:
         text = json.dumps(meta, indent=2, sort_keys=True, default=_json_default) + "\n"
-        with staged(os.path.join(out_dir, "model.so")) as tmp:
-            executable.export_library(tmp)
+        library = os.path.join(out_dir, "model.so")
+        with staged(library) as tmp:
+            _export(executable, tmp, library)
             atomic_write(os.path.join(out_dir, "model.json"), text)
     except BaseException:
         if created:
-            shutil.rmtree(out_dir, ignore_errors=True)
+            with contextlib.suppress(OSError):  # not empty: someone else's files are there
+                os.rmdir(out_dir)
+        raise
+
+
+def check_room(out_dir: str, size: int) -> None:
+    """Raise ``OSError(ENOSPC)`` when a library of at least ``size`` bytes (its weights)
+    cannot fit: in the temporary directory, where TVM writes the objects it links (LLVM
+    ends the process when that write fails, exit 1), or where ``out_dir`` is."""
+    hint = "; TVM writes them to the temporary directory: set TMPDIR to one with room"
+    _check_room(tempfile.gettempdir(), size, "the library's objects", hint)
+    _check_room(out_dir, size, os.path.join(out_dir, "model.so"))
+
+
+def _check_room(path: str, size: int, what: str, hint: str = "") -> None:
+    """Raise ``OSError(ENOSPC)`` if the file system of ``path`` (or of its nearest existing
+    parent) has less than ``size`` bytes free."""
+    where = os.path.abspath(path)
+    while not os.path.exists(where) and os.path.dirname(where) != where:
+        where = os.path.dirname(where)
+    try:
+        free = shutil.disk_usage(where).free
+    except OSError:
+        return  # not knowable: let the write itself tell
+    if free < size:
+        raise OSError(
+            errno.ENOSPC,
+            f"cannot write {what}: {os.strerror(errno.ENOSPC)} ({where} has "
+            f"{free / 2**20:.1f} MiB free; the library needs at least {size / 2**20:.1f} MiB"
+            f"{hint})",
+        )
+
+
+def _make_directory(path: str) -> bool:
+    """Create ``path`` (and missing parents); whether this call created it."""
+    try:
+        os.makedirs(path)
+    except FileExistsError:
+        return False
+    return True
+
+
+# What the linker (or the compiler writing objects) prints when the disk or quota is full.
+_DISK_FULL = {errno.ENOSPC: os.strerror(errno.ENOSPC), errno.EDQUOT: os.strerror(errno.EDQUOT)}
+
+
+def _export(executable, tmp: str, library: str) -> None:
+    """``export_library`` into ``tmp``; a full disk is an ``OSError`` naming ``library``.
+
+    TVM writes the objects into a temporary directory and links them with the system's C++
+    compiler; a link that fails reaches Python as ``RuntimeError("Compilation error: ...")``
+    with the linker's output, e.g. ``ld: final link failed: No space left on device``.
+    """
+    try:
+        executable.export_library(tmp)
+    except OSError:
+        raise
+    except Exception as e:
+        text = str(e)
+        for code, words in _DISK_FULL.items():
+            if words in text:
+                detail = next((ln.strip() for ln in text.splitlines() if words in ln), words)
+                raise OSError(code, f"cannot write {library}: {words} ({detail})") from e
         raise
 
 

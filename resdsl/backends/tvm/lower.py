@@ -246,6 +246,13 @@ def _reshaped(shape: Shape, target: Sequence[int]) -> list[int]:
     return out
 
 
+# The most micro-batches ``main`` calls ``forward`` for directly. More are run by a tree of
+# functions, each of which calls the level below this often, and ``main`` makes fewer than
+# this many calls per level, so the module grows with log(batch): unrolling a batch of 10,007
+# one sample at a time made 10,007 calls, and TVM crashed on them after ~100 s.
+MAX_CALLS = 32
+
+
 def to_relax(
     graph: Graph,
     weights: dict[str, np.ndarray],
@@ -261,6 +268,14 @@ def to_relax(
     its inputs along the batch axis, calls ``forward`` on each slice in turn and
     concatenates the results: the kernels are those of the smaller batch, whose
     activations stay in the cache (see :func:`.build.micro_batch_size`).
+
+    Up to :data:`MAX_CALLS` micro-batches ``main`` calls ``forward`` directly. Beyond, the
+    private functions ``forward_batch{N}`` run ``MAX_CALLS ** k`` micro-batches each (``N``
+    samples) by calling the level below ``MAX_CALLS`` times, and ``main`` runs the batch as
+    the fewest such pieces (the batch's digits in base ``MAX_CALLS``, so fewer than
+    ``MAX_CALLS`` calls per level; 56 calls for 10,007 micro-batches). Relax has no loop
+    construct; this keeps the module small whatever the batch, at the cost of one more copy
+    of the inputs and outputs per level (the split and the concatenation).
     """
     for node in graph.nodes():
         if node.op != "input" and node.op not in EMITTERS:
@@ -273,21 +288,64 @@ def to_relax(
         _emit_network(bb, "main", graph, weights, batch, dtype)
         return bb.get()
     forward = _emit_network(bb, "forward", graph, weights, micro, dtype, private=True)
-    params = _params(graph, batch, dtype)
     chunks = batch // micro
-    with bb.function("main", params):
-        with bb.dataflow():
-            parts = [bb.emit(R.split(p, chunks, axis=0)) for p in params]
-            results = [
-                bb.emit(relax.Call(forward, [bb.emit(p[i]) for p in parts])) for i in range(chunks)
-            ]
-            if len(graph.outputs) == 1:
-                out = bb.emit_output(R.concat(results, axis=0))
-            else:
-                columns = [[bb.emit(r[k]) for r in results] for k in range(len(graph.outputs))]
-                out = bb.emit_output(relax.Tuple([bb.emit(R.concat(c, axis=0)) for c in columns]))
-        bb.emit_func_output(out)
+    levels = [(forward, 1)]  # (function, micro-batches it runs)
+    if chunks > MAX_CALLS:
+        while levels[-1][1] * MAX_CALLS <= chunks:
+            below, size = levels[-1]
+            name = f"forward_batch{size * MAX_CALLS * micro}"
+            fn = _emit_pieces(bb, name, graph, dtype, [(below, size * micro)] * MAX_CALLS)
+            levels.append((fn, size * MAX_CALLS))
+    pieces, left = [], chunks
+    for fn, size in reversed(levels):
+        pieces += [(fn, size * micro)] * (left // size)
+        left %= size
+    _emit_pieces(bb, "main", graph, dtype, pieces, private=False)
     return bb.get()
+
+
+def _emit_pieces(
+    bb: relax.BlockBuilder,
+    name: str,
+    graph: Graph,
+    dtype: str,
+    pieces: list[tuple[relax.GlobalVar, int]],
+    private: bool = True,
+) -> relax.GlobalVar:
+    """Emit ``name(inputs...) -> outputs``, whose batch is the sum of the pieces' sizes: it
+    splits the inputs along the batch axis into the pieces, calls each piece's function on
+    its slices in turn and concatenates the results."""
+    sizes = [size for _, size in pieces]
+    params = _params(graph, sum(sizes), dtype)
+    if len(set(sizes)) == 1:
+        sections: int | list[int] = len(sizes)
+    else:
+        sections = [int(i) for i in np.cumsum(sizes)[:-1]]
+    with bb.function(name, params, private=private):
+        with bb.dataflow():
+            if len(pieces) == 1:  # e.g. a batch of exactly MAX_CALLS ** k micro-batches
+                out = bb.emit_output(relax.Call(pieces[0][0], params))
+            else:
+                out = _split_call_concat(bb, graph, params, pieces, sections)
+        bb.emit_func_output(out)
+    return bb.get().get_global_var(name)
+
+
+def _split_call_concat(
+    bb: relax.BlockBuilder,
+    graph: Graph,
+    params: list[relax.Var],
+    pieces: list[tuple[relax.GlobalVar, int]],
+    sections: int | list[int],
+) -> relax.Var:
+    parts = [bb.emit(R.split(p, sections, axis=0)) for p in params]
+    results = [
+        bb.emit(relax.Call(fn, [bb.emit(p[i]) for p in parts])) for i, (fn, _) in enumerate(pieces)
+    ]
+    if len(graph.outputs) == 1:
+        return bb.emit_output(R.concat(results, axis=0))
+    columns = [[bb.emit(r[k]) for r in results] for k in range(len(graph.outputs))]
+    return bb.emit_output(relax.Tuple([bb.emit(R.concat(c, axis=0)) for c in columns]))
 
 
 def _params(graph: Graph, batch: int, dtype: str) -> list[relax.Var]:
