@@ -90,8 +90,8 @@ CLOCKS = {"wall": time.perf_counter, "cpu": time.thread_time}
 clock = time.perf_counter
 # A pause before each timed call: the previous engine's idle worker threads (OpenMP's,
 # onnxruntime's, TVM's) spin for a while after a call before they sleep; they should not
-# steal this one's cores. 20 ms was too short: resnet18 b1 untuned on two threads measured
-# 37.4 ms with it and 20.1 ms with 0.5 s, right after (onnxruntime 19.2 / 19.3 ms).
+# steal this one's cores. 20 ms was too short (docs/performance.md, "A correction to
+# earlier figures").
 SETTLE_S = 0.5
 
 

@@ -1,59 +1,57 @@
 #!/usr/bin/env bash
 # GPU check of resdsl's CUDA artifacts: parity with torchvision and latency next to PyTorch.
 #
-# Two halves; the Python for both is benchmarks/gpu_prepare.py.
+# Two halves, on two machines; the Python for both is the package benchmarks/gpu/ (its
+# docstring says what each machine needs, its modules go phase by phase).
 #
-#   bash benchmarks/gpu_check.sh prepare   # HERE: needs TVM's compiler, no GPU (~10-15 min
-#                                          # the first time; up-to-date artifacts are kept)
-#   bash benchmarks/gpu_check.sh run       # THERE: the GPU machine, unattended, ~3-6 min
-#                                          # (starts no torch.compile after 240 s; killed at 450 s)
+#   bash benchmarks/gpu_check.sh prepare [OPTIONS]   # the build machine: TVM's compiler,
+#                                                    # no GPU (up-to-date artifacts are kept)
+#   bash benchmarks/gpu_check.sh run [OPTIONS]       # the GPU machine, unattended
 #
-# The device tool call, one call:
-#   command:   bash benchmarks/gpu_check.sh run     (options: --only TEXT..., --no-compile,
-#              --deadline S; see python benchmarks/gpu_prepare.py device --help)
-#   carry:     ["build/gpu"]
-#   timeout_s: 480
+# prepare options: --arch SM, --device-python X.Y, --carry-limit-mib N, --only NAME..., --force
+#   (python benchmarks/gpu prepare --help). run options: --only TEXT..., --no-compile,
+#   --deadline S (python benchmarks/gpu device --help).
+# Environment: BUNDLE_DIR (default build/gpu: what prepare builds and run reads, the one
+#   path to carry to the GPU machine besides the working tree), OUT (where run writes its
+#   results; default build/gpu-results), PYTHON (run's interpreter; default python3),
+#   GPU_CHECK_TIMEOUT (seconds before run is killed; default 450: keep --deadline below it).
 # Results: $OUT/gpu_results.txt (the report), $OUT/gpu_results.json, $OUT/gpu_check.log.
-# Exit status: 0 all artifacts match torchvision; 1 a mismatch or an artifact that failed;
-# 2 no GPU (the dry run here ends so, after rebuilding and importing everything);
+# Exit status: 0 all artifacts match the reference; 1 a mismatch or an artifact that failed;
+# 2 no GPU (prepare's dry run ends so, after rebuilding and importing everything);
 # 3 the environment lacks something (the message says what).
 #
-# What the GPU machine has, and so what is carried
-# -------------------------------------------------
-# It has python3 3.12 with PyTorch, torchvision, NumPy, networkx and cuda-bindings, and
-# nothing of ours: no TVM, no Lark, no resdsl. `prepare` puts all of that in build/gpu/:
-#   pylib/tvm       the installed tvm package without lib/libtvm_compiler.so (the 255 MB
-#                   compiler), 3rdparty/, src/, include/, web/, cmake/ and bytecode caches:
-#                   ~17 MiB, of which libtvm_runtime{,_cuda,_extra}.so are 5 MiB.
+# What travels, and why
+# ---------------------
+# The GPU machine needs nothing of ours installed: prepare puts it all in the bundle:
+#   pylib/tvm       the installed tvm package without lib/libtvm_compiler.so (the
+#                   compiler), 3rdparty/, src/, include/, web/, cmake/ and bytecode caches.
 #                   Without the compiler library it imports with TVM_USE_RUNTIME_LIB=1.
 #   pylib/tvm_ffi   without its sources, headers and test library, with its compiled core
-#                   for both CPython 3.11 (here, for the self-test) and 3.12 (there; taken
-#                   from the same apache-tvm-ffi version's cp312 wheel: the core is
-#                   CPython-version specific, the rest of the wheel is identical).
+#                   for both this machine's CPython (for the self-test) and the GPU
+#                   machine's (--device-python; taken from the same apache-tvm-ffi
+#                   version's wheel: the core is CPython-version specific, the rest of the
+#                   wheel is identical).
 #   pylib/lark, pylib/resdsl (all of it, grammar included)
-#   artifacts/<model>-<dtype>-b<batch>[-<variant>]/  thirteen CUDA artifacts built for
-#                   sm_90 (H100/H200): resnet18 fp32 and fp16 at batch 1, resnet50 fp32 and
-#                   fp16 at batch 1 and 32 with resdsl's defaults; resnet50 fp16 at batch 1
-#                   and 32 built two other ways for comparison in the same run: "tvm"
-#                   (TVM's default GPU pipeline) and "nchw" (convolutions in NCHW); and
-#                   "edges" (benchmarks/specs/edges.res: odd sizes and channel counts,
-#                   stride 2, groups) in fp32 at batch 3 and fp16 at batch 1 and 3, whose
-#                   reference is resdsl's PyTorch backend -- as skeletons, see below
+#   artifacts/<model>-<dtype>-b<batch>[-<variant>]/  the CUDA artifacts of CONFIGS in
+#                   benchmarks/gpu/settings.py, built for --arch: resnet18 and resnet50 in
+#                   fp32 and fp16 with resdsl's defaults; resnet50 fp16 built two other ways
+#                   for comparison in the same run: "tvm" (TVM's default GPU pipeline) and
+#                   "nchw" (convolutions in NCHW); and "edges" (benchmarks/specs/edges.res:
+#                   odd sizes and channel counts, stride 2, groups), whose reference is
+#                   resdsl's PyTorch backend -- as skeletons, see below
 #   specs/, manifest.json (seed, sha256 of the weights and of every model.so, tolerances)
 #
-# Why skeletons. Everything that travels (the working tree and the carry) must fit in
-# 64 MiB. The weights are compiled into model.so: resnet18 is 49 MB in fp32 and 25 MB in
-# fp16, resnet50 100 MB and 51 MB, once per batch size -- about 380 MB for the six, and
-# not even resnet18 fp32 + fp16 fit next to the runtime. Compressing does not help
-# (random weights: 11%). But the weights need not travel: they are derived from a seed.
-# So `prepare` finds each weight constant in model.so (every one is a tensor of the
-# weights after resdsl's inference passes -- batch norm folded -- cast to the artifact's
-# dtype, the classifier's transposed, NHWC convolutions' in OHWI) and cuts it out; what is left (kernels, code,
-# metadata; 1-3 MB per artifact) is xz-compressed, with the list of holes. The GPU side
-# draws the same weights from the seed, runs the same resdsl passes (from the carried
-# copy), refills the holes and checks the sha256 of the result against the model.so that
-# was compiled here: it runs exactly the compiled artifacts, bit for bit. The whole
-# carry is ~30 MiB.
+# Why skeletons. The weights are compiled into model.so, once per batch size, and random
+# weights do not compress; together they are far larger than a working tree. But the
+# weights need not travel: they are derived from a seed. So prepare finds each weight
+# constant in model.so (every one is a tensor of the weights after resdsl's inference
+# passes -- batch norm folded -- cast to the artifact's dtype, the classifier's transposed,
+# NHWC convolutions' in OHWI) and cuts it out; what is left (kernels, code, metadata) is
+# xz-compressed, with the list of holes. The GPU side draws the same weights from the
+# seed, runs the same resdsl passes (from the carried copy), refills the holes and checks
+# the sha256 of the result against the model.so that was compiled here: it runs exactly the
+# compiled artifacts, bit for bit. prepare prints the sizes, and fails if the bundle and
+# the working tree together exceed --carry-limit-mib.
 #
 # The weights. torchvision's resnet18/resnet50 (their state_dicts load into the specs
 # strictly), filled from NumPy's PCG64 seeded per tensor with torchvision's init scales,
@@ -70,8 +68,8 @@
 #    when the artifact is loaded, with NVRTC from `cuda-bindings` (PyTorch's CUDA wheels
 #    bring it) and the CUDA toolkit's headers (CUDA_PATH, found from nvcc). If
 #    cuda-bindings is missing but nvcc is there, TVM_CUDA_COMPILE_MODE=nvcc is used;
-#    with neither, the run stops with a message. `prepare` already compiled every
-#    artifact's kernels with NVRTC for sm_90a here, so they are known to compile.
+#    with neither, the run stops with a message. prepare already compiled every
+#    artifact's kernels with NVRTC for the target architecture, so they are known to compile.
 #
 # The checks (on the GPU, same seeded input): the fp32 reference is torchvision (for
 # "edges": resdsl's PyTorch backend, net.to_torch) in fp32
@@ -79,27 +77,27 @@
 # 1e-2 * max|reference|. Latencies (median, synchronised per call): resdsl's VM on
 # device-resident tensors (and through resdsl.runtime's NumPy call, copies included),
 # PyTorch eager fp32 (TF32 off) and fp16, and torch.compile (default mode) for as many
-# shapes as the time budget allows (each shape compiles anew, about a minute each).
+# shapes as the time budget allows (each shape compiles anew).
 #
-# Tested here: `prepare` compiles, NVRTC-checks, punches and rebuilds every artifact,
-# then runs the device code on an llvm resnet18 artifact in a subprocess that imports
-# only build/gpu/pylib, and finally dry-runs `run` (rebuild, import, stop on "no GPU").
+# Tested on the build machine: prepare compiles, NVRTC-checks, punches and rebuilds every
+# artifact, then runs the device code on llvm artifacts in a subprocess that imports only
+# the bundle's pylib, and finally dry-runs `run` (rebuild, import, stop on "no GPU").
 
 set -uo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root" || exit 3
-bundle="build/gpu"
+bundle="${BUNDLE_DIR:-build/gpu}"
 
 case "${1:-}" in
 prepare)
     shift
-    exec python benchmarks/gpu_prepare.py prepare "$@"
+    exec python benchmarks/gpu prepare --bundle "$bundle" "$@"
     ;;
 run)
     shift
     ;;
 *)
-    echo "usage: bash benchmarks/gpu_check.sh prepare|run" >&2
+    echo "usage: bash benchmarks/gpu_check.sh prepare|run [OPTIONS]" >&2
     exit 2
     ;;
 esac
@@ -109,16 +107,20 @@ mkdir -p "$out"
 py="${PYTHON:-python3}"
 if [ ! -f "$bundle/manifest.json" ]; then
     echo "error: $bundle/manifest.json is missing: run 'bash benchmarks/gpu_check.sh prepare'" \
-        "on the build machine and carry build/gpu" | tee "$out/gpu_check.log" >&2
+        "on the build machine and carry $bundle" | tee "$out/gpu_check.log" >&2
     exit 3
 fi
-export PYTHONPATH="$root/$bundle/pylib"
+case "$bundle" in
+/*) pylib="$bundle/pylib" ;;
+*) pylib="$root/$bundle/pylib" ;;
+esac
+export PYTHONPATH="$pylib"
 export TVM_USE_RUNTIME_LIB=1 TVM_FFI_DISABLE_TORCH_C_DLPACK=1
 export PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
 
 # Pre-flight: messages for what would otherwise fail deep inside an import.
 ver="$($py -c 'import sys; print(f"{sys.version_info[0]}{sys.version_info[1]}")')"
-if ! ls "$bundle"/pylib/tvm_ffi/core.cpython-"$ver"-*.so >/dev/null 2>&1; then
+if ! ls "$pylib"/tvm_ffi/core.cpython-"$ver"-*.so >/dev/null 2>&1; then
     echo "error: the carried tvm_ffi has no compiled core for this Python ($($py -V)):" \
         "rerun prepare with --device-python X.Y" | tee "$out/gpu_check.log" >&2
     exit 3
@@ -133,8 +135,8 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>
 
 # The Python stops starting torch.compile runs at its --deadline; timeout is the backstop
 # (the results files are rewritten after every step, so a killed run still leaves them).
-timeout 450 "$py" benchmarks/gpu_prepare.py device --artifacts "$bundle" --out "$out" "$@" 2>&1 \
-    | tee -a "$out/gpu_check.log"
+timeout "${GPU_CHECK_TIMEOUT:-450}" "$py" benchmarks/gpu device --artifacts "$bundle" \
+    --out "$out" "$@" 2>&1 | tee -a "$out/gpu_check.log"
 rc=${PIPESTATUS[0]}
 echo "gpu_check: exit status $rc; results in $out" | tee -a "$out/gpu_check.log"
 exit "$rc"

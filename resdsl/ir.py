@@ -16,6 +16,7 @@ from typing import Any
 
 import networkx as nx
 
+from ._compat import in_adjacency
 from .errors import Span
 from .ops import OPS, Shape, Weight
 
@@ -85,10 +86,11 @@ class Graph:
 
     def inputs_of(self, name: str) -> list[str]:
         """Producers of ``name``'s inputs, in port order."""
-        # Read the adjacency directly: this is the hot path of counting and of every pass.
+        # the adjacency dicts, not `self.nx.pred`'s views: the hot path of counting and passes
         ports = [
-            (d["port"], src) for src, keys in self.nx._pred[name].items() for d in keys.values()
-        ]
+            (d["port"], src) for src, keys in in_adjacency(self.nx)[name].items()
+            for d in keys.values()
+        ]  # fmt: skip
         ports.sort()
         return [src for _, src in ports]
 

@@ -12,7 +12,6 @@ is set.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
@@ -21,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from . import _compat
 from .errors import SpecError
 
 FORMAT = "resdsl-artifact/1"
@@ -68,17 +68,12 @@ def use_physical_cores() -> None:
     without SMT that leaves half the cores idle. Artifacts run so, and tuning measures its
     candidates so, or it would pick schedules for a thread count they never run on.
     """
-    if "TVM_NUM_THREADS" not in os.environ and "OMP_NUM_THREADS" not in os.environ:
-        os.environ["TVM_NUM_THREADS"] = str(physical_cores())
+    _compat.set_default_threads(physical_cores())
 
 
 def _import_tvm():
     use_physical_cores()
-    if "tvm" not in sys.modules and "TVM_USE_RUNTIME_LIB" not in os.environ:
-        spec = importlib.util.find_spec("tvm")
-        lib = os.path.join(os.path.dirname(spec.origin), "lib") if spec and spec.origin else ""
-        if lib and not os.path.exists(os.path.join(lib, "libtvm_compiler.so")):
-            os.environ["TVM_USE_RUNTIME_LIB"] = "1"  # a runtime-only TVM package
+    _compat.prefer_runtime_library()
     try:
         import tvm
         import tvm.runtime.vm  # not imported by `import tvm` in a runtime-only package
@@ -96,20 +91,14 @@ def _cuda_runtime(tvm) -> None:
     current compilation target, an object only the compiler library provides; without it the
     arch is that of the GPU present, which is what the kernels must be compiled for anyway.
     """
-    if not tvm.base._RUNTIME_ONLY:
+    if not _compat.runtime_only(tvm):
         return
-    from tvm.target import Target, _ffi_api
-
-    if not hasattr(_ffi_api, "TargetCurrent"):
-        Target.current = staticmethod(lambda allow_none=True: None)
-    if "tvm_runtime_cuda" not in tvm.base._LOADED_LIBS:
-        import ctypes
-
-        lib = os.path.join(os.path.dirname(tvm.__file__), "lib", "libtvm_runtime_cuda.so")
-        try:
-            tvm.base._LOADED_LIBS["tvm_runtime_cuda"] = ctypes.CDLL(lib, ctypes.RTLD_LOCAL)
-        except OSError as e:  # missing, or libcudart not found
-            raise ArtifactError(f"cannot load TVM's CUDA runtime: {e}") from None
+    _compat.without_current_target(tvm)
+    lib = os.path.join(os.path.dirname(tvm.__file__), "lib", "libtvm_runtime_cuda.so")
+    try:
+        _compat.load_runtime_library(tvm, "tvm_runtime_cuda", lib)
+    except OSError as e:  # missing, or libcudart not found
+        raise ArtifactError(f"cannot load TVM's CUDA runtime: {e}") from None
 
 
 class CompiledModel:
@@ -138,8 +127,7 @@ class CompiledModel:
         """The library's ``main`` must take the inputs model.json names, in its order."""
         names = [i["name"] for i in self.inputs]
         try:
-            arity = self._vm._get_function_arity("main")
-            params = [self._vm._get_function_param_name("main", i) for i in range(arity)]
+            params = _compat.vm_param_names(self._vm, "main")
         except Exception:  # not a Relax VM executable we can inspect: the call checks it
             return
         if params != names:

@@ -27,7 +27,7 @@ from resdsl.backends.tvm.schedules import (  # noqa: E402
     CPU_LAYOUTS,
     Conv2d,
     Machine,
-    fuse_passes,
+    llvm_fuse_passes,
     llvm_pipeline,
     rule_for,
 )
@@ -117,7 +117,7 @@ def fused_functions(net: resdsl.Network, options: BuildOptions, layout: str = "N
     """The PrimFuncs the rules see: the spec lowered (seeded weights), legalised and fused."""
     target = options.tvm_target()
     with target:
-        passes = fuse_passes(target, LAYOUTS[layout])
+        passes = llvm_fuse_passes(target, LAYOUTS[layout])
         mod = tvm.transform.Sequential(passes)(lowered(net, None, options.batch))
     return {gv.name_hint: f for gv, f in mod.functions_items() if isinstance(f, tvm.tirx.PrimFunc)}
 

@@ -225,9 +225,9 @@ def test_keywords_digits_and_mangled_names_on_parameters_and_scopes(tmp_path):
 
 
 def test_the_backend_refuses_a_reserved_name_that_got_past_elaboration(monkeypatch):
-    from resdsl import elaborate
+    from resdsl.elaborate import naming
 
-    monkeypatch.setattr(elaborate, "check_label", lambda segment, span: None)
+    monkeypatch.setattr(naming, "check_label", lambda segment, span: None)
     net = resdsl.loads(spec_text("inside", "state_dict"))
     with pytest.raises(resdsl.SpecError, match=r"`state_dict` is reserved.*\(target torch\)") as e:
         net.to_torch()

@@ -8,7 +8,6 @@ Positions are counted from the spec text here, never taken from resdsl.
 
 import json
 import math
-import os
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ from resdsl.elaborate import constant
 from resdsl.syntax.parser import MAX_SPEC_SIZE, MAX_STRING
 
 from .conftest import EXAMPLES
+from .test_limits import measured
 
 NET = "network n() (x: (16,)) {\n"
 PATH = "hostile.res"
@@ -41,43 +41,6 @@ def refused(text: str, cls: type = resdsl.LimitError) -> resdsl.SpecError:
     assert type(info.value) is cls
     assert info.value.path == PATH
     return info.value
-
-
-MEASURE = """
-import json, sys, time
-import resdsl
-
-def kib(key):  # Linux: VmRSS now, VmHWM the peak since the last reset
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith(key))
-
-resdsl.loads("network n() (x: 4) {\\n    return x\\n}\\n")  # imports and the parser
-results = []
-for text in json.load(sys.stdin):
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")  # reset the peak to the current resident size
-    rss, start = kib("VmRSS:"), time.process_time()
-    try:
-        resdsl.loads(text, path="hostile.res")
-        outcome = "ok"
-    except resdsl.SpecError as e:
-        outcome = type(e).__name__
-    results.append((time.process_time() - start, (kib("VmHWM:") - rss) * 1024, outcome))
-print(json.dumps(results))
-"""
-
-
-def measured(texts: list[str]) -> list[tuple[float, int, str]]:
-    """(CPU seconds, peak-RSS rise in bytes, outcome) of loading each text in a fresh process
-    (the text is built there from JSON, which costs its size again: bounded by the size
-    limit)."""
-    if not os.path.exists("/proc/self/clear_refs"):
-        pytest.skip("needs Linux's /proc/self/clear_refs to measure each spec's peak")
-    done = subprocess.run(
-        [sys.executable, "-c", MEASURE], input=json.dumps(texts), capture_output=True,
-        text=True, timeout=300, check=True,
-    )  # fmt: skip
-    return [tuple(r) for r in json.loads(done.stdout)]
 
 
 def within_bounds(texts: list[str], outcome: str = "LimitError") -> None:

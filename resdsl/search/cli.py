@@ -1,7 +1,7 @@
 """``resdsl sample`` and the search-space view of ``resdsl info`` (docs/cli.md).
 
-Imported by ``resdsl.cli`` when its parser is built; everything heavier is imported when a
-command runs.
+Registered by ``resdsl.cli`` when its parser is built. It depends on ``resdsl.cli.common``
+only, never on ``resdsl.cli`` itself; everything heavier is imported when a command runs.
 """
 
 from __future__ import annotations
@@ -11,8 +11,9 @@ import json
 import os
 import re
 import sys
-from collections.abc import Callable
 from typing import Any
+
+from ..cli.common import EXIT_OK, UsageError, _artifact_dir, _params, _read, _spec_options, seed_arg
 
 _SUFFIX = {"": 1, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
 
@@ -30,7 +31,7 @@ def count(text: str) -> int:
     return int(value)
 
 
-def add_sample_command(sub: Any, spec_options: Callable[[argparse.ArgumentParser], None]) -> None:
+def add_sample_command(sub: Any) -> None:
     """Register ``resdsl sample`` on the ``resdsl`` subcommand parser."""
     p = sub.add_parser(
         "sample",
@@ -42,32 +43,29 @@ def add_sample_command(sub: Any, spec_options: Callable[[argparse.ArgumentParser
     )
     p.add_argument("space", metavar="SPACE")
     p.add_argument("--n", type=int, default=10, help="number of candidates (default: 10)")
-    from ..cli import seed_arg  # resdsl.cli is loaded: it calls this function
-
     p.add_argument("--seed", type=seed_arg, default=0, help="random seed (default: 0)")
     p.add_argument("--max-params", type=count, metavar="N", help="budget: at most N parameters")
     p.add_argument("--max-macs", type=count, metavar="N", help="budget: at most N MACs (2G, 5e8)")
     p.add_argument("-o", "--output", metavar="DIR", help="write NETWORK_NNN.res files here")
     p.add_argument("--json", action="store_true", help="one JSON object per candidate")
-    spec_options(p)
+    _spec_options(p)
     p.set_defaults(run=run_sample)
 
 
 def run_sample(args: argparse.Namespace) -> int:
-    from .. import cli
     from .._io import atomic_write
     from .fingerprint import fingerprint
     from .space import as_random, describe, loads_space
 
     if args.n < 1:
-        raise cli.UsageError("--n must be at least 1")
+        raise UsageError("--n must be at least 1")
     if args.output and os.path.exists(args.output) and not os.path.isdir(args.output):
-        raise cli.UsageError(f"{args.output} exists and is not a directory")
+        raise UsageError(f"{args.output} exists and is not a directory")
     if args.output:
-        cli._artifact_dir(args.output)  # not a symlink; each file is checked as written
+        _artifact_dir(args.output)  # not a symlink; each file is checked as written
     space = loads_space(
-        cli._read(args.space), args.network, path=args.space, max_params=args.max_params,
-        max_macs=args.max_macs, **cli._params(args.set),
+        _read(args.space), args.network, path=args.space, max_params=args.max_params,
+        max_macs=args.max_macs, **_params(args.set),
     )  # fmt: skip
     if not space.choices:
         print(f"note: {args.space} has no choices: every candidate is the same", file=sys.stderr)
@@ -89,7 +87,7 @@ def run_sample(args: argparse.Namespace) -> int:
             atomic_write(path, space.to_spec(assignment, header))
         _report(args, path, assignment, net, fp)
     print(f"sampled {args.n} of {space.size:,} candidates: {space.stats}", file=sys.stderr)
-    return cli.EXIT_OK
+    return EXIT_OK
 
 
 def _report(args: argparse.Namespace, path: str | None, assignment, net, fp: str) -> None:
@@ -116,12 +114,11 @@ def _jsonable(value: Any) -> Any:
 def space_info(args: argparse.Namespace) -> bool:
     """``resdsl info`` on a search space: print its size and choices; False if the network
     has no choice left open (``--set`` may fix them all), so ``info`` reports it as usual."""
-    from .. import cli
     from ..loader import load_program
     from ..syntax import ast
     from .space import describe, loads_space
 
-    text, params = cli._read(args.file), cli._params(args.set)
+    text, params = _read(args.file), _params(args.set)
     networks = [d for d in load_program(text, args.file).main.definitions if d.kind == "network"]
     picked = [d for d in networks if d.name == args.network or len(networks) == 1]
     if len(picked) != 1 or not any(

@@ -14,7 +14,8 @@ Memo = dict[tuple, tuple[int, int]]
 
 
 def seed_layers(net: Network, memo: Memo) -> None:
-    """Fill ``net.layers`` (a cached property) as ``Network.layers`` would compute it."""
+    """Fill ``net.layers`` as ``Network.layers`` would compute it (a ``cached_property``:
+    assigning it stores the value that later reads return)."""
     g, layers = net.graph, []
     for n in g.nodes():
         inputs, out = g.input_shapes(n.name), g.info(n.name).shape
@@ -24,4 +25,4 @@ def seed_layers(net: Network, memo: Memo) -> None:
             op = OPS[n.op]
             counts = memo[key] = (op.params(n.attrs, inputs), op.macs(n.attrs, inputs, out))
         layers.append(Layer(n.name, n.op, out, *counts))
-    net.__dict__["layers"] = layers
+    net.layers = layers

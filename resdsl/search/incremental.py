@@ -16,9 +16,9 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-from ..elaborate import BlockRef, Elaborator, Frame, Limits, _join
-from ..errors import LimitError, Span, SpecError
-from ..ir import Node, TensorInfo, TensorValue
+from ..elaborate import Added, BlockRef, Elaborator, Frame, Limits, join_name
+from ..errors import Span, SpecError
+from ..ir import TensorValue
 from ..loader import Program
 from ..syntax import ast
 
@@ -34,10 +34,8 @@ class _External:
 
 @dataclass(frozen=True)
 class _Fragment:
-    nodes: tuple[tuple[Node, TensorInfo], ...]
-    edges: tuple[tuple[str | _External, str, int, dict[str, Any]], ...]  # src, dst, key, data
-    names: tuple[tuple[str, Span | None], ...]  # every name the instance claimed
-    counters: tuple[tuple[tuple[str, str], int], ...]  # anonymous-name counters inside it
+    added: Added  # edge sources outside the instance are _External
+    names: tuple[str, ...]  # the names in ``added``, checked before a replay
     result: Any  # the returned value, external tensors as _External
 
 
@@ -47,14 +45,10 @@ class FragmentCache:
     def __init__(self, size: int = 4096) -> None:
         self.size = size
         self.entries: OrderedDict[tuple, _Fragment] = OrderedDict()
-        self.hits = self.misses = 0
 
     def get(self, key: tuple) -> _Fragment | None:
         fragment = self.entries.get(key)
-        if fragment is None:
-            self.misses += 1
-        else:
-            self.hits += 1
+        if fragment is not None:
             self.entries.move_to_end(key)
         return fragment
 
@@ -65,18 +59,21 @@ class FragmentCache:
 
 
 class IncrementalElaborator(Elaborator):
-    """An :class:`~resdsl.elaborate.Elaborator` that replays recorded block instances."""
+    """An :class:`~resdsl.elaborate.Elaborator` that replays recorded block instances.
+
+    It overrides the :meth:`~resdsl.elaborate.Elaborator.call_block` hook and records with
+    ``mark``/``added_since``, replays with ``splice``."""
 
     def __init__(self, program: Program, limits: Limits, cache: FragmentCache) -> None:
         super().__init__(program, limits)
         self.cache = cache
 
-    def _call_block(self, definition: ast.Definition, call: ast.Call, args, kwargs, frame):
+    def call_block(self, definition: ast.Definition, call: ast.Call, args, kwargs, frame):
         key, externals = self._fragment_key(definition, call, args, kwargs, frame)
         if key is None:
-            return super()._call_block(definition, call, args, kwargs, frame)
+            return super().call_block(definition, call, args, kwargs, frame)
         fragment = self.cache.get(key)
-        if fragment is not None and not any(name in self.names for name, _ in fragment.names):
+        if fragment is not None and not self.names_in_use(fragment.names):
             return self._replay_fragment(fragment, externals, call.span)
         return self._record_call(key, externals, definition, call, args, kwargs, frame)
 
@@ -85,7 +82,7 @@ class IncrementalElaborator(Elaborator):
         if not isinstance(call.label, ast.Label):
             return None, []  # an anonymous instance's name depends on a counter
         try:
-            name = _join(frame.prefix, self._label_text(call.label, frame))
+            name = join_name(frame.prefix, self.label_text(call.label, frame))
         except SpecError:
             return None, []  # let the ordinary path report it
         externals: list[TensorValue] = []
@@ -94,55 +91,40 @@ class IncrementalElaborator(Elaborator):
         return (definition.name, definition.span, call.span, name, values, named), externals
 
     def _record_call(self, key, externals, definition, call, args, kwargs, frame):
-        nodes_before, names_before = len(self.graph), len(self.names)
-        errors_before = len(self.errors)
-        result = super()._call_block(definition, call, args, kwargs, frame)
-        if len(self.errors) == errors_before:
-            fragment = self._make_fragment(externals, nodes_before, names_before, result)
+        mark = self.mark()
+        result = super().call_block(definition, call, args, kwargs, frame)
+        if not self.failed_since(mark):
+            fragment = _make_fragment(self.added_since(mark), externals, result)
             if fragment is not None:
                 self.cache.put(key, fragment)
         return result
 
-    def _make_fragment(self, externals, nodes_before: int, names_before: int, result):
-        g = self.graph
-        new = list(g.nx.nodes)[nodes_before:]
-        inside = set(new)
-        outside = {v.node: i for i, v in reversed(list(enumerate(externals)))}
-        nodes, edges = [], []
-        for name in new:
-            if g.node(name).op == "input":
-                return None  # Graph.inputs would need it too
-            for src, _, key, data in g.nx.in_edges(name, keys=True, data=True):
-                if src not in inside and src not in outside:
-                    return None  # reads a tensor that is not an argument: do not cache
-                src = src if src in inside else _External(outside[src], (), None)
-                edges.append((src, name, key, dict(data)))
-            nodes.append((g.node(name), g.info(name)))
-        names = tuple(list(self.names.items())[names_before:])
-        scope = names[0][0] if names else ""  # the instance's own name is claimed first
-        counters = tuple(
-            (k, v) for k, v in self.counters.items()
-            if k[0] == scope or k[0].startswith(scope + ".")
-        )  # fmt: skip
-        mapped = _map_result(result, inside, outside)
-        if mapped is _UNCACHEABLE:
-            return None
-        return _Fragment(tuple(nodes), tuple(edges), names, counters, mapped)
-
     def _replay_fragment(self, fragment: _Fragment, externals: list[TensorValue], span: Span):
-        # In bulk, with the edge keys Graph.add would give (the k-th parallel edge is key
-        # k): the graph is the same as if the nodes had been emitted one by one.
-        g = self.graph.nx
-        g.add_nodes_from((node.name, {"op": node, "info": info}) for node, info in fragment.nodes)
-        g.add_edges_from(
+        added = fragment.added
+        edges = (
             (externals[src.index].node if isinstance(src, _External) else src, dst, key, data)
-            for src, dst, key, data in fragment.edges
+            for src, dst, key, data in added.edges
         )
-        self.names.update(fragment.names)
-        self.counters.update(fragment.counters)
-        if len(self.graph) > self.limits.max_nodes:
-            raise LimitError(f"the network has more than {self.limits.max_nodes} ops", span)
+        self.splice(added.nodes, edges, added.names, added.counters, span)
         return _unmap_result(fragment.result, externals)
+
+
+def _make_fragment(added: Added, externals: list[TensorValue], result: Any) -> _Fragment | None:
+    """The instance's fragment, its tensor arguments made _External; None if not cacheable."""
+    inside = {node.name for node, _ in added.nodes}
+    outside = {v.node: i for i, v in reversed(list(enumerate(externals)))}
+    if any(node.op == "input" for node, _ in added.nodes):
+        return None  # Graph.inputs would need it too
+    edges = []
+    for src, dst, key, data in added.edges:
+        if src not in inside and src not in outside:
+            return None  # reads a tensor that is not an argument: do not cache
+        edges.append((src if src in inside else _External(outside[src], (), None), dst, key, data))
+    mapped = _map_result(result, inside, outside)
+    if mapped is _UNCACHEABLE:
+        return None
+    recorded = Added(added.nodes, tuple(edges), added.names, added.counters)
+    return _Fragment(recorded, tuple(n for n, _ in added.names), mapped)
 
 
 _UNCACHEABLE = object()

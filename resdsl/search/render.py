@@ -8,20 +8,20 @@ they resolve anywhere.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..errors import Span
-from ..loader import parse_cached, read_spec
+from ..loader import Program, parse_cached, read_spec
 from ..syntax import ast
 
-if TYPE_CHECKING:
-    from .space import SearchSpace
 
-
-def concrete_spec(space: SearchSpace, params: dict[str, Any], header: str = "") -> str:
-    """``space``'s network with ``params`` (choices and fixed parameters) written in."""
+def concrete_spec(
+    program: Program, network: ast.Definition, text: str, params: dict[str, Any], header: str = ""
+) -> str:
+    """The network ``network`` of ``program`` (whose main file reads ``text``) with ``params``
+    (choices and fixed parameters) written in, as a self-contained ``.res`` text."""
     edits: list[tuple[Span, str]] = []
-    for p in space.definition.params:
+    for p in network.params:
         if p.name in params:
             if p.default is not None:
                 edits.append((p.default.span, literal(params[p.name])))
@@ -29,18 +29,18 @@ def concrete_spec(space: SearchSpace, params: dict[str, Any], header: str = "") 
                 end = Span(p.span.path, p.span.end_line, p.span.end_column, p.span.end_line,
                            p.span.end_column)  # fmt: skip
                 edits.append((end, f" = {literal(params[p.name])}"))
-    main = space.program.main
+    main = program.main
     for imp in main.imports:
         edits.append((imp.span, f"# {_import_text(imp)}: copied below" if _std(imp) is None
                       else ""))  # fmt: skip
     for d in main.definitions:
-        if d.kind == "network" and d is not space.definition:
+        if d.kind == "network" and d is not network:
             edits.append((d.span, ""))  # only the searched network is a candidate
     std, copied = _imports(main, set())
     parts = [_comment(header)] if header else []
     if std:
         parts.append("\n".join(std) + "\n")
-    parts.append(_apply(space.text, edits).strip() + "\n")
+    parts.append(_apply(text, edits).strip() + "\n")
     parts += copied
     return "\n".join(parts)
 

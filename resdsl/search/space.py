@@ -16,7 +16,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
-from ..elaborate import BlockRef, Elaborator, Frame, Limits, check_definitions
+from ..elaborate import BlockRef, Elaborator, Frame, Limits, check_definitions, pick_network
 from ..errors import (
     DidYouMean,
     LimitError,
@@ -101,7 +101,11 @@ class _Param:
 
 class SearchSpace:
     """A network whose parameters include ``choice(...)``. Build one with
-    :func:`resdsl.load_space`; every method is deterministic given its random source."""
+    :func:`resdsl.load_space`; every method is deterministic given its random source.
+
+    (Longer than most classes here: it is the one object a search holds, and counting,
+    enumeration, sampling, mutation and Optuna all walk the same memoised ``_values`` /
+    ``_count`` recursion, which would otherwise be passed between several objects.)"""
 
     def __init__(
         self,
@@ -121,7 +125,7 @@ class SearchSpace:
         self.stats = SampleStats()
         self._init_caches()
         # The network is picked as resdsl.load picks it (same errors and hints).
-        self.definition = self._el._pick_network(network)
+        self.definition = pick_network(self.program, network)
         self.network = self.definition.name
         self._params = self._declare(dict(params or {}))
         self._live = self._live_names()
@@ -187,18 +191,18 @@ class SearchSpace:
         p, el = param.decl, self._el
         frame = Frame(dict(state), "", self.network)
         if param.has_fixed:
-            frame.vars[p.name] = el._typed(p, param.fixed, self.definition.name_span)
+            frame.vars[p.name] = el.typed(p, param.fixed, self.definition.name_span)
             if isinstance(p.default, ast.Choice):
-                el._check_choice(p.name, p.default, frame, self.definition.name_span)
+                el.check_choice(p.name, p.default, frame, self.definition.name_span)
             return [frame.vars[p.name]]
         if param.free:
-            return [el._typed(p, v, p.default.span) for v in el.choice_options(p.default, frame)]
+            return [el.typed(p, v, p.default.span) for v in el.choice_options(p.default, frame)]
         if p.default is None:
             raise SpecError(
                 f"network `{self.network}` needs parameter `{p.name}`", p.span,
                 hints=[f"give it to load_space ({p.name}=...) or with --set {p.name}=..."],
             )  # fmt: skip
-        return [el._typed(p, el.eval(p.default, frame), p.default.span)]
+        return [el.typed(p, el.eval(p.default, frame), p.default.span)]
 
     def _advance(self, k: int, state: Mapping[str, Any], value: Any) -> dict[str, Any]:
         """The state after binding parameter ``k``: only what later parameters read."""
@@ -400,7 +404,7 @@ class SearchSpace:
             if param.free:
                 p = param.decl
                 if p.name in assignment:
-                    value = self._el._typed(p, assignment[p.name], p.default.span)
+                    value = self._el.typed(p, assignment[p.name], p.default.span)
                     if _value_key(value) not in {_value_key(v) for v in values}:
                         raise ValueRangeError(
                             f"`{p.name}` is a choice of {_texts(values)}; got {spec_text(value)}",
@@ -446,7 +450,8 @@ class SearchSpace:
 
     def to_spec(self, assignment: Mapping[str, Any], header: str = "") -> str:
         """The candidate as a concrete, self-contained ``.res`` text (no choices)."""
-        return concrete_spec(self, self.params(assignment), header)
+        params = self.params(assignment)
+        return concrete_spec(self.program, self.definition, self.text, params, header)
 
     def suggest(self, trial: Any) -> Assignment:
         """An assignment drawn by an Optuna trial: each choice is one ``suggest_*`` call.

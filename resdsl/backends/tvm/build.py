@@ -1,9 +1,10 @@
 """Targets, the compile pipeline, and the artifact: ``model.so`` + ``model.json``.
 
-The Relax module from :mod:`.lower` goes through TVM's default pipeline for the target:
-legalisation, FuseOps/FuseTIR, and for CUDA the default GPU schedules (dlight), so a CUDA
-build works without tuning; for llvm, through :func:`.schedules.llvm_pipeline` (the same
-fusion, then resdsl's own CPU schedules). With a MetaSchedule database its records are
+The Relax module from :mod:`.lower` goes through one of resdsl's pipelines, TVM's with
+resdsl's schedules: for llvm :func:`.schedules.llvm_pipeline` (FuseOps/FuseTIR, then the
+CPU rules), for CUDA :func:`.schedules.cuda_pipeline` (the tensor-core rule for float16,
+then TVM's default GPU rules, dlight), so neither needs tuning; ``schedules="tvm"`` builds
+CUDA with TVM's default pipeline instead. With a MetaSchedule database its records are
 applied. The library is exported with ``export_library``; a CUDA build needs no GPU.
 """
 
@@ -34,17 +35,15 @@ from .lower import to_relax
 # only steers code generation (e.g. which tensor-core paths exist); Ampere is a safe floor.
 DEFAULT_CUDA_ARCH = "sm_80"
 # float16 convolutions run in NHWC on CUDA: the implicit GEMM's reduction axis (kh, kw, ci)
-# is then contiguous in memory, so its tiles load as vectors. ResNet-50 on an H200: 1.11 ms
-# against 1.81 ms in NCHW at batch 1, 2.43 against 6.06 ms at batch 32.
+# is then contiguous in memory, so its tiles load as vectors (figures: docs/performance.md,
+# "CUDA").
 CUDA_LAYOUTS = {"relax.nn.conv2d": ["NHWC", "OHWI"]}
 ARTIFACT_FORMAT = "resdsl-artifact/1"
 # llvm: a batch runs in micro-batches whose largest activation stays under this many bytes,
-# so that an op's input, output and a residual operand stay in the last-level cache. The
-# whole batch at once streams every activation through memory: ResNet-50 at batch 8 (3 MiB
-# a sample) took 330 ms whole, 327 in micro-batches of 4, 294 of 2 and 297 of 1 on a 2-core
-# EPYC with a 32 MiB L3; ResNet-18, 96 / 91 / 88 / 91 ms. Too small a micro-batch starves
-# the threads of 32x32 images (0.25 MiB a sample): a CIFAR ResNet-18 at batch 32 took 84 ms
-# whole, 76 in micro-batches of 16, 77 of 8, 93 of 4 and 209 of 1.
+# so that an op's input, output and a residual operand stay in the last-level cache; the
+# whole batch at once streams every activation through memory, and too small a micro-batch
+# starves the threads of small images. The measurements behind the figure:
+# docs/performance.md, "Micro-batches".
 ACTIVATION_BUDGET = 7 * 2**20
 
 

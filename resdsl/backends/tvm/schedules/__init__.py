@@ -30,7 +30,7 @@ __all__ = [
     "cuda_fuse_passes",
     "cuda_pipeline",
     "cuda_rules",
-    "fuse_passes",
+    "llvm_fuse_passes",
     "llvm_pipeline",
     "rule_for",
 ]
@@ -42,7 +42,7 @@ __all__ = [
 CPU_LAYOUTS = {"relax.nn.conv2d": ["NHWC", "OHWI"]}
 
 
-def fuse_passes(
+def llvm_fuse_passes(
     target: tvm.target.Target,
     layouts: dict[str, list[str]] | None = CPU_LAYOUTS,
     winograd: bool = True,
@@ -71,7 +71,7 @@ def llvm_pipeline(
     @tvm.transform.module_pass(opt_level=0, name="ResdslLLVMPipeline")
     def pipeline(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
         with target:
-            passes = fuse_passes(target, layouts, winograd)
+            passes = llvm_fuse_passes(target, layouts, winograd)
             if ms.Database.current() is not None:  # tuned functions keep their schedule
                 passes.append(relax.transform.MetaScheduleApplyDatabase())
             passes += [

@@ -24,9 +24,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tvm import s_tir, tirx
+from tvm.s_tir import dlight
 from tvm.s_tir.dlight import cpu as dlight_cpu
 from tvm.s_tir.dlight.analysis import collect_vars_used_in_prim_expr
-from tvm.s_tir.dlight.cpu.base import CPUScheduleRule
 from tvm.s_tir.schedule import ScheduleError
 from tvm.target import Target
 from tvm.target.codegen import llvm_get_vector_width, target_has_features
@@ -63,8 +63,12 @@ class Machine:
         return cls(lanes=max(bits, 128) // 32, registers=32)
 
 
-class _Rule(CPUScheduleRule):
+class _Rule(dlight.ScheduleRule):
     """Common plumbing: a rule declines (``None``) where a schedule primitive refuses."""
+
+    def is_target_available(self, target: Target) -> bool:
+        # As dlight's CPUScheduleRule (which tvm.s_tir.dlight.cpu does not export).
+        return super().is_target_available(target) and target.kind.name == "llvm"
 
     def apply(self, func: tirx.PrimFunc, target: Target, tunable: bool) -> s_tir.Schedule | None:
         if not isinstance(func, tirx.PrimFunc) or not self.is_target_available(target):
@@ -585,7 +589,7 @@ class Elementwise(_Rule):
         return True
 
 
-def cpu_rules() -> list[CPUScheduleRule]:
+def cpu_rules() -> list[dlight.ScheduleRule]:
     """The rules in the order they are tried; the first that applies schedules a function.
 
     TVM's own CPU ``Reduction`` rule comes last, for functions with several reductions

@@ -27,15 +27,10 @@ import tvm
 from tvm import s_tir, tirx
 from tvm.s_tir import dlight
 from tvm.s_tir.dlight.analysis import get_root_block
-from tvm.s_tir.dlight.gpu.base import GPUScheduleRule
-from tvm.s_tir.dlight.gpu.matmul import (
-    auto_inline_consumer_chain,
-    auto_inline_producers,
-    check_sm_version,
-    get_in_out_dtypes,
-    get_index_map,
-    get_reduction_blocks,
-)
+
+from ...._compat import dlight_matmul_helpers
+
+matmul = dlight_matmul_helpers()  # dlight's matmul analyses, which it does not export
 
 __all__ = [
     "TensorCoreMatmul",
@@ -118,9 +113,7 @@ def choose_tile(m: int, n: int) -> Tile:
 
     Failing that (a dimension under 32, or just over a multiple of 128), the tile with the
     least padding, the one with more warps among equals. Large tiles measured best even
-    where they leave multiprocessors idle: ResNet-50 float16 at batch 1 on an H200 ran in
-    1.16 ms with this choice against 1.32 ms when tiles were shrunk until every one of the
-    132 multiprocessors had a block (benchmarks/gpu_check.sh, docs/performance.md).
+    where they leave multiprocessors idle (docs/performance.md, "Figures (NVIDIA H200)").
     """
 
     def waste(t: Tile) -> float:
@@ -137,30 +130,36 @@ def _extent(extent: tirx.Expr) -> int | None:
     return int(extent) if isinstance(extent, tirx.IntImm) else None
 
 
-class TensorCoreMatmul(GPUScheduleRule):
+class TensorCoreMatmul(dlight.ScheduleRule):
     """float16 x float16 -> float32 matmul-like kernels on WMMA tensor cores (sm_70+)."""
+
+    def is_target_available(self, target: tvm.target.Target) -> bool:
+        # As dlight's GPUScheduleRule (which tvm.s_tir.dlight.gpu does not export).
+        return super().is_target_available(target) and "gpu" in target.keys
 
     def apply(self, func: tirx.PrimFunc, target: tvm.target.Target, _tunable: bool):
         if not isinstance(func, tirx.PrimFunc) or not self.is_target_available(target):
             return None
-        if target.kind.name != "cuda" or check_sm_version(str(target.attrs.get("arch", ""))) < 70:
+        if target.kind.name != "cuda":
+            return None
+        if matmul.check_sm_version(str(target.attrs.get("arch", ""))) < 70:
             return None
         sch = s_tir.Schedule(func)
         blocks = sch.get_child_blocks(get_root_block(sch))
-        reduction_blocks = get_reduction_blocks(sch, blocks)
+        reduction_blocks = matmul.get_reduction_blocks(sch, blocks)
         if reduction_blocks is None:
             return None
         main_block = reduction_blocks[0]
-        if get_index_map(sch.get(main_block)) is None:
+        if matmul.get_index_map(sch.get(main_block)) is None:
             return None
-        if get_in_out_dtypes(sch.get(main_block)) != ("float16", "float32"):
+        if matmul.get_in_out_dtypes(sch.get(main_block)) != ("float16", "float32"):
             return None  # float16 accumulation is not accurate enough; let dlight have it
 
         # Normalise to C[S, I, J] += A[S, I, K] * B[S, J, K].
         reindex_a = sch.reindex(main_block, ("read", 0))
         reindex_b = sch.reindex(main_block, ("read", 1))
         reindex_c = sch.reindex(main_block, ("write", 0))
-        matmul_map, a_map, b_map, c_map = get_index_map(sch.get(main_block))
+        matmul_map, a_map, b_map, c_map = matmul.get_index_map(sch.get(main_block))
         sch.transform_layout(reindex_a, ("write", 0), a_map)
         sch.transform_layout(reindex_b, ("write", 0), b_map)
         sch.transform_layout(reindex_c, ("read", 0), c_map)
@@ -211,8 +210,8 @@ class TensorCoreMatmul(GPUScheduleRule):
             sch.annotate(read, "double_buffer_scope", 0)
             return read
 
-        auto_inline_producers(sch, fetch_to_shared(block_outer, 0))
-        auto_inline_producers(sch, fetch_to_shared(block_outer, 1))
+        matmul.auto_inline_producers(sch, fetch_to_shared(block_outer, 0))
+        matmul.auto_inline_producers(sch, fetch_to_shared(block_outer, 1))
 
         a_frag = sch.cache_read(block_outer, 0, "wmma.matrix_a")
         b_frag = sch.cache_read(block_outer, 1, "wmma.matrix_b")
@@ -254,7 +253,7 @@ class TensorCoreMatmul(GPUScheduleRule):
             sch.tensorize(sch.get_loops(block_inner)[-3], intrin["compute"])
         except RuntimeError:  # ScheduleError, TVM's InternalError
             return None  # a block the intrinsics do not match: dlight's rules take it
-        auto_inline_consumer_chain(sch, to_global)
+        matmul.auto_inline_consumer_chain(sch, to_global)
         fused = sch.fuse(*sch.get_loops(to_global)[-2:])
         _, tx, vec = sch.split(fused, factors=[None, WARP, VECTOR])
         sch.bind(tx, "threadIdx.x")

@@ -1,0 +1,104 @@
+"""The projection macros ``shortcut`` and ``project``: ordinary functions that ``emit``
+a 1x1 convolution (+ batch norm) or a linear in a scope named by the call's label."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ..errors import (
+    ArgumentError,
+    DidYouMean,
+    ShapeError,
+    TypeMismatchError,
+    UnknownNameError,
+    ValueRangeError,
+)
+from ..ir import TensorValue
+from ..ops import fmt_shape, projection_stride
+from ..syntax import ast
+from .values import Frame, describe
+
+if TYPE_CHECKING:
+    from .elaborator import Elaborator
+
+
+def _shortcut(el: Elaborator, call: ast.Call, args, kwargs, frame: Frame) -> TensorValue:
+    """``shortcut(x, like=y, bn=true)``: identity if shapes match, else a learned projection."""
+    x, like, bn = _macro_args(call, args, kwargs, ("like", "bn"), {"bn": True})
+    target = like.shape if isinstance(like, TensorValue) else like
+    if not isinstance(target, tuple) or not all(type(d) is int for d in target):
+        raise TypeMismatchError("`like` must be a tensor or a shape tuple", call.span)
+    if x.shape == target:
+        return x
+    if len(x.shape) == 3 and len(target) == 3:
+        stride = projection_stride(x.shape, target)
+        if stride is None:
+            raise ShapeError(
+                f"cannot project {fmt_shape(x.shape)} to {fmt_shape(target)}: the spatial "
+                "sizes are not related by an integer stride", call.span,
+            )  # fmt: skip
+        return _projection(el, call, frame, x, target[0], stride, bn)
+    if len(x.shape) == len(target) and x.shape[:-1] == target[:-1]:
+        return _projection(el, call, frame, x, target[-1], 1, bn)
+    raise ShapeError(f"cannot project {fmt_shape(x.shape)} to {fmt_shape(target)}", call.span)
+
+
+def _project(el: Elaborator, call: ast.Call, args, kwargs, frame: Frame) -> TensorValue:
+    """``project(x, channels, stride=1, bn=true)``: always a learned 1x1 conv (or linear)."""
+    x, channels, stride, bn = _macro_args(
+        call, args, kwargs, ("channels", "stride", "bn"), {"stride": 1, "bn": True}
+    )
+    for name, v in (("channels", channels), ("stride", stride)):
+        if type(v) is not int or v < 1:
+            raise ValueRangeError(f"`project` {name} must be a positive int, got {v!r}", call.span)
+    return _projection(el, call, frame, x, channels, stride, bn)
+
+
+def _projection(el, call, frame, x: TensorValue, out: int, stride: int, bn: Any) -> TensorValue:
+    """A 1x1 conv (+ batchnorm2d) on feature maps; a bias-free linear on anything else."""
+    if type(bn) is not bool:
+        raise TypeMismatchError(f"`bn` must be true or false, got {describe(bn)}", call.span)
+    if len(x.shape) != 3 and stride != 1:
+        raise ValueRangeError(
+            f"a stride needs a (C, H, W) feature map, got {fmt_shape(x.shape)}", call.span
+        )
+    scope = el._name(frame, call.label, call.func, call.span)
+    inner = Frame(frame.vars, scope, call.func)
+    if len(x.shape) == 3:
+        attrs = {"stride": (stride, call.span), "bias": (False, call.span)}
+        y = el.emit(
+            "conv2d", [x], {0: (out, call.span), 1: (1, call.span)}, attrs, call.span, inner, "0"
+        )
+        if bn:
+            y = el.emit("batchnorm2d", [y], {}, {}, call.span, inner, "1")
+        return y
+    return el.emit(
+        "linear", [x], {0: (out, call.span)}, {"bias": (False, call.span)}, call.span, inner, "0"
+    )
+
+
+def _macro_args(call: ast.Call, args, kwargs, names: tuple[str, ...], defaults: dict) -> list:
+    if not args or not isinstance(args[0][0], TensorValue):
+        raise ArgumentError(f"`{call.func}` takes a tensor first", call.span)
+    values = {}
+    for i, (v, span) in enumerate(args[1:]):
+        if i >= len(names):
+            raise ArgumentError(f"`{call.func}` takes at most {len(names)} arguments", span)
+        values[names[i]] = v
+    for key, (v, span) in kwargs.items():
+        if key not in names:
+            raise UnknownNameError(
+                f"`{call.func}` has no argument `{key}`",
+                span,
+                hints=DidYouMean(list(names)).hint(key),
+            )
+        values[key] = v
+    for name in names:
+        if name not in values:
+            if name not in defaults:
+                raise ArgumentError(f"`{call.func}` needs `{name}`", call.span)
+            values[name] = defaults[name]
+    return [args[0][0], *(values[n] for n in names)]
+
+
+MACROS = {"shortcut": _shortcut, "project": _project}
