@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any
+from typing import Any, ClassVar
 
 import networkx as nx
 
@@ -45,6 +45,7 @@ class TensorInfo:
 class TensorValue:
     """A tensor during elaboration: the node producing it and its shape."""
 
+    spec_type: ClassVar[str] = "tensor"  # what error messages call it (ops.core._type_name)
     node: str
     shape: Shape
     span: Span | None = None

@@ -17,8 +17,7 @@ torch = pytest.importorskip("torch")
 import resdsl  # noqa: E402
 from resdsl.backends.tvm import BuildOptions, winograd  # noqa: E402
 from resdsl.backends.tvm.build import build  # noqa: E402
-from resdsl.backends.tvm.schedules import rule_for  # noqa: E402
-from resdsl.backends.tvm.tune import fuse_passes  # noqa: E402
+from resdsl.backends.tvm.schedules import fuse_passes, rule_for  # noqa: E402
 from resdsl.weights import resolve  # noqa: E402
 
 from .test_cpu_schedules import lowered  # noqa: E402

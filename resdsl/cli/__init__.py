@@ -39,6 +39,7 @@ from .common import (
 from .compile import add_compile_command
 from .info import add_draw_command, add_info_command
 from .run import _write_outputs, add_run_command
+from .sample import add_sample_command
 from .specs import add_check_command, add_diff_command, add_fmt_command
 
 __all__ = [
@@ -112,11 +113,6 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"resdsl {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    # Imported here, not above: resdsl.search.cli imports resdsl.cli.common, which runs this
-    # package's __init__ first, so a module-level import would fail when resdsl.search.cli
-    # is the first to be imported.
-    from ..search.cli import add_sample_command
-
     for add_command in (
         add_check_command, add_info_command, add_draw_command, add_compile_command,
         add_run_command, add_sample_command, add_fmt_command, add_diff_command,

@@ -1,8 +1,8 @@
 """What several ``resdsl`` commands share: exit codes, ``UsageError``, the spec options
 (``--set``, ``--network``, ``--color``) and reading the files named on the command line.
 
-This module imports nothing from the rest of ``resdsl.cli`` nor from ``resdsl.search``, so
-every command module, ``resdsl/search/cli.py`` included, can depend on it.
+This module imports nothing from the rest of ``resdsl.cli``, so every command module can
+depend on it.
 """
 
 from __future__ import annotations

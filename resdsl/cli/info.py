@@ -35,7 +35,7 @@ def _info(args: argparse.Namespace) -> int:
         raise UsageError("--init-stats is part of the report: add --report")
     if args.init_stats and importlib.util.find_spec("torch") is None:
         raise UsageError("--init-stats needs PyTorch: pip install 'resdsl[torch]'")
-    from ..search.cli import space_info
+    from .sample import space_info
 
     if space_info(args):  # a search space: its size and choices (docs/search.md)
         return EXIT_OK

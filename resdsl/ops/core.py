@@ -71,12 +71,10 @@ class Attr:
 
 
 def _type_name(value: Any) -> str:
-    from ..ir import TensorValue  # local: ops must not depend on the IR at import time
-
-    if isinstance(value, TensorValue):
-        return "tensor"
+    """The spec's name for a value's type; a value of a later stage (``ir.TensorValue``)
+    names itself with a ``spec_type`` class attribute, so the op table need not know it."""
     return {bool: "bool", int: "int", float: "float", str: "str", tuple: "tuple"}.get(
-        type(value), type(value).__name__
+        type(value), getattr(value, "spec_type", type(value).__name__)
     )
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from .cli import count
+from .budget import count
 from .parallel import Evaluator
 from .proxies import PROXIES
 from .space import SearchSpace

@@ -34,10 +34,6 @@ from .lower import to_relax
 # artifact (TVM's runtime uses NVRTC, or nvcc with TVM_CUDA_COMPILE_MODE=nvcc), so the arch
 # only steers code generation (e.g. which tensor-core paths exist); Ampere is a safe floor.
 DEFAULT_CUDA_ARCH = "sm_80"
-# float16 convolutions run in NHWC on CUDA: the implicit GEMM's reduction axis (kh, kw, ci)
-# is then contiguous in memory, so its tiles load as vectors (figures: docs/performance.md,
-# "CUDA").
-CUDA_LAYOUTS = {"relax.nn.conv2d": ["NHWC", "OHWI"]}
 ARTIFACT_FORMAT = "resdsl-artifact/1"
 # llvm: a batch runs in micro-batches whose largest activation stays under this many bytes,
 # so that an op's input, output and a residual operand stay in the last-level cache; the
@@ -148,11 +144,11 @@ def build(net: Network, weights: Weights, options: BuildOptions, database=None):
             return tvm.compile(mod, target, relax_pipeline=pipeline)
         if options.schedules == "tvm":
             if database is not None:  # TVM's default GPU pipeline would ignore the records
-                from .tune import database_pipeline
+                from .schedules import database_pipeline
 
                 return tvm.compile(mod, target, relax_pipeline=database_pipeline(target))
             return tvm.compile(mod, target)
-        from .schedules import cuda_pipeline
+        from .schedules import CUDA_LAYOUTS, cuda_pipeline
 
         layouts = CUDA_LAYOUTS if options.cuda_layout() == "NHWC" else None
         pipeline = cuda_pipeline(target, layouts=layouts, cuda_graph=options.cuda_graph)

@@ -9,6 +9,8 @@ for into the constants, so that an untuned build is parallel and vectorised.
 
 from __future__ import annotations
 
+from typing import Any
+
 import tvm
 from tvm import relax
 from tvm.relax.backend.cpu_generic import pipeline as cpu_generic
@@ -17,10 +19,11 @@ from tvm.s_tir import meta_schedule as ms
 
 from ..winograd import winograd_pass
 from .cpu import Conv2d, Elementwise, Machine, SpatialReduction, cpu_rules, rule_for
-from .cuda import TensorCoreMatmul, cuda_rules
+from .cuda import TensorCoreMatmul, cuda_rules, dlight_rules
 
 __all__ = [
     "CPU_LAYOUTS",
+    "CUDA_LAYOUTS",
     "Conv2d",
     "Elementwise",
     "Machine",
@@ -30,6 +33,8 @@ __all__ = [
     "cuda_fuse_passes",
     "cuda_pipeline",
     "cuda_rules",
+    "database_pipeline",
+    "fuse_passes",
     "llvm_fuse_passes",
     "llvm_pipeline",
     "rule_for",
@@ -40,6 +45,10 @@ __all__ = [
 # loop reads memory in order and its epilogue stores whole vectors; pooling and means then
 # vectorise over channels too. Only the network's input and outputs are transposed.
 CPU_LAYOUTS = {"relax.nn.conv2d": ["NHWC", "OHWI"]}
+# float16 convolutions run in NHWC on CUDA: the implicit GEMM's reduction axis (kh, kw, ci)
+# is then contiguous in memory, so its tiles load as vectors (figures: docs/performance.md,
+# "CUDA").
+CUDA_LAYOUTS = {"relax.nn.conv2d": ["NHWC", "OHWI"]}
 
 
 def llvm_fuse_passes(
@@ -131,6 +140,44 @@ def cuda_pipeline(
         config = dict(ctx.config)
         config["relax.backend.use_cuda_graph"] = cuda_graph
         with target, tvm.transform.PassContext(opt_level=ctx.opt_level, config=config):
+            return tvm.transform.Sequential(passes)(mod)
+
+    return pipeline
+
+
+def fuse_passes(target: tvm.target.Target, options: Any = None) -> list[tvm.transform.Pass]:
+    """Legalise and fuse, exactly as the build does before it applies records.
+
+    ``options``: the :class:`.BuildOptions` of the build (for llvm, whether it uses
+    Winograd; for CUDA, its layout and schedules); without them, the llvm default or TVM's
+    default CUDA fusion in NCHW.
+    """
+    if target.kind.name == "llvm":
+        return llvm_fuse_passes(target, winograd=options is None or options.winograd)
+    nhwc = options is not None and options.schedules == "resdsl" and options.cuda_layout() == "NHWC"
+    return cuda_fuse_passes(target, CUDA_LAYOUTS if nhwc else None)
+
+
+def database_pipeline(target: tvm.target.Target) -> tvm.transform.Pass:
+    """A Relax pipeline for ``cuda`` that applies the current database's records.
+
+    For ``BuildOptions(schedules="tvm")``: TVM's default CUDA pipeline ignores the
+    database: fuse, apply the records, give the remaining kernels the default GPU schedules
+    (dlight), then lower as the default does. resdsl's own CUDA pipeline applies records
+    itself (:func:`.schedules.cuda_pipeline`).
+    """
+    from tvm.relax.backend.cuda import pipeline as cuda  # the package omits two of these
+
+    @tvm.transform.module_pass(opt_level=0, name="ResdslTunedGPUPipeline")
+    def pipeline(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
+        passes = [
+            *fuse_passes(target),
+            relax.transform.MetaScheduleApplyDatabase(),
+            dlight.ApplyDefaultSchedule(*dlight_rules()),
+            *cuda.dataflow_lower_passes(target),
+            *cuda.finalize_passes(target),
+        ]
+        with target:
             return tvm.transform.Sequential(passes)(mod)
 
     return pipeline

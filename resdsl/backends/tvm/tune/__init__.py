@@ -53,6 +53,8 @@ from tvm.s_tir.meta_schedule.builder import BuilderInput
 from tvm.s_tir.meta_schedule.runner import RunnerInput
 
 from ...._signals import Terminated
+from ..schedules import database_pipeline as database_pipeline
+from ..schedules import fuse_passes as fuse_passes
 from .builder import BUILD_TIMEOUT_S as BUILD_TIMEOUT_S
 from .builder import COMPILE_TIMED_OUT as COMPILE_TIMED_OUT
 from .builder import COMPILER_CRASHED as COMPILER_CRASHED
@@ -75,8 +77,6 @@ from .runner import EVALUATOR as EVALUATOR
 from .runner import InProcessRunner
 from .signals import _stop_on_interrupt
 from .tasks import _relax_module, extract_tasks, tuning_target
-from .tasks import database_pipeline as database_pipeline
-from .tasks import fuse_passes as fuse_passes
 
 __all__ = [
     "ENV_DIR",

@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import tvm
-from tvm import relax
 from tvm.s_tir import meta_schedule as ms
+
+from ..schedules import fuse_passes
 
 
 def tuning_target(target: tvm.target.Target) -> tvm.target.Target:
@@ -14,24 +15,6 @@ def tuning_target(target: tvm.target.Target) -> tvm.target.Target:
     if target.kind.name != "llvm" or "num-cores" in target.attrs:
         return target
     return tvm.target.Target({**target.export(), "num-cores": ms.utils.cpu_count(logical=False)})
-
-
-def fuse_passes(target: tvm.target.Target, options: Any = None) -> list[tvm.transform.Pass]:
-    """Legalise and fuse, exactly as the build does before it applies records.
-
-    ``options``: the :class:`.BuildOptions` of the build (for llvm, whether it uses
-    Winograd; for CUDA, its layout and schedules); without them, the llvm default or TVM's
-    default CUDA fusion in NCHW.
-    """
-    if target.kind.name == "llvm":
-        from ..schedules import llvm_fuse_passes
-
-        return llvm_fuse_passes(target, winograd=options is None or options.winograd)
-    from ..build import CUDA_LAYOUTS
-    from ..schedules import cuda_fuse_passes
-
-    nhwc = options is not None and options.schedules == "resdsl" and options.cuda_layout() == "NHWC"
-    return cuda_fuse_passes(target, CUDA_LAYOUTS if nhwc else None)
 
 
 def extract_tasks(
@@ -50,34 +33,6 @@ def extract_tasks(
         fused = tvm.transform.Sequential(fuse_passes(target, options))(mod)
     tasks = ms.relax_integration.extract_tasks(fused, target)
     return [task for task in tasks if not is_winograd(task.dispatched[0]["main"])]
-
-
-def database_pipeline(target: tvm.target.Target) -> tvm.transform.Pass:
-    """A Relax pipeline for ``cuda`` that applies the current database's records.
-
-    For ``BuildOptions(schedules="tvm")``: TVM's default CUDA pipeline ignores the
-    database: fuse, apply the records, give the remaining kernels the default GPU schedules
-    (dlight), then lower as the default does. resdsl's own CUDA pipeline applies records
-    itself (:func:`.schedules.cuda_pipeline`).
-    """
-    from tvm.relax.backend.cuda import pipeline as cuda  # the package omits two of these
-    from tvm.s_tir import dlight
-
-    from ..schedules.cuda import dlight_rules
-
-    @tvm.transform.module_pass(opt_level=0, name="ResdslTunedGPUPipeline")
-    def pipeline(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
-        passes = [
-            *fuse_passes(target),
-            relax.transform.MetaScheduleApplyDatabase(),
-            dlight.ApplyDefaultSchedule(*dlight_rules()),
-            *cuda.dataflow_lower_passes(target),
-            *cuda.finalize_passes(target),
-        ]
-        with target:
-            return tvm.transform.Sequential(passes)(mod)
-
-    return pipeline
 
 
 def _relax_module(net: Any, options: Any, weights: Any, seed: int) -> tvm.IRModule:

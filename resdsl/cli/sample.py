@@ -1,7 +1,6 @@
 """``resdsl sample`` and the search-space view of ``resdsl info`` (docs/cli.md).
 
-Registered by ``resdsl.cli`` when its parser is built. It depends on ``resdsl.cli.common``
-only, never on ``resdsl.cli`` itself; everything heavier is imported when a command runs.
+The search package is imported when a command runs, so building the parser stays light.
 """
 
 from __future__ import annotations
@@ -9,26 +8,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import sys
 from typing import Any
 
-from ..cli.common import EXIT_OK, UsageError, _artifact_dir, _params, _read, _spec_options, seed_arg
-
-_SUFFIX = {"": 1, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
-
-
-def count(text: str) -> int:
-    """A budget from the command line: ``25000000``, ``25_000_000``, ``2.5e7``, ``25M``, ``4G``."""
-    m = re.fullmatch(r"\s*([0-9][0-9_]*(?:\.[0-9]+)?(?:[eE][0-9]+)?)\s*([KMGT]?)\s*", text)
-    if m is None:
-        raise argparse.ArgumentTypeError(
-            f"expected a count such as 25000000, 2.5e7 or 25M: {text!r}"
-        )
-    value = float(m.group(1).replace("_", "")) * _SUFFIX[m.group(2)]
-    if value < 0 or value != int(value):
-        raise argparse.ArgumentTypeError(f"expected a whole number: {text!r}")
-    return int(value)
+from ..search.budget import count
+from .common import EXIT_OK, UsageError, _artifact_dir, _params, _read, _spec_options, seed_arg
 
 
 def add_sample_command(sub: Any) -> None:
@@ -54,8 +38,8 @@ def add_sample_command(sub: Any) -> None:
 
 def run_sample(args: argparse.Namespace) -> int:
     from .._io import atomic_write
-    from .fingerprint import fingerprint
-    from .space import as_random, describe, loads_space
+    from ..search.fingerprint import fingerprint
+    from ..search.space import as_random, describe, loads_space
 
     if args.n < 1:
         raise UsageError("--n must be at least 1")
@@ -91,7 +75,7 @@ def run_sample(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace, path: str | None, assignment, net, fp: str) -> None:
-    from .space import describe
+    from ..search.space import describe
 
     if args.json:
         row = {"file": path, "choices": _jsonable(assignment), "params": net.num_params,
@@ -115,8 +99,8 @@ def space_info(args: argparse.Namespace) -> bool:
     """``resdsl info`` on a search space: print its size and choices; False if the network
     has no choice left open (``--set`` may fix them all), so ``info`` reports it as usual."""
     from ..loader import load_program
+    from ..search.space import describe, loads_space
     from ..syntax import ast
-    from .space import describe, loads_space
 
     text, params = _read(args.file), _params(args.set)
     networks = [d for d in load_program(text, args.file).main.definitions if d.kind == "network"]
