@@ -10,7 +10,8 @@ import networkx as nx
 import pytest
 
 import resdsl
-from resdsl.analysis import (
+from resdsl.cli import main
+from resdsl.tools.analysis import (
     WEIGHTED_OPS,
     block_outputs,
     init_stats,
@@ -18,7 +19,6 @@ from resdsl.analysis import (
     receptive_fields,
     stages,
 )
-from resdsl.cli import main
 
 from .conftest import EXAMPLES
 

@@ -9,9 +9,9 @@ import json
 import pytest
 
 import resdsl
-from resdsl import fmt
 from resdsl.cli import main
-from resdsl.diff import compare, render
+from resdsl.tools import fmt
+from resdsl.tools.diff import compare, render
 
 from .conftest import EXAMPLES
 

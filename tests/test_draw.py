@@ -11,7 +11,7 @@ import pytest
 
 import resdsl
 from resdsl.cli import main
-from resdsl.draw import EDGE_STYLES, edge_kinds, to_dot
+from resdsl.tools.draw import EDGE_STYLES, edge_kinds, to_dot
 
 from .conftest import EXAMPLES
 

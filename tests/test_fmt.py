@@ -14,10 +14,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import resdsl
-from resdsl import fmt
 from resdsl.cli import main
 from resdsl.errors import SpecSyntaxError
 from resdsl.syntax import parse
+from resdsl.tools import fmt
 
 from . import specgen
 from .conftest import EXAMPLES, ROOT

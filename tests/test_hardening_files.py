@@ -21,9 +21,10 @@ from pathlib import Path
 import pytest
 
 import resdsl
-from resdsl import _io, cli, fmt
+from resdsl import _io, cli
 from resdsl.cli import main
 from resdsl.errors import Span, SpecError, remember_source, render
+from resdsl.tools import fmt
 
 GOOD = "network n() (x: (4,)) {\n    return x -> linear(2)\n}\n"
 BAD = "network n() (x: (4,)) {\n    return x -> rleu\n}\n"  # 2:17: `rleu`

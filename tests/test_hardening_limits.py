@@ -15,10 +15,11 @@ import time
 import pytest
 
 import resdsl
-from resdsl import analysis, loader
+from resdsl import loader
 from resdsl.cli import main
 from resdsl.elaborate import constant
 from resdsl.syntax.parser import MAX_SPEC_SIZE, MAX_STRING
+from resdsl.tools import analysis
 
 from .conftest import EXAMPLES
 from .test_limits import measured

@@ -42,7 +42,7 @@ def _info(args: argparse.Namespace) -> int:
     net = _load(args.file, args)
     report = None
     if args.report:
-        from ..analysis import report as analyse
+        from ..tools.analysis import report as analyse
 
         report = analyse(net, init=args.init_stats)
     if args.json:
@@ -52,7 +52,7 @@ def _info(args: argparse.Namespace) -> int:
         return EXIT_OK
     out = _info_text(net, args.file)
     if report:
-        from ..analysis import render_report
+        from ..tools.analysis import render_report
 
         out += ["", render_report(report)]
     print("\n".join(out))
@@ -128,7 +128,7 @@ def add_draw_command(sub: Any) -> None:
 
 
 def _draw(args: argparse.Namespace) -> int:
-    from .. import draw
+    from ..tools import draw
 
     to_stdout = args.output in (None, "-")
     ext = os.path.splitext(args.output or "")[1].lower()

@@ -96,8 +96,8 @@ def add_fmt_command(sub: Any) -> None:
 
 def _fmt(args: argparse.Namespace) -> int:
     """Format each file; a file with a syntax error is reported and left as it is."""
-    from .. import fmt
     from .._io import atomic_write
+    from ..tools import fmt
 
     failed, changed = 0, []
     files = _spec_files(args.files)
@@ -144,7 +144,7 @@ def add_diff_command(sub: Any) -> None:
 
 
 def _diff(args: argparse.Namespace) -> int:
-    from ..diff import compare, render
+    from ..tools.diff import compare, render
 
     result = compare(_load(args.a, args), _load(args.b, args))
     if args.json:

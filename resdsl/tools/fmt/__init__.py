@@ -48,10 +48,10 @@ import dataclasses
 import difflib
 import os
 
-from ..errors import Span, SpecError, shown_path
-from ..loader import open_regular, strip_bom
-from ..syntax import parse
-from ..syntax.ast import Module
+from ...errors import Span, SpecError, shown_path
+from ...loader import open_regular, strip_bom
+from ...syntax import parse
+from ...syntax.ast import Module
 from .layout import Printer
 from .lines import INDENT as INDENT
 from .lines import WIDTH, FormatterError

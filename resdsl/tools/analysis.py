@@ -26,11 +26,11 @@ from dataclasses import asdict, dataclass
 from fractions import Fraction
 from typing import TYPE_CHECKING, Any
 
-from .ir import Graph
-from .ops import OPS, Group, fmt_shape
+from ..ir import Graph
+from ..ops import OPS, Group, fmt_shape
 
 if TYPE_CHECKING:
-    from .network import Network
+    from ..network import Network
 
 WEIGHTED_OPS = ("conv2d", "linear", "attention")  # what a path's length counts
 DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8}
@@ -428,7 +428,7 @@ def _forward_values(model, graph: Graph, inputs: list[Any]) -> dict[str, Any]:
     not see; the generated ``forward`` keeps one local variable per node, so the values are
     read from its frame when it returns.
     """
-    from .backends.torch import _RESERVED, _variable
+    from ..backends.torch import _RESERVED, _variable
 
     taken = set(_RESERVED)
     variables = {node.name: _variable(node.name, taken) for node in graph.nodes()}

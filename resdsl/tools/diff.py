@@ -11,7 +11,7 @@ spec whose network is the same has no differences. Everything is matched by IR n
   another output shape);
 * **connections**: edges, keyed by the consuming op and its input port, added, removed or
   changed (another producer, or another kind). Kinds are those ``resdsl draw`` shows
-  (:func:`resdsl.draw.edge_kinds`): ``skip`` (identity shortcut into an add),
+  (:func:`resdsl.tools.draw.edge_kinds`): ``skip`` (identity shortcut into an add),
   ``projection``, ``concat`` (dense), ``data``;
 * **stages**: parameters and MACs per top-level scope (``layer1``; ops outside any block
   form the stage ``""``, shown as ``(top level)``), in both networks and the difference.
@@ -25,9 +25,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..network import Network
+from ..ops import fmt_shape
 from .draw import edge_kinds
-from .network import Network
-from .ops import fmt_shape
 
 __all__ = ["compare", "render"]
 

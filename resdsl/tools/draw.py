@@ -28,9 +28,9 @@ from typing import TYPE_CHECKING
 
 import networkx as nx
 
-from ._io import atomic_write
-from .ir import Graph
-from .ops import fmt_shape
+from .._io import atomic_write
+from ..ir import Graph
+from ..ops import fmt_shape
 
 if TYPE_CHECKING:
     import graphviz
