@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import gc
 import json
 import os
 import pathlib
@@ -484,6 +485,9 @@ def run_forked(fn: Any, args: tuple, cpu: float, wall: float) -> Result:
         status = 0
         try:
             os.close(read_end)
+            # the parent's objects (a long fuzzing run's heap) are not the example's: frozen,
+            # the collector does not scan them, so CPU time is what a fresh process spends
+            gc.freeze()
             limit = max(1, int(cpu + 0.999))
             resource.setrlimit(resource.RLIMIT_CPU, (limit, limit + 1))
             base = _rss_kb()  # the child's own start: the pages it shares are counted lazily

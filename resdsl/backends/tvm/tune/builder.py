@@ -70,17 +70,35 @@ def guarded(
     runs here, one item after another.
     """
     if timeout is None or not hasattr(os, "fork"):
-        for i in range(count):
-            if deadline is not None and time.monotonic() >= deadline:
-                yield i, OUT_OF_TIME
-                continue
-            try:
-                build(i)
-            except Exception as e:  # a candidate that does not build is a result, not a crash
-                yield i, _error_text(e)
-                continue
-            yield i, None
-        return
+        yield from _unguarded(count, build, deadline)
+    else:
+        yield from _in_children(count, build, timeout, workers, deadline)
+
+
+def _unguarded(
+    count: int, build: Callable[[int], Any], deadline: float | None
+) -> Iterator[tuple[int, str | None]]:
+    """:func:`guarded` in this process, one item after another."""
+    for i in range(count):
+        if deadline is not None and time.monotonic() >= deadline:
+            yield i, OUT_OF_TIME
+            continue
+        try:
+            build(i)
+        except Exception as e:  # a candidate that does not build is a result, not a crash
+            yield i, _error_text(e)
+            continue
+        yield i, None
+
+
+def _in_children(
+    count: int,
+    build: Callable[[int], Any],
+    timeout: float,
+    workers: int,
+    deadline: float | None,
+) -> Iterator[tuple[int, str | None]]:
+    """:func:`guarded` in forked children, ``workers`` at a time."""
     pending = collections.deque(range(count))
     busy: dict[int, _Worker] = {}  # by the pipe its answers come on
     idle: list[_Worker] = []
