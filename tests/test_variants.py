@@ -610,8 +610,10 @@ BROKEN = [
      "    return f + x", "preact_resnet18.res", {}),
     ("std/blocks.res",
      "    s = x -> avgpool: adaptive_avgpool2d(1)\n"
-     "          -> fc1: conv2d(squeezed, 1) -> relu\n"
-     "          -> fc2: conv2d(x.channels, 1) -> sigmoid",
+     "          -> fc1: conv2d(squeezed, 1)\n"
+     "          -> relu\n"
+     "          -> fc2: conv2d(x.channels, 1)\n"
+     "          -> sigmoid",
      "    s = x -> avgpool: global_avgpool\n"
      "          -> fc1: linear(squeezed) -> relu\n"
      "          -> fc2: linear(x.channels) -> sigmoid", "se_resnet.res", {}),
