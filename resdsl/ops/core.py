@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 Shape = tuple[int, ...]
@@ -206,7 +206,6 @@ class OpDef:
     min_inputs: int = 1
     weights: Callable[[Attrs, Sequence[Shape]], tuple[Weight, ...]] = _no_weights
     macs: Callable[[Attrs, Sequence[Shape], Shape], int] = _zero
-    extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def params(self, attrs: Attrs, inputs: Sequence[Shape], out: Shape | None = None) -> int:
         """Trainable parameters: the elements of the trainable weights."""
