@@ -18,7 +18,7 @@ import networkx as nx
 
 from ._compat import in_adjacency
 from .errors import Span
-from .ops import OPS, Shape, Weight
+from .ops import OPS, Shape, Weight, weight_key
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +31,15 @@ class Node:
     span: Span | None
     scope: str = ""  # the block instance that created it ("layer1.0"), "" at top level
     block: str = ""  # the block definition that created it ("bottleneck")
+    # A step of an expanded composite reads the composite's weights: its weight name ->
+    # the state_dict key (see resdsl.passes.decompose); None: its own keys.
+    keys: Mapping[str, str] | None = None
+
+    def key(self, weight: str) -> str:
+        """The state_dict key of one of this node's weights."""
+        if self.keys is not None:
+            return self.keys[weight]
+        return weight_key(self.name, weight)
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,7 +164,7 @@ class Graph:
 
     def macs_of(self, name: str) -> int:
         node = self.node(name)
-        return OPS[node.op].macs(node.attrs, self.input_shapes(name), self.info(name).shape)
+        return OPS[node.op].count_macs(node.attrs, self.input_shapes(name), self.info(name).shape)
 
 
 def freeze(attrs: dict[str, Any]) -> Mapping[str, Any]:

@@ -42,7 +42,7 @@ class Network:
         g, layers = self.graph, []
         for n in g.nodes():
             op, inputs, out = OPS[n.op], g.input_shapes(n.name), g.info(n.name).shape
-            params, macs = op.params(n.attrs, inputs), op.macs(n.attrs, inputs, out)
+            params, macs = op.params(n.attrs, inputs), op.count_macs(n.attrs, inputs, out)
             layers.append(Layer(n.name, n.op, out, params, macs))
         return layers
 

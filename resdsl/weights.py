@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import SpecError
 from .ir import Graph
-from .ops import Weight, weight_key
+from .ops import Weight
 
 if TYPE_CHECKING:
     import numpy as np
@@ -78,7 +78,7 @@ def _identity(path: str) -> tuple[str, int, int] | None:
 def expected(graph: Graph) -> dict[str, Weight]:
     """Every weight the graph's ops own, by state_dict key, in graph order."""
     return {
-        weight_key(node.name, w.name): w
+        node.key(w.name): w
         for node in graph.nodes()
         for w in graph.weights_of(node.name)
     }
@@ -194,10 +194,12 @@ def initialise(graph: Graph, seed: int = 0) -> Weights:
     out: Weights = {}
     for key, w in expected(graph).items():
         if w.init == "uniform":
-            bound = 1.0 / math.sqrt(max(w.fan_in, 1))
+            bound = w.value if w.value is not None else 1.0 / math.sqrt(max(w.fan_in, 1))
             out[key] = rng.uniform(-bound, bound, w.shape).astype(w.dtype)
         elif w.init == "normal":
             out[key] = rng.normal(0.0, w.std, w.shape).astype(w.dtype)
+        elif w.init == "constant":
+            out[key] = np.full(w.shape, w.value, dtype=w.dtype)
         else:
             fill = np.ones if w.init == "ones" else np.zeros
             out[key] = fill(w.shape, dtype=w.dtype)

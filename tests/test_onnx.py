@@ -18,7 +18,6 @@ torch = pytest.importorskip("torch")
 import resdsl  # noqa: E402
 from resdsl.backends import onnx as backend  # noqa: E402
 from resdsl.cli import main  # noqa: E402
-from resdsl.ops import OPS  # noqa: E402
 from resdsl.weights import check, from_module  # noqa: E402
 
 from .backend_specs import BAD_SPEC, SMALL, TOKENS  # noqa: E402
@@ -144,12 +143,6 @@ def lowered():
 
 
 # --- 1. every op, parity with the PyTorch backend -------------------------------------------------
-
-
-def test_specs_cover_every_op():
-    covered = set().union(*({n.op for n in resdsl.loads(t).graph.nodes()} for t in SPECS.values()))
-    assert set(OPS) - covered == set(), "ops without an ONNX parity spec"
-    assert set(OPS) - {"input"} == set(backend.EMITTERS)
 
 
 @pytest.mark.parametrize(("batch", "run_with"), [(None, 1), (None, 3), (2, 2)])

@@ -9,7 +9,7 @@ def run(op, inputs, *args, **kwargs):
     entry = OPS[op]
     attrs = entry.bind(args, kwargs)
     out = entry.shape(attrs, inputs)
-    return out, entry.params(attrs, inputs, out), entry.macs(attrs, inputs, out)
+    return out, entry.params(attrs, inputs, out), entry.count_macs(attrs, inputs, out)
 
 
 @pytest.mark.parametrize(

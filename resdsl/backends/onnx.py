@@ -16,7 +16,6 @@ Every shape follows from ONNX's own static shape inference (no data propagation 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -26,7 +25,10 @@ import numpy as np
 from .._io import atomic_write
 from ..errors import SpecError
 from ..ir import Graph, Node
-from ..ops import Shape, weight_key
+from ..ops import Shape
+from ..ops.lowering import aligned, batch_axis, conv_padding
+from ..ops.tensors import pad_widths, reduced_axes, slice_bounds
+from ..passes import decompose
 from ..weights import Weights, expected, resolve
 from .check import Comparison, compare, random_inputs, reference
 
@@ -63,7 +65,7 @@ class Builder:
         """The initializer for one of ``node``'s weights, named by its state_dict key."""
         from onnx import numpy_helper
 
-        key = weight_key(node.name, name)
+        key = node.key(name)
         if key not in self.initializers:
             array = np.ascontiguousarray(self.weights[key], dtype=np.float32)
             self.initializers[key] = numpy_helper.from_array(array, key)
@@ -115,23 +117,18 @@ def _unary(op_type: str, **attrs: Any) -> Emitter:
 # --- layers ------------------------------------------------------------------------------------
 
 
-def _conv2d(b: Builder, node: Node, args: list[str], shapes: list[Shape]) -> str:
-    a = node.attrs
-    inputs = [args[0], b.weight(node, "weight")] + ([b.weight(node, "bias")] if a["bias"] else [])
-    return b.op(
-        "Conv", inputs, node, kernel_shape=list(a["kernel"]), strides=list(a["stride"]),
-        pads=_conv_pads(node), dilations=list(a["dilation"]), group=a["groups"],
-    )  # fmt: skip
+def _conv(spatial: int) -> Emitter:
+    def emit(b: Builder, node: Node, args: list[str], shapes: list[Shape]) -> str:
+        a = node.attrs
+        weights = [b.weight(node, "weight")] + ([b.weight(node, "bias")] if a["bias"] else [])
+        ints = (lambda v: [v]) if spatial == 1 else list
+        return b.op(
+            "Conv", [args[0], *weights], node, kernel_shape=ints(a["kernel"]),
+            strides=ints(a["stride"]), pads=list(conv_padding(a, spatial)),
+            dilations=ints(a["dilation"]), group=a["groups"],
+        )  # fmt: skip
 
-
-def _conv_pads(node: Node) -> list[int]:
-    """ONNX order (top, left, bottom, right); "same" pads like PyTorch (extra at the end)."""
-    a = node.attrs
-    if a["padding"] != "same":
-        ph, pw = a["padding"]
-        return [ph, pw, ph, pw]
-    total = [d * (k - 1) for d, k in zip(a["dilation"], a["kernel"], strict=True)]
-    return [total[0] // 2, total[1] // 2, total[0] - total[0] // 2, total[1] - total[1] // 2]
+    return emit
 
 
 def _batchnorm2d(b: Builder, node: Node, args: list[str], shapes: list[Shape]) -> str:
@@ -170,28 +167,6 @@ def _layernorm(b: Builder, node: Node, args: list[str], shapes: list[Shape]) -> 
     return b.op("LayerNormalization", inputs, node, axis=-1, epsilon=node.attrs["eps"])
 
 
-def _attention(b: Builder, node: Node, args: list[str], shapes: list[Shape]) -> str:
-    """nn.MultiheadAttention's computation with its packed input projection (eval mode)."""
-    (t, d), heads = shapes[0], node.attrs["heads"]
-    hd = d // heads
-    qkv = _matmul_t(b, node, args[0], "in_proj_weight", "in_proj_bias", "in_proj")
-    q, k, v = b.op("Split", [qkv], node, ("q", "k", "v"), axis=-1, num_outputs=3)
-    split = b.ints(node, "heads_shape", [0, t, heads, hd])  # (B, T, D) -> (B, T, heads, hd)
-    perms = {"q": [0, 2, 1, 3], "k": [0, 2, 3, 1], "v": [0, 2, 1, 3]}  # k: (B, heads, hd, T)
-    q, k, v = (
-        b.op("Transpose", [b.op("Reshape", [z, split], node, f"{label}_heads")], node,
-             f"{label}_t", perm=perms[label])
-        for label, z in zip("qkv", (q, k, v), strict=True)
-    )  # fmt: skip
-    scores = b.op("MatMul", [q, k], node, "scores")
-    scaled = b.op("Mul", [scores, b.const(node, "scale", 1.0 / math.sqrt(hd))], node, "scaled")
-    probs = b.op("Softmax", [scaled], node, "softmax", axis=-1)
-    y = b.op("MatMul", [probs, v], node, "context")
-    y = b.op("Transpose", [y], node, "context_t", perm=[0, 2, 1, 3])
-    y = b.op("Reshape", [y, b.ints(node, "merge_shape", [0, t, d])], node, "merged")
-    return _matmul_t(b, node, y, "out_proj.weight", "out_proj.bias", "")
-
-
 def _parameter(b: Builder, node: Node, args: list[str], shapes: list[Shape]) -> str:
     """The (1, *shape) tensor broadcast over the batch.
 
@@ -202,6 +177,9 @@ def _parameter(b: Builder, node: Node, args: list[str], shapes: list[Shape]) -> 
     ``p`` whatever the condition's values are.
     """
     p, rank = b.weight(node, ""), 1 + len(node.attrs["shape"])
+    if node.attrs["stored"] not in (None, (1, *node.attrs["shape"])):
+        p = b.op("Reshape", [p, b.ints(node, "stored_shape", [1, *node.attrs["shape"]])], node,
+                 "unstored")  # fmt: skip
     if isinstance(b.batch, int):
         return b.op("Expand", [p, b.ints(node, "shape", [b.batch, *node.attrs["shape"]])], node)
     first = b.graph.inputs[0]
@@ -297,10 +275,6 @@ def _bins(n: int, m: int) -> np.ndarray:
     return out
 
 
-def _global_avgpool(b: Builder, node: Node, args: list[str], shapes: list[Shape]) -> str:
-    return b.op("ReduceMean", [args[0], b.ints(node, "axes", [2, 3])], node, keepdims=0)
-
-
 # --- movement and arithmetic -------------------------------------------------------------------
 
 
@@ -320,16 +294,71 @@ def _add(b: Builder, node: Node, args: list[str], shapes: list[Shape]) -> str:
     return b.op("Add" if len(args) == 2 else "Sum", args, node)
 
 
-def _mul(b: Builder, node: Node, args: list[str], shapes: list[Shape]) -> str:
-    """Broadcasting product; per-sample shapes align on the last axis, the batch on the first,
-    so the operand of lower rank gains unit axes after its batch axis."""
-    rank = max(len(s) for s in shapes)
-    operands = [
-        b.op("Unsqueeze", [x, b.ints(node, f"axes{i}", range(1, 1 + rank - len(s)))], node,
-             f"unsqueeze{i}") if len(s) < rank else x
-        for i, (x, s) in enumerate(zip(args, shapes, strict=True))
+def _aligned(b: Builder, node: Node, args: list[str], shapes: list[Shape]) -> list[str]:
+    """Operands of a broadcasting op, each with unit axes after its batch axis where its
+    per-sample rank is lower (per-sample shapes align on the last axis)."""
+    return [
+        x if view is None else b.op("Unsqueeze", [x, b.ints(node, f"axes{i}", range(
+            1, len(view) - len(s)))], node, f"unsqueeze{i}")
+        for i, (x, s, view) in enumerate(zip(args, shapes, aligned(shapes), strict=True))
     ]  # fmt: skip
-    return b.op("Mul", operands, node)
+
+
+def _mul(b: Builder, node: Node, args: list[str], shapes: list[Shape]) -> str:
+    return b.op("Mul", _aligned(b, node, args, shapes), node)
+
+
+def _matmul(b: Builder, node: Node, args: list[str], shapes: list[Shape]) -> str:
+    return b.op("MatMul", _aligned(b, node, args, shapes), node)
+
+
+def _clamp(b: Builder, node: Node, args: list[str], shapes: list[Shape]) -> str:
+    bounds = [
+        "" if node.attrs[k] is None else b.const(node, k, node.attrs[k]) for k in ("min", "max")
+    ]
+    return b.op("Clip", [args[0], *bounds], node)
+
+
+def _slice(b: Builder, node: Node, args: list[str], shapes: list[Shape]) -> str:
+    axis, start, stop, step = slice_bounds(node.attrs, shapes[0])
+    inputs = [b.ints(node, label, [v]) for label, v in
+              (("starts", start), ("ends", stop), ("axes", axis + 1), ("steps", step))]  # fmt: skip
+    return b.op("Slice", [args[0], *inputs], node)
+
+
+def _pad(b: Builder, node: Node, args: list[str], shapes: list[Shape]) -> str:
+    widths = [(0, 0), *pad_widths(node.attrs, shapes[0])]
+    pads = [w for w, _ in widths] + [w for _, w in widths]
+    value = b.const(node, "value", node.attrs["value"])
+    return b.op("Pad", [args[0], b.ints(node, "pads", pads), value], node)
+
+
+def _reduce(op_type: str) -> Emitter:
+    def emit(b: Builder, node: Node, args: list[str], shapes: list[Shape]) -> str:
+        axes = [a + 1 for a in reduced_axes(node.op, node.attrs, shapes[0])]
+        keep = int(node.attrs["keepdim"])
+        return b.op(op_type, [args[0], b.ints(node, "axes", axes)], node, keepdims=keep)
+
+    return emit
+
+
+def _groupnorm(b: Builder, node: Node, args: list[str], shapes: list[Shape]) -> str:
+    """Each group as one instance of InstanceNormalization (over a (B, G, rest) view), then
+    the per-channel affine: ONNX's GroupNormalization is not in ONNX Runtime's opset 21."""
+    c, g = shapes[0][0], node.attrs["groups"]
+    y = b.op("Reshape", [args[0], b.ints(node, "groups_shape", [0, g, -1])], node, "grouped")
+    y = b.op("InstanceNormalization", [y, b.const(node, "ones", np.ones(g)),
+             b.const(node, "zeros", np.zeros(g))], node, "normalised",
+             epsilon=node.attrs["eps"])  # fmt: skip
+    if not node.attrs["affine"]:
+        return _reshape_to(b, node, y, shapes[0])
+    y = b.op("Reshape", [y, b.ints(node, "shape", [0, *shapes[0]])], node, "ungrouped")
+    per_channel = [1, c, *(1,) * (len(shapes[0]) - 1)]
+    scale = b.op("Reshape", [b.weight(node, "weight"), b.ints(node, "affine_shape", per_channel)],
+                 node, "scale")  # fmt: skip
+    shift = b.op("Reshape", [b.weight(node, "bias"), b.ints(node, "affine_shape2", per_channel)],
+                 node, "shift")  # fmt: skip
+    return b.op("Add", [b.op("Mul", [y, scale], node, "scaled"), shift], node)
 
 
 def _scale_shift(b: Builder, node: Node, args: list[str], shapes: list[Shape]) -> str:
@@ -352,7 +381,8 @@ def _select(b: Builder, node: Node, args: list[str], shapes: list[Shape]) -> str
 
 
 EMITTERS: dict[str, Emitter] = {
-    "conv2d": _conv2d,
+    "conv2d": _conv(2),
+    "conv1d": _conv(1),
     "batchnorm2d": _batchnorm2d,
     "linear": _linear,
     "relu": _unary("Relu"),
@@ -361,24 +391,34 @@ EMITTERS: dict[str, Emitter] = {
     "maxpool2d": _maxpool2d,
     "avgpool2d": _avgpool2d,
     "adaptive_avgpool2d": _adaptive_avgpool2d,
-    "global_avgpool": _global_avgpool,
     "flatten": _flatten,
     "add": _add,
     "concat": lambda b, n, a, s: b.op("Concat", a, n, axis=n.attrs["axis"] + 1),
     "mul": _mul,
     "sub": _unary("Sub"),
     "scale_shift": _scale_shift,
+    "clamp": _clamp,
     "sigmoid": _unary("Sigmoid"),
-    "gelu": _unary("Gelu", approximate="none"),
+    "hardsigmoid": _unary("HardSigmoid", alpha=1 / 6, beta=0.5),  # native: one node
+    "hardswish": _unary("HardSwish"),  # native: one node
+    "gelu": lambda b, n, a, s: b.op("Gelu", a, n, approximate=n.attrs["approximate"]),
+    "softmax": lambda b, n, a, s: b.op(
+        "Softmax", a, n, axis=batch_axis(n.attrs["axis"], len(s[0]))
+    ),
     "drop_path": _unary("Identity"),  # inference
     "layernorm": _layernorm,
-    "attention": _attention,
+    "groupnorm": _groupnorm,
     "parameter": _parameter,
     "reshape": lambda b, n, a, s: _reshape_to(b, n, a[0], b.out_shape(n)),
     "permute": lambda b, n, a, s: b.op(
         "Transpose", a, n, perm=[0, *(i + 1 for i in n.attrs["axes"])]
     ),
     "select": _select,
+    "slice": _slice,
+    "pad": _pad,
+    "sum": _reduce("ReduceSum"),
+    "mean": _reduce("ReduceMean"),
+    "matmul": _matmul,
 }
 
 
@@ -425,6 +465,7 @@ def to_onnx(
 
     if batch is not None and batch < 1:
         raise ValueError(f"batch must be at least 1, got {batch}")
+    graph = decompose(graph, EMITTERS)
     b = _lower(graph, weights, BATCH if batch is None else batch)
 
     def info(value: str, node: str):

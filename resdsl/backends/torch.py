@@ -27,6 +27,9 @@ from ..errors import SpecError
 from ..ir import Graph, Node
 from ..names import reserved
 from ..ops import OPS, Shape
+from ..ops.lowering import aligned, batch_axis
+from ..ops.tensors import reduced_axes, slice_bounds
+from ..passes import decompose
 
 
 @dataclass(frozen=True)
@@ -62,11 +65,14 @@ def _literal(value: Any) -> str:
     raise TypeError(f"cannot emit {value!r}")  # pragma: no cover - attrs are validated
 
 
-def _conv2d(node: Node, shapes: Sequence[Shape]) -> str:
-    a = node.attrs
-    rest = _kwargs(node, {"stride": "stride", "padding": "padding", "dilation": "dilation",
-                          "groups": "groups", "bias": "bias"})  # fmt: skip
-    return f"nn.Conv2d({shapes[0][0]}, {a['out_channels']}, {_literal(a['kernel'])}{rest})"
+def _conv(cls: str) -> Callable[[Node, Sequence[Shape]], str]:
+    def module(node: Node, shapes: Sequence[Shape]) -> str:
+        a = node.attrs
+        rest = _kwargs(node, {"stride": "stride", "padding": "padding", "dilation": "dilation",
+                              "groups": "groups", "bias": "bias"})  # fmt: skip
+        return f"nn.{cls}({shapes[0][0]}, {a['out_channels']}, {_literal(a['kernel'])}{rest})"
+
+    return module
 
 
 def _batchnorm2d(node: Node, shapes: Sequence[Shape]) -> str:
@@ -106,32 +112,93 @@ def _layernorm(node: Node, shapes: Sequence[Shape]) -> str:
     return f"nn.LayerNorm({shapes[0][-1]}{_kwargs(node, {'eps': 'eps'})})"
 
 
+def _layernorm2d(node: Node, shapes: Sequence[Shape]) -> str:
+    return f"LayerNorm2d({shapes[0][0]}, eps={node.attrs['eps']!r})"
+
+
+def _groupnorm(node: Node, shapes: Sequence[Shape]) -> str:
+    rest = _kwargs(node, {"eps": "eps", "affine": "affine"})
+    return f"nn.GroupNorm({node.attrs['groups']}, {shapes[0][0]}{rest})"
+
+
 def _attention(node: Node, shapes: Sequence[Shape]) -> str:
     rest = _kwargs(node, {"dropout": "dropout"})
     return f"nn.MultiheadAttention({shapes[0][-1]}, {node.attrs['heads']}{rest}, batch_first=True)"
 
 
+def _stored(node: Node) -> tuple[int, ...]:
+    a = node.attrs
+    return a["stored"] if a["stored"] is not None else (1, *a["shape"])
+
+
 def _parameter(node: Node, shapes: Sequence[Shape]) -> str:
-    """The tensor with a leading 1 (it broadcasts over the batch), initialised per ``init``."""
-    size, init = _ints(node.attrs["shape"]), node.attrs["init"]
+    """The tensor as stored (by default with a leading 1, so it broadcasts over the batch),
+    initialised per ``init``."""
+    a = node.attrs
+    size, init = _ints(_stored(node)), a["init"]
     if init == "normal":
-        return f"nn.Parameter(torch.empty(1, {size}).normal_(std={node.attrs['std']!r}))"
-    return f"nn.Parameter(torch.{init}(1, {size}))"  # zeros or ones
+        return f"nn.Parameter(torch.empty({size}).normal_(std={a['std']!r}))"
+    if init == "uniform":
+        return f"nn.Parameter(torch.empty({size}).uniform_({-a['value']!r}, {a['value']!r}))"
+    if init == "constant":
+        return f"nn.Parameter(torch.full(({size},), {a['value']!r}))"
+    return f"nn.Parameter(torch.{init}({size}))"  # zeros or ones
 
 
-def _mul(node: Node, args: Sequence[str], shapes: Sequence[Shape]) -> str:
-    """Broadcasting product: per-sample shapes align on the last axis, the batch on the first,
-    so the operand of lower rank gains unit axes after its batch axis."""
-    rank = max(len(s) for s in shapes)
-    a, b = (
-        f"{v}[:{', None' * (rank - len(s))}]" if len(s) < rank else v
-        for v, s in zip(args, shapes, strict=True)
-    )
-    return f"{a} * {b}"
+def _expand_parameter(node: Node, args: Sequence[str], mod: str | None) -> str:
+    shape = node.attrs["shape"]
+    view = "" if _stored(node) == (1, *shape) else f".reshape(1, {_ints(shape)})"
+    return f"{mod}{view}.expand({args[0]}{', -1' * len(shape)})"
+
+
+def _binary(symbol: str) -> Callable[[Node, Sequence[str], Sequence[Shape]], str]:
+    """A broadcasting binary op: per-sample shapes align on the last axis, the batch on the
+    first, so the operand of lower rank gains unit axes after its batch axis."""
+
+    def call(node: Node, args: Sequence[str], shapes: Sequence[Shape]) -> str:
+        a, b = (
+            v if view is None else f"{v}[:{', None' * (len(view) - 1 - len(s))}]"
+            for v, s, view in zip(args, shapes, aligned(shapes), strict=True)
+        )
+        return f"{a} {symbol} {b}"
+
+    return call
+
+
+def _clamp(node: Node, args: Sequence[str], mod: str | None) -> str:
+    bounds = [f"{k}={node.attrs[k]!r}" for k in ("min", "max") if node.attrs[k] is not None]
+    return f"{args[0]}.clamp({', '.join(bounds)})"
+
+
+def _slice(node: Node, args: Sequence[str], shapes: Sequence[Shape]) -> str:
+    axis, start, stop, step = slice_bounds(node.attrs, shapes[0])
+    rest = f":{step}" if step != 1 else ""
+    return f"{args[0]}[{':, ' * (axis + 1)}{start}:{stop}{rest}]"
+
+
+def _pad(node: Node, args: Sequence[str], mod: str | None) -> str:
+    value = f", value={node.attrs['value']!r}" if node.attrs["value"] else ""
+    return f"F.pad({args[0]}, {node.attrs['pads']!r}{value})"
+
+
+def _reduce(node: Node, args: Sequence[str], shapes: Sequence[Shape]) -> str:
+    dims = tuple(a + 1 for a in reduced_axes(node.op, node.attrs, shapes[0]))
+    keep = ", keepdim=True" if node.attrs["keepdim"] else ""
+    return f"{args[0]}.{node.op}({dims[0] if len(dims) == 1 else dims!r}{keep})"
+
+
+def _softmax(node: Node, args: Sequence[str], shapes: Sequence[Shape]) -> str:
+    return f"{args[0]}.softmax({batch_axis(node.attrs['axis'], len(shapes[0]))})"
+
+
+def _gelu(node: Node, args: Sequence[str], mod: str | None) -> str:
+    tanh = ', approximate="tanh"' if node.attrs["approximate"] == "tanh" else ""
+    return f"F.gelu({args[0]}{tanh})"
 
 
 EMITTERS: dict[str, Emitter] = {
-    "conv2d": Emitter(_module_call, _conv2d),
+    "conv2d": Emitter(_module_call, _conv("Conv2d")),
+    "conv1d": Emitter(_module_call, _conv("Conv1d")),
     "batchnorm2d": Emitter(_module_call, _batchnorm2d),
     "linear": Emitter(_module_call, _linear),
     "relu": Emitter(lambda n, a, m: f"F.relu({a[0]})"),
@@ -148,20 +215,31 @@ EMITTERS: dict[str, Emitter] = {
     "flatten": Emitter(lambda n, a, m: f"{a[0]}.flatten({n.attrs['start'] + 1})"),
     "add": Emitter(lambda n, a, m: " + ".join(a)),
     "concat": Emitter(lambda n, a, m: f"torch.cat([{', '.join(a)}], dim={n.attrs['axis'] + 1})"),
-    "mul": Emitter(lambda n, a, m, s: _mul(n, a, s), shaped=True),
+    "mul": Emitter(lambda n, a, m, s: _binary("*")(n, a, s), shaped=True),
+    "matmul": Emitter(lambda n, a, m, s: _binary("@")(n, a, s), shaped=True),
     "sub": Emitter(lambda n, a, m: f"{a[0]} - {a[1]}"),
     "scale_shift": Emitter(lambda n, a, m: _scale_shift(a[0], n.attrs["scale"], n.attrs["shift"])),
+    "clamp": Emitter(_clamp),
     "sigmoid": Emitter(lambda n, a, m: f"torch.sigmoid({a[0]})"),
-    "gelu": Emitter(lambda n, a, m: f"F.gelu({a[0]})"),
+    "gelu": Emitter(_gelu),
+    "softmax": Emitter(lambda n, a, m, s: _softmax(n, a, s), shaped=True),
+    # native forms of composites: PyTorch's own functions read (and run) better
+    "relu6": Emitter(lambda n, a, m: f"F.relu6({a[0]})"),
+    "hardtanh": Emitter(
+        lambda n, a, m: f"F.hardtanh({a[0]}, {n.attrs['min_val']!r}, {n.attrs['max_val']!r})"
+    ),
+    "silu": Emitter(lambda n, a, m: f"F.silu({a[0]})"),
+    "hardsigmoid": Emitter(lambda n, a, m: f"F.hardsigmoid({a[0]})"),
+    "hardswish": Emitter(lambda n, a, m: f"F.hardswish({a[0]})"),
     "drop_path": Emitter(lambda n, a, m: f"drop_path({a[0]}, {n.attrs['p']!r}, self.training)"),
     "layernorm": Emitter(_module_call, _layernorm),
+    "layernorm2d": Emitter(_module_call, _layernorm2d),
+    "groupnorm": Emitter(_module_call, _groupnorm),
     "attention": Emitter(
         lambda n, a, m: f"{m}({a[0]}, {a[0]}, {a[0]}, need_weights=False)[0]", _attention
     ),
     # ops without tensor inputs get the batch size as their argument
-    "parameter": Emitter(
-        lambda n, a, m: f"{m}.expand({a[0]}{', -1' * len(n.attrs['shape'])})", _parameter
-    ),
+    "parameter": Emitter(_expand_parameter, _parameter),
     "reshape": Emitter(
         lambda n, a, m: f"{a[0]}.reshape({a[0]}.shape[0], {_ints(n.attrs['shape'])})"
     ),
@@ -169,10 +247,23 @@ EMITTERS: dict[str, Emitter] = {
         lambda n, a, m: f"{a[0]}.permute(0, {_ints(tuple(i + 1 for i in n.attrs['axes']))})"
     ),
     "select": Emitter(lambda n, a, m: f"{a[0]}.select({n.attrs['axis'] + 1}, {n.attrs['index']})"),
+    "slice": Emitter(lambda n, a, m, s: _slice(n, a, s), shaped=True),
+    "pad": Emitter(_pad),
+    "sum": Emitter(lambda n, a, m, s: _reduce(n, a, s), shaped=True),
+    "mean": Emitter(lambda n, a, m, s: _reduce(n, a, s), shaped=True),
 }
 
 # Helpers that generated files define when they use them (kept readable and dependency-free).
 HELPERS = {
+    "layernorm2d": [
+        "class LayerNorm2d(nn.LayerNorm):",
+        '    """Layer norm over the channels of (B, C, H, W), as torchvision\'s."""',
+        "",
+        "    def forward(self, x):",
+        "        x = x.permute(0, 2, 3, 1)",
+        "        x = F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)",
+        "        return x.permute(0, 3, 1, 2)",
+    ],
     "drop_path": [
         "def drop_path(x, p: float, training: bool):",
         '    """Stochastic depth: zero whole samples with probability p, scale the rest."""',
@@ -184,7 +275,7 @@ HELPERS = {
 }
 
 
-_RESERVED = {"self", "torch", "nn", "F", "Scope", "build", *HELPERS}
+_RESERVED = {"self", "torch", "nn", "F", "Scope", "build", "LayerNorm2d", *HELPERS}
 _WIDTH = 100  # the project's line length; generated code follows it
 
 
@@ -200,7 +291,7 @@ def _is_attribute(segment: str) -> bool:
 
 def _variable(name: str, taken: set[str]) -> str:
     """A unique Python variable for node ``name`` (``layer1.0.conv1`` -> ``layer1_0_conv1``)."""
-    base = name.replace(".", "_")
+    base = "".join(c if c.isalnum() and c.isascii() else "_" for c in name)
     if base[0].isdigit() or keyword.iskeyword(base) or base in _RESERVED or base[:2] == "__":
         base = "v_" + base
     if not _is_identifier(base):  # pragma: no cover - names are checked during elaboration
@@ -253,6 +344,7 @@ def generate(graph: Graph, source_path: str | None = None) -> str:
     """Python source of a module equivalent to ``graph`` (deterministic, byte for byte)."""
     from .. import __version__
 
+    graph = decompose(graph, EMITTERS)
     init, forward, scopes, taken, helpers = [], [], set(), set(_RESERVED), set()
     var = {}
     for node in graph.nodes():

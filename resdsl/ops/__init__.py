@@ -1,16 +1,22 @@
 """The op table: one entry per op with its signature, shape rule, params and MACs."""
 
+from . import elementwise as _elementwise  # noqa: F401 - registers the ops
+from . import layers as _layers  # noqa: F401 - registers the ops
 from . import table as _table  # noqa: F401 - registers the ops
-from . import variants as _variants  # noqa: F401 - registers the ops
+from . import tensors as _tensors  # noqa: F401 - registers the ops
 from .core import (
     OPS,
     REQUIRED,
     Attr,
     AttrError,
+    Decomposition,
     Group,
     OpDef,
     OpShapeError,
+    Receptive,
     Shape,
+    Step,
+    Value,
     Weight,
     register,
     weight_key,
@@ -22,10 +28,14 @@ __all__ = [
     "REQUIRED",
     "Attr",
     "AttrError",
+    "Decomposition",
     "Group",
     "OpDef",
     "OpShapeError",
+    "Receptive",
     "Shape",
+    "Step",
+    "Value",
     "Weight",
     "fmt_shape",
     "projection_hint",

@@ -49,7 +49,8 @@ REQUIRED: Any = object()
 
 @dataclass(frozen=True)
 class Attr:
-    """One typed attribute. ``kind`` is one of: int, float, bool, str, pair, padding."""
+    """One typed attribute. ``kind`` is one of: int, float, bool, str, pair, ints, padding,
+    and optional_{pair,float,int,ints} (which also take ``None``, written ``auto``)."""
 
     name: str
     kind: str
@@ -151,6 +152,14 @@ def _as_optional_pair(attr: Attr, v: Any) -> tuple[int, int] | None:
     return None if v is None else _as_pair(attr, v)
 
 
+def _as_optional_float(attr: Attr, v: Any) -> float | None:
+    return None if v is None else _as_float(attr, v)
+
+
+def _as_optional_int(attr: Attr, v: Any) -> int | None:
+    return None if v is None else _as_int(attr, v)
+
+
 _COERCE: dict[str, Callable[[Attr, Any], Any]] = {
     "int": _as_int,
     "float": _as_float,
@@ -159,6 +168,9 @@ _COERCE: dict[str, Callable[[Attr, Any], Any]] = {
     "pair": _as_pair,
     "ints": _as_ints,
     "optional_pair": _as_optional_pair,
+    "optional_float": _as_optional_float,
+    "optional_int": _as_optional_int,
+    "optional_ints": lambda attr, v: None if v is None else _as_ints(attr, v),
     "padding": _as_padding,
 }
 
@@ -176,10 +188,12 @@ class Weight:
     trainable: bool = True  # False for buffers such as batch-norm running statistics
     dtype: str = "float32"
     # Initial value, as PyTorch's layers do by default: "uniform" draws from
-    # U(-1/sqrt(fan_in), 1/sqrt(fan_in)); "normal" from N(0, std^2); "zeros" and "ones".
+    # U(-1/sqrt(fan_in), 1/sqrt(fan_in)) (or U(-value, value) when ``value`` is given);
+    # "normal" from N(0, std^2); "constant" is ``value``; "zeros" and "ones".
     init: str = "uniform"
     fan_in: int = 1
     std: float = 0.02
+    value: float | None = None
     required: bool = True  # False: may be absent from a checkpoint (unused at inference)
 
 
@@ -193,9 +207,84 @@ def _no_weights(attrs: Attrs, inputs: Sequence[Shape]) -> tuple[Weight, ...]:
     return ()
 
 
+class Receptive(enum.Enum):
+    """How an op moves a feature map's receptive field (``tools.analysis``)."""
+
+    POINTWISE = "pointwise"  # each output pixel reads the same input pixel (relu, add, bn)
+    WINDOW = "window"  # a sliding window: attributes kernel, stride (default the kernel), dilation
+    ADAPTIVE = "adaptive"  # adaptive pooling to ``output_size``
+    GLOBAL = "global"  # every output may read every input pixel (global pooling, linear)
+    REARRANGE = "rearrange"  # pixels move (reshape, permute, roll): the analysis stops here
+
+
+@dataclass(frozen=True)
+class Value:
+    """A tensor inside a decomposition: an input of the composite (``ref`` -1 - i) or the
+    output of step ``ref``; with its per-sample shape."""
+
+    ref: int
+    shape: Shape
+
+
+@dataclass(frozen=True)
+class Step:
+    """One op of a decomposition. ``weights`` maps the step's weight names to the
+    composite's (so the composite's state_dict layout is kept: attention's ``in_proj_weight``
+    is read by a ``linear`` step as its ``weight``)."""
+
+    op: str
+    inputs: tuple[Value, ...]
+    attrs: Mapping[str, Any]
+    shape: Shape
+    label: str
+    weights: Mapping[str, str]
+
+
+class Decomposition:
+    """What a composite's ``decompose`` function writes into: ``d.op("linear", x, ...)``
+    binds and checks the attributes, infers the shape from the table and returns the step's
+    :class:`Value`. The last step computes the composite's value."""
+
+    def __init__(self, inputs: Sequence[Shape]) -> None:
+        self.inputs = [Value(-1 - i, s) for i, s in enumerate(inputs)]
+        self.steps: list[Step] = []
+
+    def op(
+        self,
+        name: str,
+        *inputs: Value,
+        label: str = "",
+        weights: Mapping[str, str] | None = None,
+        **attrs: Any,
+    ) -> Value:
+        op = OPS[name]
+        bound = op.bind((), attrs)
+        shape = op.shape(bound, [v.shape for v in inputs])
+        own = {w.name for w in op.weights(bound, [v.shape for v in inputs])}
+        mapped = dict(weights or {})
+        if own != set(mapped):  # a step's weights are always the composite's
+            raise ValueError(f"step {name} owns weights {sorted(own)}, mapped {sorted(mapped)}")
+        self.steps.append(Step(name, inputs, bound, shape, label or f"{name}{len(self.steps)}",
+                               mapped))  # fmt: skip
+        return Value(len(self.steps) - 1, shape)
+
+
+Decompose = Callable[[Decomposition, Attrs], Value]
+
+
+def _never(attrs: Attrs, inputs: Sequence[Shape]) -> Receptive:
+    return Receptive.REARRANGE
+
+
 @dataclass(frozen=True)
 class OpDef:
-    """An entry of the op table. Passes and backends look ops up here; nothing re-derives it."""
+    """An entry of the op table. Passes and backends look ops up here; nothing re-derives it.
+
+    An op is a *primitive*, which every backend emits itself, or a *composite*: ``decompose``
+    writes it as other ops (into a :class:`Decomposition`), and a backend without an emitter
+    of its own for it gets that expansion (:func:`resdsl.passes.decompose`). A composite's
+    MACs default to the sum over its expansion.
+    """
 
     name: str
     doc: str
@@ -205,7 +294,39 @@ class OpDef:
     inputs: int | None = 1  # tensor inputs; None: variadic, at least ``min_inputs``
     min_inputs: int = 1
     weights: Callable[[Attrs, Sequence[Shape]], tuple[Weight, ...]] = _no_weights
-    macs: Callable[[Attrs, Sequence[Shape], Shape], int] = _zero
+    macs: Callable[[Attrs, Sequence[Shape], Shape], int] | None = None  # None: 0, or the
+    decompose: Decompose | None = None  #   sum over the decomposition for a composite
+    # --- what passes and tools need to know about the op ---
+    inference_noop: bool = False  # returns its input at inference (dropout): passes drop it
+    receptive: Callable[[Attrs, Sequence[Shape]], Receptive] = _never
+    depth: bool = False  # counts as one layer of a path's depth (conv, linear, attention)
+    scales: bool = False  # its output is its input scaled: draw follows a skip through it
+    symbol: str = ""  # drawn as this symbol in a circle (merges: "+")
+    detail: Callable[[Attrs], str] | None = None  # drawn after the op's name: " 64, 3x3 /2"
+
+    @property
+    def composite(self) -> bool:
+        return self.decompose is not None
+
+    def expand(self, attrs: Attrs, inputs: Sequence[Shape]) -> Decomposition:
+        """The composite's decomposition for these attributes and input shapes."""
+        if self.decompose is None:
+            raise ValueError(f"`{self.name}` is a primitive")
+        d = Decomposition(inputs)
+        out = self.decompose(d, attrs)
+        if out.ref != len(d.steps) - 1:  # the value is the last step's
+            raise ValueError(f"`{self.name}`'s decomposition does not end with its value")
+        return d
+
+    def count_macs(self, attrs: Attrs, inputs: Sequence[Shape], out: Shape) -> int:
+        if self.macs is not None:
+            return self.macs(attrs, inputs, out)
+        if self.decompose is None:
+            return 0
+        return sum(
+            OPS[s.op].count_macs(s.attrs, [v.shape for v in s.inputs], s.shape)
+            for s in self.expand(attrs, inputs).steps
+        )
 
     def params(self, attrs: Attrs, inputs: Sequence[Shape], out: Shape | None = None) -> int:
         """Trainable parameters: the elements of the trainable weights."""

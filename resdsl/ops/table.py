@@ -7,8 +7,9 @@ and additions count 0: they are memory-bound and folded or fused at inference.
 Parameters are declared as the weight tensors an op owns (named as in PyTorch's state_dict,
 buffers marked not trainable); the parameter count is derived from them.
 
-Adding an op: write its shape rule (and weights and MACs if it has any), ``register`` it
-here, then give it an emitter in every backend (``resdsl/backends``).
+Adding an op: see docs/architecture.md, "Adding an op". A composite is one entry here with
+its ``decompose``; a primitive is one entry and one emitter per backend (``resdsl/backends``).
+The other modules of the table: ``elementwise.py``, ``tensors.py`` and ``layers.py``.
 """
 
 from __future__ import annotations
@@ -16,7 +17,17 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from .core import Attr, Attrs, Group, OpDef, OpShapeError, Shape, Weight, register
+from .core import (
+    Attr,
+    Attrs,
+    Group,
+    OpDef,
+    OpShapeError,
+    Receptive,
+    Shape,
+    Weight,
+    register,
+)
 
 
 def _rank(name: str, shape: Shape, rank: int, what: str) -> None:
@@ -37,6 +48,40 @@ def _window(size: int, k: int, s: int, p: int, d: int, ceil_mode: bool = False) 
     if ceil_mode and (out - 1) * s >= size + p:  # PyTorch: the last window must start inside
         out -= 1
     return out
+
+
+def _spatial_1d(op: str, size: int, k: int, s: int, p: int, d: int) -> int:
+    out = _window(size, k, s, p, d)
+    if out <= 0:
+        raise OpShapeError(
+            f"`{op}` on length {size} with kernel {k}, stride {s}, padding {p} gives an "
+            f"empty output",
+            ["use a smaller kernel or stride, more padding, or a longer input"],
+        )
+    return out
+
+
+def _pointwise(a: Attrs, inputs: Sequence[Shape]) -> Receptive:
+    return Receptive.POINTWISE
+
+
+def _windowed(a: Attrs, inputs: Sequence[Shape]) -> Receptive:
+    return Receptive.WINDOW
+
+
+def _global(a: Attrs, inputs: Sequence[Shape]) -> Receptive:
+    return Receptive.GLOBAL
+
+
+def _window_detail(op: str):
+    def detail(a: Attrs) -> str:
+        kh, kw = a["kernel"]
+        sh, sw = a["stride"] or a["kernel"]  # pools stride by their kernel by default
+        stride = "" if (sh, sw) == (1, 1) else f" /{sh}" if sh == sw else f" /{sh}x{sw}"
+        out = f" {a['out_channels']}," if op == "conv2d" else ""
+        return f"{out} {kh}x{kw}{stride}"
+
+    return detail
 
 
 def _spatial(op: str, shape: Shape, k, s, p, d, ceil_mode=False) -> tuple[int, int]:
@@ -98,6 +143,9 @@ CONV2D = register(
         ),
         weights=_conv2d_weights,
         macs=_conv2d_macs,
+        receptive=_windowed,
+        depth=True,
+        detail=_window_detail("conv2d"),
     )
 )
 
@@ -132,6 +180,7 @@ BATCHNORM2D = register(
             Attr("affine", "bool", True),
         ),
         weights=_bn_weights,
+        receptive=_pointwise,
     )
 )
 
@@ -142,8 +191,13 @@ def _same(a: Attrs, inputs: Sequence[Shape]) -> Shape:
     return inputs[0]
 
 
-RELU = register(OpDef("relu", "max(x, 0), elementwise.", Group.ELEMENTWISE, _same))
-IDENTITY = register(OpDef("identity", "Returns its input.", Group.ELEMENTWISE, _same))
+RELU = register(
+    OpDef("relu", "max(x, 0), elementwise.", Group.ELEMENTWISE, _same, receptive=_pointwise)
+)
+IDENTITY = register(
+    OpDef("identity", "Returns its input.", Group.ELEMENTWISE, _same, inference_noop=True,
+          receptive=_pointwise, scales=True)
+)  # fmt: skip
 DROPOUT = register(
     OpDef(
         "dropout",
@@ -151,6 +205,9 @@ DROPOUT = register(
         Group.ELEMENTWISE,
         _same,
         attrs=(Attr("p", "float", 0.5, minimum=0, below=1),),
+        inference_noop=True,
+        receptive=_pointwise,
+        scales=True,
     )
 )
 
@@ -188,6 +245,8 @@ MAXPOOL2D = register(
             Attr("dilation", "pair", (1, 1), minimum=1),
             Attr("ceil_mode", "bool", False),
         ),
+        receptive=_windowed,
+        detail=_window_detail("maxpool2d"),
     )
 )
 AVGPOOL2D = register(
@@ -201,6 +260,8 @@ AVGPOOL2D = register(
             Attr("ceil_mode", "bool", False),
             Attr("count_include_pad", "bool", True),
         ),
+        receptive=_windowed,
+        detail=_window_detail("avgpool2d"),
     )
 )
 
@@ -217,6 +278,7 @@ ADAPTIVE_AVGPOOL2D = register(
         Group.REDUCE,
         _adaptive_shape,
         attrs=(Attr("output_size", "pair", minimum=1),),
+        receptive=lambda a, i: Receptive.ADAPTIVE,
     )
 )
 
@@ -232,6 +294,8 @@ GLOBAL_AVGPOOL = register(
         "Average over H and W: (C, H, W) -> (C,).",
         Group.REDUCE,
         _global_shape,
+        decompose=lambda d, a: d.op("mean", d.inputs[0], axis=(1, 2)),
+        receptive=_global,
     )
 )
 
@@ -253,6 +317,7 @@ FLATTEN = register(
         Group.MOVEMENT,
         _flatten_shape,
         attrs=(Attr("start", "int", 0, minimum=0),),
+        receptive=_global,
     )
 )
 
@@ -279,6 +344,9 @@ LINEAR = register(
         attrs=(Attr("out_features", "int", minimum=1), Attr("bias", "bool", True)),
         weights=_linear_weights,
         macs=lambda a, i, o: math.prod(i[0]) * a["out_features"],
+        receptive=_global,
+        depth=True,
+        detail=lambda a: f" {a['out_features']}",
     )
 )
 
@@ -328,6 +396,8 @@ ADD = register(
         _add_shape,
         inputs=None,
         min_inputs=2,
+        receptive=_pointwise,
+        symbol="+",
     )
 )
 
@@ -356,6 +426,10 @@ CONCAT = register(
         attrs=(Attr("axis", "int", 0, minimum=0),),
         inputs=None,
         min_inputs=1,
+        receptive=lambda a, i: (
+            Receptive.POINTWISE if a["axis"] == 0 and len(i[0]) == 3 else Receptive.REARRANGE
+        ),
+        symbol="concat",
     )
 )
 

@@ -1,5 +1,6 @@
 """Analyses and rewrites over the graph IR; each a plain function of a :class:`~resdsl.ir.Graph`."""
 
+from .decompose import decompose
 from .inference import (
     INFERENCE_NOOPS,
     drop_identities,
@@ -11,6 +12,7 @@ from .shapes import infer_shapes
 
 __all__ = [
     "INFERENCE_NOOPS",
+    "decompose",
     "drop_identities",
     "eliminate_dead",
     "fold_batchnorm",

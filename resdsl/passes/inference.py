@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING
 import networkx as nx
 
 from ..ir import Graph, Node, TensorInfo, freeze
-from ..ops import weight_key
+from ..ops import OPS
+from ..ops.lowering import batchnorm_affine
 from ..weights import check, expected
 from .shapes import infer_shapes
 
@@ -31,15 +32,14 @@ if TYPE_CHECKING:
 Pass = Callable[[Graph, "Weights"], bool]
 
 # Ops that return their input unchanged at inference time (dropout is identity in eval mode).
-INFERENCE_NOOPS = {"identity", "dropout", "drop_path"}
+INFERENCE_NOOPS = frozenset(name for name, op in OPS.items() if op.inference_noop)
 
 
 def _drop_weights(graph: Graph, weights: Weights, name: str) -> None:
     """Delete the weights ``name`` owns; call it while ``name`` still has its inputs."""
-    for w in graph.weights_of(name):
-        weights.pop(
-            weight_key(name, w.name), None
-        )  # optional ones (num_batches_tracked) may be absent
+    node = graph.node(name)
+    for w in graph.weights_of(name):  # optional ones (num_batches_tracked) may be absent
+        weights.pop(node.key(w.name), None)
 
 
 def _sole_user(graph: Graph, name: str) -> str | None:
@@ -54,7 +54,7 @@ def drop_identities(graph: Graph, weights: Weights) -> bool:
     """Bypass and remove every op in :data:`INFERENCE_NOOPS`."""
     changed = False
     for name in list(graph.nx.nodes):
-        if graph.node(name).op not in INFERENCE_NOOPS:
+        if not OPS[graph.node(name).op].inference_noop:
             continue
         (src,) = graph.inputs_of(name)
         graph.redirect(name, src)
@@ -75,7 +75,7 @@ def fold_batchnorm(graph: Graph, weights: Weights) -> bool:
         conv = graph.node(conv_name)
         if conv.op != "conv2d" or _sole_user(graph, conv_name) != name:
             continue
-        weights[f"{conv_name}.weight"], weights[f"{conv_name}.bias"] = _folded(weights, conv, bn)
+        weights[conv.key("weight")], weights[conv.key("bias")] = _folded(weights, conv, bn)
         _drop_weights(graph, weights, name)
         attrs = freeze({**conv.attrs, "bias": True})
         graph.replace_node(conv_name, dataclasses.replace(conv, attrs=attrs))
@@ -86,25 +86,17 @@ def fold_batchnorm(graph: Graph, weights: Weights) -> bool:
 
 
 def _folded(weights: Weights, conv: Node, bn: Node) -> tuple[np.ndarray, np.ndarray]:
-    """The conv's weight and bias with ``bn`` applied to its output.
-
-    With s = gamma / sqrt(running_var + eps): w' = w * s (per output channel) and
-    b' = (b - running_mean) * s + beta, where b is 0 for a bias-free conv. In float64:
-    the statistics of a trained network can make s large or tiny.
-    """
+    """The conv's weight and bias with ``bn`` applied to its output: with ``bn`` as
+    ``x * s + t`` per channel (:func:`~resdsl.ops.lowering.batchnorm_affine`), w' = w * s
+    per output channel and b' = b * s + t, where b is 0 for a bias-free conv."""
     import numpy as np
 
-    def get(node: Node, key: str) -> np.ndarray:
-        return np.asarray(weights[f"{node.name}.{key}"], dtype=np.float64)
-
-    affine = bn.attrs["affine"]
-    gamma = get(bn, "weight") if affine else 1.0
-    beta = get(bn, "bias") if affine else 0.0
-    scale = gamma / np.sqrt(get(bn, "running_var") + bn.attrs["eps"])
-    bias = get(conv, "bias") if conv.attrs["bias"] else 0.0
-    weight = get(conv, "weight") * scale[:, None, None, None]
-    bias = (bias - get(bn, "running_mean")) * scale + beta
-    return weight.astype(np.float32), bias.astype(np.float32)
+    weight = np.asarray(weights[conv.key("weight")], dtype=np.float64)
+    scale, shift = batchnorm_affine(weights, bn.key, bn.attrs["eps"], weight.shape[0])
+    bias = np.asarray(weights[conv.key("bias")], np.float64) if conv.attrs["bias"] else 0.0
+    return (weight * scale[:, None, None, None]).astype(np.float32), (bias * scale + shift).astype(
+        np.float32
+    )
 
 
 def eliminate_dead(graph: Graph, weights: Weights) -> bool:

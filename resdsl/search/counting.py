@@ -23,6 +23,6 @@ def seed_layers(net: Network, memo: Memo) -> None:
         counts = memo.get(key)
         if counts is None:
             op = OPS[n.op]
-            counts = memo[key] = (op.params(n.attrs, inputs), op.macs(n.attrs, inputs, out))
+            counts = memo[key] = (op.params(n.attrs, inputs), op.count_macs(n.attrs, inputs, out))
         layers.append(Layer(n.name, n.op, out, *counts))
     net.layers = layers

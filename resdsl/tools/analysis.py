@@ -27,12 +27,12 @@ from fractions import Fraction
 from typing import TYPE_CHECKING, Any
 
 from ..ir import Graph
-from ..ops import OPS, Group, fmt_shape
+from ..ops import OPS, Receptive, fmt_shape
 
 if TYPE_CHECKING:
     from ..network import Network
 
-WEIGHTED_OPS = ("conv2d", "linear", "attention")  # what a path's length counts
+WEIGHTED_OPS = tuple(name for name, op in OPS.items() if op.depth)  # what a path's length counts
 DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8}
 PROJECTION_MACROS = frozenset({"shortcut", "project"})  # macro scopes, not block instances
 
@@ -133,27 +133,24 @@ def _adaptive(field: Any, size_in: tuple[int, ...], size_out: tuple[int, int]) -
 
 
 def _transfer(graph: Graph, name: str, states: dict[str, Any]) -> Any:
+    """A node's receptive field from its inputs', by the op table's ``receptive`` rule."""
     node = graph.node(name)
     inputs = graph.inputs_of(name)
     joined = _join([states[src] for src in inputs])
     a = node.attrs
     if node.op == "input":
         return ((((1, 1),), ((1, 1),))) if len(graph.info(name).shape) == 3 else None
-    if node.op in ("conv2d", "maxpool2d", "avgpool2d"):
+    rule = OPS[node.op].receptive(a, graph.input_shapes(name))
+    if rule is Receptive.WINDOW:
         stride = a["stride"] or a["kernel"]  # pools stride by their kernel by default
         return _window(joined, a["kernel"], stride, a.get("dilation", (1, 1)))
-    if node.op == "adaptive_avgpool2d":
+    if rule is Receptive.ADAPTIVE:
         return _adaptive(joined, graph.info(inputs[0]).shape[1:], a["output_size"])
-    if node.op == "global_avgpool":
-        return None if joined is None else GLOBAL
-    pointwise = OPS[node.op].group in (Group.ELEMENTWISE, Group.MERGE)
-    if pointwise or node.op == "batchnorm2d" or (node.op == "concat" and a["axis"] in (0, -3)):
+    if rule is Receptive.POINTWISE or joined is None or joined == GLOBAL:
         return joined
-    if joined is None or joined == GLOBAL:
-        return joined
-    # flatten ends the feature map and linear, attention and layernorm mix along an axis;
-    # reshape, permute, select and concat along H or W rearrange pixels: not followed.
-    return GLOBAL if node.op in ("flatten", "linear", "attention", "layernorm") else UNKNOWN
+    # a mix along an axis (linear, attention, global pooling) reads every pixel; a
+    # rearrangement (reshape, permute, roll, concat along H or W) moves them: not followed.
+    return GLOBAL if rule is Receptive.GLOBAL else UNKNOWN
 
 
 def receptive_fields(graph: Graph) -> list[ReceptiveField]:

@@ -30,14 +30,14 @@ import networkx as nx
 
 from .._io import atomic_write
 from ..ir import Graph
-from ..ops import fmt_shape
+from ..ops import OPS, fmt_shape
 
 if TYPE_CHECKING:
     import graphviz
 
 FORMATS = (".dot", ".svg", ".png")  # by the output file's extension
 PROJECTION_MACROS = frozenset({"shortcut", "project"})  # elaborate.MACROS
-SCALING_OPS = frozenset({"identity", "dropout", "drop_path", "scale_shift"})
+SCALING_OPS = frozenset(name for name, op in OPS.items() if op.scales)
 
 EDGE_STYLES: dict[str, dict[str, str]] = {
     "data": {},
@@ -219,32 +219,12 @@ def _node_style(graph: Graph, name: str) -> dict[str, str]:
     if node.op == "input":
         return {"label": f"{name}\\n{fmt_shape(graph.info(name).shape)}", "shape": "ellipse",
                 "style": "filled", "fillcolor": "#eeeeee"}  # fmt: skip
-    if node.op in ("add", "mul", "sub", "concat"):
-        symbol = {
-            "add": "+",
-            "mul": "\N{MULTIPLICATION SIGN}",
-            "sub": "\N{MINUS SIGN}",
-            "concat": "concat",
-        }[node.op]
-        return {"label": symbol, "shape": "circle" if node.op != "concat" else "ellipse",
+    op = OPS[node.op]
+    if op.symbol:  # merges: a symbol in a circle, or a word in an ellipse
+        return {"label": op.symbol, "shape": "circle" if len(op.symbol) == 1 else "ellipse",
                 "tooltip": name}  # fmt: skip
-    detail = _op_detail(node.op, node.attrs)
+    detail = op.detail(node.attrs) if op.detail else ""
     return {"label": f"{short}\\n{node.op}{detail}", "tooltip": name}
-
-
-def _op_detail(op: str, attrs) -> str:
-    if op in ("conv2d", "maxpool2d", "avgpool2d"):
-        kh, kw = attrs["kernel"]
-        sh, sw = attrs["stride"] or attrs["kernel"]  # pools stride by their kernel by default
-        stride = "" if (sh, sw) == (1, 1) else f" /{sh}" if sh == sw else f" /{sh}x{sw}"
-        out = f" {attrs['out_channels']}," if op == "conv2d" else ""
-        return f"{out} {kh}x{kw}{stride}"
-    if op == "linear":
-        return f" {attrs['out_features']}"
-    if op == "scale_shift":
-        shift = f" + {attrs['shift']:g}" if attrs["shift"] else ""
-        return f" \N{MULTIPLICATION SIGN}{attrs['scale']:g}{shift}"
-    return ""
 
 
 def _add_edges(dot: graphviz.Digraph, graph: Graph, rep: dict[str, str]) -> set[str]:

@@ -19,14 +19,18 @@ from tvm.relax import op as R  # noqa: N812 - the name TVM itself uses
 
 from ...errors import SpecError
 from ...ir import Graph, Node
-from ...ops import Shape, weight_key
+from ...ops import Shape
+from ...ops.lowering import aligned, batch_axis, batchnorm_affine, conv_padding
+from ...ops.tensors import pad_widths, reduced_axes, slice_bounds
+from ...passes import decompose
 
 
 @dataclass
 class Context:
-    """What an emitter needs besides its inputs: the builder, weights and dtype."""
+    """What an emitter needs besides its inputs: the builder, graph, weights and dtype."""
 
     bb: relax.BlockBuilder
+    graph: Graph
     weights: dict[str, np.ndarray]
     dtype: str
     batch: int
@@ -35,13 +39,17 @@ class Context:
         return self.bb.emit(expr)
 
     def weight(self, node: Node, name: str, shape: Sequence[int] | None = None) -> relax.Constant:
-        array = self.weights[weight_key(node.name, name)]
+        array = self.weights[node.key(name)]
         if shape is not None:
             array = array.reshape(shape)
-        return relax.const(np.ascontiguousarray(array.astype(self.dtype)))
+        return self.const(array)
 
     def const(self, array: np.ndarray) -> relax.Constant:
-        return relax.const(np.ascontiguousarray(array.astype(self.dtype)))
+        return relax.const(np.ascontiguousarray(np.asarray(array).astype(self.dtype)))
+
+    def out(self, node: Node) -> tuple[int, ...]:
+        """The batched output shape of ``node``, as the graph records it."""
+        return (self.batch, *self.graph.info(node.name).shape)
 
     @property
     def accumulator(self) -> str:
@@ -62,44 +70,31 @@ class Context:
 Emitter = Callable[[Context, Node, list[relax.Expr], list[Shape]], relax.Expr]
 
 
-def _padding(node: Node) -> tuple[int, int, int, int]:
-    """(top, left, bottom, right); "same" pads like PyTorch (extra on the bottom/right)."""
-    a = node.attrs
-    if a["padding"] != "same":
-        ph, pw = a["padding"]
-        return (ph, pw, ph, pw)
-    total = [d * (k - 1) for d, k in zip(a["dilation"], a["kernel"], strict=True)]
-    return (total[0] // 2, total[1] // 2, total[0] - total[0] // 2, total[1] - total[1] // 2)
+def _conv(fn: Callable[..., relax.Expr], spatial: int) -> Emitter:
+    def emit(ctx: Context, node: Node, args: list[relax.Expr], shapes) -> relax.Expr:
+        a = node.attrs
+        y = ctx.products(
+            fn(args[0], ctx.weight(node, "weight"), strides=a["stride"],
+               padding=conv_padding(a, spatial), dilation=a["dilation"], groups=a["groups"],
+               out_dtype=ctx.accumulator)
+        )  # fmt: skip
+        if a["bias"]:
+            y = ctx.emit(R.add(y, ctx.weight(node, "bias", (1, -1, *(1,) * spatial))))
+        return y
 
-
-def _conv2d(ctx: Context, node: Node, args: list[relax.Expr], shapes: list[Shape]) -> relax.Expr:
-    a = node.attrs
-    y = ctx.products(
-        R.nn.conv2d(
-            args[0], ctx.weight(node, "weight"), strides=a["stride"], padding=_padding(node),
-            dilation=a["dilation"], groups=a["groups"], out_dtype=ctx.accumulator,
-        )
-    )  # fmt: skip
-    if a["bias"]:
-        y = ctx.emit(R.add(y, ctx.weight(node, "bias", (1, a["out_channels"], 1, 1))))
-    return y
+    return emit
 
 
 def _batchnorm2d(ctx: Context, node: Node, args, shapes) -> relax.Expr:
     """Inference form, x * scale + shift, with the statistics folded into two constants."""
     c = shapes[0][0]
-    w = ctx.weights
-    mean, var = w[f"{node.name}.running_mean"], w[f"{node.name}.running_var"]
-    gamma = w.get(f"{node.name}.weight", np.ones(c, np.float32))
-    beta = w.get(f"{node.name}.bias", np.zeros(c, np.float32))
-    scale = gamma.astype(np.float64) / np.sqrt(var.astype(np.float64) + node.attrs["eps"])
-    shift = beta - mean * scale
+    scale, shift = batchnorm_affine(ctx.weights, node.key, node.attrs["eps"], c)
     y = ctx.emit(R.multiply(args[0], ctx.const(scale.reshape(1, c, 1, 1))))
     return ctx.emit(R.add(y, ctx.const(shift.reshape(1, c, 1, 1))))
 
 
 def _linear(ctx: Context, node: Node, args, shapes) -> relax.Expr:
-    weight = ctx.weights[f"{node.name}.weight"]
+    weight = ctx.weights[node.key("weight")]
     y = ctx.products(R.matmul(args[0], ctx.const(weight.T), out_dtype=ctx.accumulator))
     if node.attrs["bias"]:
         y = ctx.emit(R.add(y, ctx.weight(node, "bias")))
@@ -119,12 +114,6 @@ def _pool(fn: Callable[..., relax.Expr], **extra: str) -> Emitter:
     return emit
 
 
-def _flatten(ctx: Context, node: Node, args, shapes) -> relax.Expr:
-    start = node.attrs["start"]
-    per_sample = (*shapes[0][:start], int(np.prod(shapes[0][start:])))
-    return ctx.emit(R.reshape(args[0], (ctx.batch, *per_sample)))
-
-
 def _add(ctx: Context, node: Node, args, shapes) -> relax.Expr:
     y = args[0]
     for other in args[1:]:
@@ -134,11 +123,9 @@ def _add(ctx: Context, node: Node, args, shapes) -> relax.Expr:
 
 def _mul(ctx: Context, node: Node, args, shapes) -> relax.Expr:
     """Broadcasting product; per-sample shapes align on the last axis, batches on the first."""
-    a, b = args
-    rank = max(len(shapes[0]), len(shapes[1]))
     a, b = (
-        ctx.emit(R.reshape(v, (ctx.batch, *(1,) * (rank - len(s)), *s))) if len(s) < rank else v
-        for v, s in ((a, shapes[0]), (b, shapes[1]))
+        v if view is None else ctx.emit(R.reshape(v, (ctx.batch, *view[1:])))
+        for v, view in zip(args, aligned(shapes), strict=True)
     )
     return ctx.emit(R.multiply(a, b))
 
@@ -152,6 +139,15 @@ def _scale_shift(ctx: Context, node: Node, args, shapes) -> relax.Expr:
     return y
 
 
+def _clamp(ctx: Context, node: Node, args, shapes) -> relax.Expr:
+    """A missing bound is the dtype's extreme (TVM's clip takes both)."""
+    info = np.finfo(ctx.dtype)
+    low, high = node.attrs["min"], node.attrs["max"]
+    low = float(info.min) if low is None else low
+    high = float(info.max) if high is None else high
+    return ctx.emit(R.clip(args[0], low, high))
+
+
 def _layernorm(ctx: Context, node: Node, args, shapes) -> relax.Expr:
     return ctx.emit(
         R.nn.layer_norm(args[0], ctx.weight(node, "weight"), ctx.weight(node, "bias"),
@@ -159,41 +155,29 @@ def _layernorm(ctx: Context, node: Node, args, shapes) -> relax.Expr:
     )  # fmt: skip
 
 
-def _attention(ctx: Context, node: Node, args, shapes) -> relax.Expr:
-    """nn.MultiheadAttention's computation with its packed input projection."""
-    (t, d), heads = shapes[0], node.attrs["heads"]
-    x, b, hd = args[0], ctx.batch, d // node.attrs["heads"]
-    w = ctx.weights
-    qkv = ctx.products(
-        R.matmul(
-            x, ctx.const(w[weight_key(node.name, "in_proj_weight")].T), out_dtype=ctx.accumulator
-        )
-    )
-    qkv = ctx.emit(R.add(qkv, ctx.weight(node, "in_proj_bias")))
-    parts = ctx.emit(R.split(qkv, 3, axis=-1))
-    q, k, v = (  # (B, T, D) -> (B, heads, T, D / heads)
-        ctx.emit(R.reshape(relax.TupleGetItem(parts, i), (b, t, heads, hd))) for i in range(3)
-    )
-    q, k, v = (ctx.emit(R.permute_dims(z, [0, 2, 1, 3])) for z in (q, k, v))
-    scores = ctx.products(
-        R.matmul(q, ctx.emit(R.permute_dims(k, [0, 1, 3, 2])), out_dtype=ctx.accumulator)
-    )
-    scores = ctx.emit(R.multiply(scores, ctx.const(np.array(1.0 / np.sqrt(hd)))))
-    y = ctx.products(
-        R.matmul(ctx.emit(R.nn.softmax(scores, axis=-1)), v, out_dtype=ctx.accumulator)
-    )
-    y = ctx.emit(R.reshape(ctx.emit(R.permute_dims(y, [0, 2, 1, 3])), (b, t, d)))
-    y = ctx.products(
-        R.matmul(
-            y, ctx.const(w[weight_key(node.name, "out_proj.weight")].T), out_dtype=ctx.accumulator
-        )
-    )
-    return ctx.emit(R.add(y, ctx.weight(node, "out_proj.bias")))
+def _layernorm2d(ctx: Context, node: Node, args, shapes) -> relax.Expr:
+    """Native: normalised over the channel axis in place, no transposes."""
+    return ctx.emit(
+        R.nn.layer_norm(args[0], ctx.weight(node, "weight"), ctx.weight(node, "bias"),
+                        axes=[1], epsilon=node.attrs["eps"])
+    )  # fmt: skip
+
+
+def _groupnorm(ctx: Context, node: Node, args, shapes) -> relax.Expr:
+    c, rank = shapes[0][0], len(shapes[0])
+    if node.attrs["affine"]:
+        gamma, beta = ctx.weight(node, "weight"), ctx.weight(node, "bias")
+    else:
+        gamma, beta = ctx.const(np.ones(c)), ctx.const(np.zeros(c))
+    return ctx.emit(
+        R.nn.group_norm(args[0], gamma, beta, num_groups=node.attrs["groups"], channel_axis=1,
+                        axes=list(range(2, rank + 1)), epsilon=node.attrs["eps"])
+    )  # fmt: skip
 
 
 def _parameter(ctx: Context, node: Node, args, shapes) -> relax.Expr:
     shape = node.attrs["shape"]
-    return ctx.emit(R.broadcast_to(ctx.weight(node, ""), (ctx.batch, *shape)))
+    return ctx.emit(R.broadcast_to(ctx.weight(node, "", (1, *shape)), (ctx.batch, *shape)))
 
 
 def _select(ctx: Context, node: Node, args, shapes) -> relax.Expr:
@@ -202,8 +186,37 @@ def _select(ctx: Context, node: Node, args, shapes) -> relax.Expr:
     return ctx.emit(R.squeeze(y, axis=[axis]))
 
 
+def _slice(ctx: Context, node: Node, args, shapes) -> relax.Expr:
+    axis, start, stop, step = slice_bounds(node.attrs, shapes[0])
+    return ctx.emit(
+        R.strided_slice(args[0], axes=[axis + 1], begin=[start], end=[stop], strides=[step])
+    )
+
+
+def _pad(ctx: Context, node: Node, args, shapes) -> relax.Expr:
+    widths = [w for pair in [(0, 0), *pad_widths(node.attrs, shapes[0])] for w in pair]
+    return ctx.emit(R.nn.pad(args[0], widths, pad_value=node.attrs["value"]))
+
+
+def _reduce(fn: Callable[..., relax.Expr]) -> Emitter:
+    def emit(ctx: Context, node: Node, args, shapes) -> relax.Expr:
+        axes = [a + 1 for a in reduced_axes(node.op, node.attrs, shapes[0])]
+        return ctx.emit(fn(args[0], axis=axes, keepdims=node.attrs["keepdim"]))
+
+    return emit
+
+
+def _matmul(ctx: Context, node: Node, args, shapes) -> relax.Expr:
+    a, b = (
+        v if view is None else ctx.emit(R.reshape(v, (ctx.batch, *view[1:])))
+        for v, view in zip(args, aligned(shapes), strict=True)
+    )
+    return ctx.products(R.matmul(a, b, out_dtype=ctx.accumulator))
+
+
 EMITTERS: dict[str, Emitter] = {
-    "conv2d": _conv2d,
+    "conv2d": _conv(R.nn.conv2d, 2),
+    "conv1d": _conv(R.nn.conv1d, 1),
     "batchnorm2d": _batchnorm2d,
     "linear": _linear,
     "relu": lambda ctx, n, a, s: ctx.emit(R.nn.relu(a[0])),
@@ -214,36 +227,37 @@ EMITTERS: dict[str, Emitter] = {
     "adaptive_avgpool2d": lambda ctx, n, a, s: ctx.emit(
         R.nn.adaptive_avg_pool2d(a[0], output_size=n.attrs["output_size"])
     ),
-    "global_avgpool": lambda ctx, n, a, s: ctx.emit(R.mean(a[0], axis=[2, 3])),
-    "flatten": _flatten,
+    "flatten": lambda ctx, n, a, s: ctx.emit(R.reshape(a[0], ctx.out(n))),
     "add": _add,
     "concat": lambda ctx, n, a, s: ctx.emit(R.concat(a, axis=n.attrs["axis"] + 1)),
     "mul": _mul,
     "sub": lambda ctx, n, a, s: ctx.emit(R.subtract(a[0], a[1])),
     "scale_shift": _scale_shift,
+    "clamp": _clamp,
     "sigmoid": lambda ctx, n, a, s: ctx.emit(R.sigmoid(a[0])),
-    "gelu": lambda ctx, n, a, s: ctx.emit(R.nn.gelu(a[0])),
+    "silu": lambda ctx, n, a, s: ctx.emit(R.nn.silu(a[0])),  # native: one fused kernel
+    "gelu": lambda ctx, n, a, s: ctx.emit(
+        (R.nn.gelu_tanh if n.attrs["approximate"] == "tanh" else R.nn.gelu)(a[0])
+    ),
+    "softmax": lambda ctx, n, a, s: ctx.emit(
+        R.nn.softmax(a[0], axis=batch_axis(n.attrs["axis"], len(s[0])))
+    ),
     "drop_path": lambda ctx, n, a, s: a[0],  # inference
     "layernorm": _layernorm,
-    "attention": _attention,
+    "layernorm2d": _layernorm2d,
+    "groupnorm": _groupnorm,
     "parameter": _parameter,
-    "reshape": lambda ctx, n, a, s: ctx.emit(
-        R.reshape(a[0], (ctx.batch, *_reshaped(s[0], n.attrs["shape"])))
-    ),
+    "reshape": lambda ctx, n, a, s: ctx.emit(R.reshape(a[0], ctx.out(n))),
     "permute": lambda ctx, n, a, s: ctx.emit(
         R.permute_dims(a[0], [0, *(i + 1 for i in n.attrs["axes"])])
     ),
     "select": _select,
+    "slice": _slice,
+    "pad": _pad,
+    "sum": _reduce(R.sum),
+    "mean": _reduce(R.mean),
+    "matmul": _matmul,
 }
-
-
-def _reshaped(shape: Shape, target: Sequence[int]) -> list[int]:
-    """``target`` with its -1 resolved."""
-    out = list(target)
-    if -1 in out:
-        known = int(np.prod([d for d in out if d != -1]))
-        out[out.index(-1)] = int(np.prod(shape)) // known
-    return out
 
 
 # The most micro-batches ``main`` calls ``forward`` for directly. More are run by a tree of
@@ -277,6 +291,7 @@ def to_relax(
     construct; this keeps the module small whatever the batch, at the cost of one more copy
     of the inputs and outputs per level (the split and the concatenation).
     """
+    graph = decompose(graph, EMITTERS)
     for node in graph.nodes():
         if node.op != "input" and node.op not in EMITTERS:
             raise SpecError(f"op `{node.op}` has no TVM emitter (target tvm)", node.span)
@@ -366,7 +381,7 @@ def _emit_network(
 ) -> relax.GlobalVar:
     """Emit the graph as the function ``name(inputs...) -> outputs`` at ``batch``."""
     params = _params(graph, batch, dtype)
-    ctx = Context(bb, weights, dtype, batch)
+    ctx = Context(bb, graph, weights, dtype, batch)
     values: dict[str, Any] = dict(zip(graph.inputs, params, strict=True))
     with bb.function(name, params, private=private):
         with bb.dataflow():

@@ -78,6 +78,8 @@ class _Rule(dlight.ScheduleRule):
             return sch if self.schedule(sch, func, Machine.of(target)) else None
         except ScheduleError:  # a pattern this rule does not handle: let the next one try
             return None
+        except ValueError:  # a primitive's own check refused (reverse_compute_at on a group
+            return None  # norm's fused reshape epilogue): the same, the next rule tries
 
     def schedule(self, sch: s_tir.Schedule, func: tirx.PrimFunc, machine: Machine) -> bool:
         """Schedule ``sch`` in place; False if the rule does not apply."""
