@@ -272,8 +272,25 @@ class Decomposition:
 Decompose = Callable[[Decomposition, Attrs], Value]
 
 
-def _never(attrs: Attrs, inputs: Sequence[Shape]) -> Receptive:
-    return Receptive.REARRANGE
+def always(kind: Receptive) -> Callable[[Attrs, Sequence[Shape]], Receptive]:
+    """A receptive-field rule that does not depend on the attributes or shapes."""
+    return lambda attrs, inputs: kind
+
+
+def same_shape(attrs: Attrs, inputs: Sequence[Shape]) -> Shape:
+    """The shape rule of an op whose output has its (first) input's shape."""
+    return inputs[0]
+
+
+def layer_weights(shape: Shape, bias: bool) -> tuple[Weight, ...]:
+    """A convolution's or linear layer's ``weight`` (out, fan-in axes...) and ``bias``,
+    initialised as PyTorch's layers are (uniform over 1/sqrt(fan_in))."""
+    fan_in = math.prod(shape[1:])
+    weight = Weight("weight", shape, fan_in=fan_in)
+    return (weight, Weight("bias", shape[:1], fan_in=fan_in)) if bias else (weight,)
+
+
+_never = always(Receptive.REARRANGE)
 
 
 @dataclass(frozen=True)

@@ -20,17 +20,11 @@ from .core import (
     Receptive,
     Shape,
     Value,
+    always,
     register,
+    same_shape,
 )
 from .table import fmt_shape
-
-
-def _same(a: Attrs, inputs: Sequence[Shape]) -> Shape:
-    return inputs[0]
-
-
-def _pointwise(a: Attrs, inputs: Sequence[Shape]) -> Receptive:
-    return Receptive.POINTWISE
 
 
 def broadcast(left: Shape, right: Shape) -> Shape:
@@ -49,7 +43,11 @@ def broadcast(left: Shape, right: Shape) -> Shape:
 
 
 def _unary(name: str, doc: str, **more) -> OpDef:
-    return register(OpDef(name, doc, Group.ELEMENTWISE, _same, receptive=_pointwise, **more))
+    return register(
+        OpDef(
+            name, doc, Group.ELEMENTWISE, same_shape, receptive=always(Receptive.POINTWISE), **more
+        )
+    )
 
 
 # --- arithmetic --------------------------------------------------------------------------------
@@ -74,7 +72,7 @@ MUL = register(
         Group.MERGE,
         _mul_shape,
         inputs=2,
-        receptive=_pointwise,
+        receptive=always(Receptive.POINTWISE),
         symbol="\N{MULTIPLICATION SIGN}",
     )
 )
@@ -85,7 +83,7 @@ SUB = register(
         Group.MERGE,
         _sub_shape,
         inputs=2,
-        receptive=_pointwise,
+        receptive=always(Receptive.POINTWISE),
         symbol="\N{MINUS SIGN}",
     )
 )

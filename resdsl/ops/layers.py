@@ -18,21 +18,12 @@ from .core import (
     Shape,
     Value,
     Weight,
+    always,
+    layer_weights,
     register,
+    same_shape,
 )
 from .table import _spatial_1d, fmt_shape
-
-
-def _global(a: Attrs, inputs: Sequence[Shape]) -> Receptive:
-    return Receptive.GLOBAL
-
-
-def _pointwise(a: Attrs, inputs: Sequence[Shape]) -> Receptive:
-    return Receptive.POINTWISE
-
-
-def _same(a: Attrs, inputs: Sequence[Shape]) -> Shape:
-    return inputs[0]
 
 
 def _affine(c: int) -> tuple[Weight, ...]:
@@ -46,10 +37,10 @@ LAYERNORM = register(
         "layernorm",
         "Layer normalisation over the last axis, with a learned scale and shift.",
         Group.LAYER,
-        _same,
+        same_shape,
         attrs=(Attr("eps", "float", 1e-5, minimum=0),),
         weights=lambda a, i: _affine(i[0][-1]),
-        receptive=_global,
+        receptive=always(Receptive.GLOBAL),
     )
 )
 
@@ -78,7 +69,7 @@ LAYERNORM2D = register(
         attrs=(Attr("eps", "float", 1e-6, minimum=0),),
         weights=lambda a, i: _affine(i[0][0]),
         decompose=_layernorm2d,
-        receptive=_pointwise,
+        receptive=always(Receptive.POINTWISE),
     )
 )
 
@@ -105,7 +96,7 @@ GROUPNORM = register(
             Attr("affine", "bool", True),
         ),
         weights=lambda a, i: _affine(i[0][0]) if a["affine"] else (),
-        receptive=_global,
+        receptive=always(Receptive.GLOBAL),
     )
 )
 
@@ -130,10 +121,7 @@ def _conv1d_shape(a: Attrs, inputs: Sequence[Shape]) -> Shape:
 
 
 def _conv1d_weights(a: Attrs, inputs: Sequence[Shape]) -> tuple[Weight, ...]:
-    out, per_group = a["out_channels"], inputs[0][0] // a["groups"]
-    fan_in = per_group * a["kernel"]
-    weight = Weight("weight", (out, per_group, a["kernel"]), fan_in=fan_in)
-    return (weight, Weight("bias", (out,), fan_in=fan_in)) if a["bias"] else (weight,)
+    return layer_weights((a["out_channels"], inputs[0][0] // a["groups"], a["kernel"]), a["bias"])
 
 
 CONV1D = register(
@@ -153,7 +141,7 @@ CONV1D = register(
         ),
         weights=_conv1d_weights,
         macs=lambda a, i, out: math.prod(out) * (i[0][0] // a["groups"]) * a["kernel"],
-        receptive=_global,
+        receptive=always(Receptive.GLOBAL),
         depth=True,
         detail=lambda a: f" {a['out_channels']}, {a['kernel']}",
     )
@@ -222,7 +210,7 @@ ATTENTION = register(
         attrs=(Attr("heads", "int", minimum=1), Attr("dropout", "float", 0.0, minimum=0, below=1)),
         weights=_attention_weights,
         decompose=_attention,
-        receptive=_global,
+        receptive=always(Receptive.GLOBAL),
         depth=True,
     )
 )

@@ -26,7 +26,10 @@ from .core import (
     Receptive,
     Shape,
     Weight,
+    always,
+    layer_weights,
     register,
+    same_shape,
 )
 
 
@@ -59,18 +62,6 @@ def _spatial_1d(op: str, size: int, k: int, s: int, p: int, d: int) -> int:
             ["use a smaller kernel or stride, more padding, or a longer input"],
         )
     return out
-
-
-def _pointwise(a: Attrs, inputs: Sequence[Shape]) -> Receptive:
-    return Receptive.POINTWISE
-
-
-def _windowed(a: Attrs, inputs: Sequence[Shape]) -> Receptive:
-    return Receptive.WINDOW
-
-
-def _global(a: Attrs, inputs: Sequence[Shape]) -> Receptive:
-    return Receptive.GLOBAL
 
 
 def _window_detail(op: str):
@@ -116,9 +107,7 @@ def _conv2d_shape(a: Attrs, inputs: Sequence[Shape]) -> Shape:
 
 
 def _conv2d_weights(a: Attrs, inputs: Sequence[Shape]) -> tuple[Weight, ...]:
-    out, fan_in = a["out_channels"], inputs[0][0] // a["groups"] * math.prod(a["kernel"])
-    weight = Weight("weight", (out, inputs[0][0] // a["groups"], *a["kernel"]), fan_in=fan_in)
-    return (weight, Weight("bias", (out,), fan_in=fan_in)) if a["bias"] else (weight,)
+    return layer_weights((a["out_channels"], inputs[0][0] // a["groups"], *a["kernel"]), a["bias"])
 
 
 def _conv2d_macs(a: Attrs, inputs: Sequence[Shape], out: Shape) -> int:
@@ -143,7 +132,7 @@ CONV2D = register(
         ),
         weights=_conv2d_weights,
         macs=_conv2d_macs,
-        receptive=_windowed,
+        receptive=always(Receptive.WINDOW),
         depth=True,
         detail=_window_detail("conv2d"),
     )
@@ -180,33 +169,35 @@ BATCHNORM2D = register(
             Attr("affine", "bool", True),
         ),
         weights=_bn_weights,
-        receptive=_pointwise,
+        receptive=always(Receptive.POINTWISE),
     )
 )
 
 # --- elementwise -------------------------------------------------------------------------------
 
 
-def _same(a: Attrs, inputs: Sequence[Shape]) -> Shape:
-    return inputs[0]
-
-
 RELU = register(
-    OpDef("relu", "max(x, 0), elementwise.", Group.ELEMENTWISE, _same, receptive=_pointwise)
+    OpDef(
+        "relu",
+        "max(x, 0), elementwise.",
+        Group.ELEMENTWISE,
+        same_shape,
+        receptive=always(Receptive.POINTWISE),
+    )
 )
 IDENTITY = register(
-    OpDef("identity", "Returns its input.", Group.ELEMENTWISE, _same, inference_noop=True,
-          receptive=_pointwise, scales=True)
+    OpDef("identity", "Returns its input.", Group.ELEMENTWISE, same_shape, inference_noop=True,
+          receptive=always(Receptive.POINTWISE), scales=True)
 )  # fmt: skip
 DROPOUT = register(
     OpDef(
         "dropout",
         "Zeroes elements with probability p in training (scaled by 1/(1-p)); identity in eval.",
         Group.ELEMENTWISE,
-        _same,
+        same_shape,
         attrs=(Attr("p", "float", 0.5, minimum=0, below=1),),
         inference_noop=True,
-        receptive=_pointwise,
+        receptive=always(Receptive.POINTWISE),
         scales=True,
     )
 )
@@ -245,7 +236,7 @@ MAXPOOL2D = register(
             Attr("dilation", "pair", (1, 1), minimum=1),
             Attr("ceil_mode", "bool", False),
         ),
-        receptive=_windowed,
+        receptive=always(Receptive.WINDOW),
         detail=_window_detail("maxpool2d"),
     )
 )
@@ -260,7 +251,7 @@ AVGPOOL2D = register(
             Attr("ceil_mode", "bool", False),
             Attr("count_include_pad", "bool", True),
         ),
-        receptive=_windowed,
+        receptive=always(Receptive.WINDOW),
         detail=_window_detail("avgpool2d"),
     )
 )
@@ -295,7 +286,7 @@ GLOBAL_AVGPOOL = register(
         Group.REDUCE,
         _global_shape,
         decompose=lambda d, a: d.op("mean", d.inputs[0], axis=(1, 2)),
-        receptive=_global,
+        receptive=always(Receptive.GLOBAL),
     )
 )
 
@@ -317,7 +308,7 @@ FLATTEN = register(
         Group.MOVEMENT,
         _flatten_shape,
         attrs=(Attr("start", "int", 0, minimum=0),),
-        receptive=_global,
+        receptive=always(Receptive.GLOBAL),
     )
 )
 
@@ -330,9 +321,7 @@ def _linear_shape(a: Attrs, inputs: Sequence[Shape]) -> Shape:
 
 
 def _linear_weights(a: Attrs, inputs: Sequence[Shape]) -> tuple[Weight, ...]:
-    out, fan_in = a["out_features"], inputs[0][-1]
-    weight = Weight("weight", (out, fan_in), fan_in=fan_in)
-    return (weight, Weight("bias", (out,), fan_in=fan_in)) if a["bias"] else (weight,)
+    return layer_weights((a["out_features"], inputs[0][-1]), a["bias"])
 
 
 LINEAR = register(
@@ -344,7 +333,7 @@ LINEAR = register(
         attrs=(Attr("out_features", "int", minimum=1), Attr("bias", "bool", True)),
         weights=_linear_weights,
         macs=lambda a, i, o: math.prod(i[0]) * a["out_features"],
-        receptive=_global,
+        receptive=always(Receptive.GLOBAL),
         depth=True,
         detail=lambda a: f" {a['out_features']}",
     )
@@ -396,7 +385,7 @@ ADD = register(
         _add_shape,
         inputs=None,
         min_inputs=2,
-        receptive=_pointwise,
+        receptive=always(Receptive.POINTWISE),
         symbol="+",
     )
 )

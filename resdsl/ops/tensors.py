@@ -19,14 +19,11 @@ from .core import (
     Receptive,
     Shape,
     Value,
+    always,
     register,
 )
 from .elementwise import broadcast
 from .table import fmt_shape
-
-
-def _rearranges(a: Attrs, inputs: Sequence[Shape]) -> Receptive:
-    return Receptive.REARRANGE
 
 
 def axis_of(op: str, axis: int, shape: Shape) -> int:
@@ -83,7 +80,7 @@ RESHAPE = register(
         Group.MOVEMENT,
         lambda a, i: reshaped(i[0], a["shape"]),
         attrs=(Attr("shape", "ints"),),
-        receptive=_rearranges,
+        receptive=always(Receptive.REARRANGE),
     )
 )
 PERMUTE = register(
@@ -93,7 +90,7 @@ PERMUTE = register(
         Group.MOVEMENT,
         _permute_shape,
         attrs=(Attr("axes", "ints", minimum=0),),
-        receptive=_rearranges,
+        receptive=always(Receptive.REARRANGE),
     )
 )
 SELECT = register(
@@ -103,7 +100,7 @@ SELECT = register(
         Group.MOVEMENT,
         _select_shape,
         attrs=(Attr("axis", "int", 0, minimum=0), Attr("index", "int", 0)),
-        receptive=_rearranges,
+        receptive=always(Receptive.REARRANGE),
     )
 )
 
@@ -221,7 +218,7 @@ ROLL = register(
         _roll_shape,
         attrs=(Attr("shifts", "ints"), Attr("axes", "ints")),
         decompose=_roll,
-        receptive=_rearranges,
+        receptive=always(Receptive.REARRANGE),
     )
 )
 
