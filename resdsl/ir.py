@@ -68,6 +68,8 @@ class Graph:
         self.nx = nx.MultiDiGraph()
         self.inputs: list[str] = []
         self.outputs: list[tuple[str, str]] = []  # (output name, producing node)
+        # weights an expanded composite derives from its own: key -> (fn, source keys)
+        self.derived: dict[str, tuple[Any, tuple[str, ...]]] = {}
 
     def add(
         self, node: Node, inputs: list[str], info: TensorInfo, *, check_unique: bool = True
@@ -149,6 +151,7 @@ class Graph:
         other = Graph(self.name)
         other.nx = self.nx.copy()
         other.inputs, other.outputs = list(self.inputs), list(self.outputs)
+        other.derived = dict(self.derived)
         return other
 
     # --- counting -----------------------------------------------------------------------------

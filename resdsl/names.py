@@ -10,15 +10,23 @@ label (so ``resdsl check`` reports them):
   ``_modules``, ``eval``, ``to``, ...): a submodule of that name would hide, or be hidden
   by, what PyTorch itself calls, and no checkpoint has keys like ``forward.weight``.
 
-Every other segment of letters, digits and underscores is stored under its own name; the
-PyTorch backend writes ``self.conv1 = ...`` for a plain identifier and
-``self.add_module("__c", ...)`` for a segment that Python would mangle inside a class
-(``__c``), a keyword (``class``) or all digits (``0``). This module needs no torch.
+Every other segment of letters, digits, underscores and hyphens (torchvision's RegNet
+has ``block1-0``) is stored under its own name; the PyTorch backend writes
+``self.conv1 = ...`` for a plain identifier and ``self.add_module("__c", ...)`` for a
+segment that Python would mangle inside a class (``__c``), a keyword (``class``), all
+digits (``0``) or not an identifier (``block1-0``). A label may hold several segments joined
+by ``.`` (``"stem.conv"``). This module needs no torch.
 """
 
 from __future__ import annotations
 
+import re
+
 from .errors import Span, ValueRangeError
+
+# One segment of a name: what a state_dict key may hold between its dots.
+SEGMENT = re.compile(r"[A-Za-z0-9_-]+")
+_BAD = re.compile(r"[^A-Za-z0-9_.-]")
 
 # Attributes of a ``torch.nn.Module()`` instance other than the ``__x__`` special names:
 # ``dir(torch.nn.Module())`` under PyTorch 2.14 (methods, class attributes and the instance
@@ -80,3 +88,24 @@ def check_label(segment: str, span: Span | None) -> None:
                 "submodule of the generated PyTorch module, named as in the spec"
             ],
         )
+
+
+def segment_problem(text: str) -> tuple[str, str] | None:
+    """Why ``text`` cannot be a label -- ``(message, hint)`` -- or None when it can: one or
+    more segments (:data:`SEGMENT`) joined by ``.``."""
+    bad = _BAD.search(text)
+    if bad is not None:
+        return (
+            f"name {text!r} has the character {bad.group()!r}: a name is letters, digits, "
+            "`_` and `-`",
+            'a `.` nests a name in scopes: `"stem.conv"`; other punctuation is refused '
+            "(PyTorch's state_dict keys hold none)",
+        )
+    if not text:
+        return "a name cannot be empty", 'write a name, e.g. `"conv{i}"`'
+    if any(not segment for segment in text.split(".")):
+        return (
+            f"name {text!r} has an empty segment",
+            'a `.` joins two segments: no leading, trailing or doubled dot (`"stem.conv"`)',
+        )
+    return None

@@ -77,11 +77,7 @@ def _identity(path: str) -> tuple[str, int, int] | None:
 
 def expected(graph: Graph) -> dict[str, Weight]:
     """Every weight the graph's ops own, by state_dict key, in graph order."""
-    return {
-        node.key(w.name): w
-        for node in graph.nodes()
-        for w in graph.weights_of(node.name)
-    }
+    return {node.key(w.name): w for node in graph.nodes() for w in graph.weights_of(node.name)}
 
 
 def check(

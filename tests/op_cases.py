@@ -29,6 +29,14 @@ def _mha(x: torch.Tensor, w: dict, prefix: str, heads: int) -> torch.Tensor:
     return mha(x, x, x, need_weights=False)[0]
 
 
+def _standardised(weight, gain, gamma: float, eps: float) -> torch.Tensor:
+    """timm's ScaledStdConv2d weight: per filter (w - mean) / sqrt(var + eps) * gain * scale."""
+    flat = weight.reshape(weight.shape[0], -1)
+    mean, var = flat.mean(1, keepdim=True), flat.var(1, unbiased=False, keepdim=True)
+    scale = gain.reshape(-1, 1) * gamma * flat.shape[1] ** -0.5
+    return ((flat - mean) / torch.sqrt(var + eps) * scale).reshape(weight.shape)
+
+
 CASES: dict[str, Case] = {
     "conv2d": Case(
         "x: (4, 7, 6)",
@@ -46,6 +54,21 @@ CASES: dict[str, Case] = {
         lambda x, w: (
             F.conv1d(x, w["c.weight"], w["c.bias"], 2, 1, 2, 2),
             F.conv1d(x, w["d.weight"], None, padding=2),
+        ),
+    ),
+    "std_conv2d": Case(
+        "x: (4, 7, 6)",
+        "return x -> c: std_conv2d(6, 3, padding=1, groups=2), "
+        "x -> d: std_conv2d(3, 1, bias=false, gamma=1.7, eps=1e-4)",
+        lambda x, w: (
+            F.conv2d(
+                x,
+                _standardised(w["c.weight"], w["c.gain"], 1.0, 1e-6),
+                w["c.bias"],
+                padding=1,
+                groups=2,
+            ),
+            F.conv2d(x, _standardised(w["d.weight"], w["d.gain"], 1.7, 1e-4)),
         ),
     ),
     "batchnorm2d": Case(

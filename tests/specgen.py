@@ -162,8 +162,9 @@ def _draw_same(w: Writer, c: int, labels: bool = True) -> str:
             stages.append(f"conv2d({c}, {k}, padding={k // 2}, groups={groups}, bias={_b(bias)})")
         elif kind == "conv_same":
             stages.append(f'conv2d({c}, 3, padding="same")')
-        else:
-            stages.append(f"{w.fresh('n')}: relu")
+        else:  # a plain label, or one in a scope that later labels enter again, or a hyphen
+            label = w.draw(st.sampled_from(["{}", '"grp.{}"', '"grp.{}-a.b"', '"{}-0"']))
+            stages.append(label.format(w.fresh("n")) + ": relu")
     return " -> ".join(stages)
 
 
@@ -201,7 +202,15 @@ def _stmt(w: Writer, x: str, indent: int, depth: int) -> None:
     elif kind == "concat":
         c2 = w.draw(st.integers(1, 6))
         y = w.fresh("y")
-        w.emit(indent, f"{y} = {x} -> conv2d({c2}, 1)")
+        widths = [
+            str(c2),
+            f"gcd({c2}, {3 * c2})",
+            f"int(log2({2**c2}))",
+            f"make_divisible({c2}, 1)",
+            f"round(log({c2**2}, {c2 + 1}) * 0 + {c2})",
+        ]
+        width = w.draw(st.sampled_from(widths))  # the builtins, each giving c2
+        w.emit(indent, f"{y} = {x} -> conv2d({width}, 1)")
         w.emit(indent, f"{x} = concat({x}, {y})")
         w.shapes[x] = (c + c2, h, wd)
     elif kind == "gate":  # squeeze-and-excitation style
@@ -224,7 +233,9 @@ def _stmt(w: Writer, x: str, indent: int, depth: int) -> None:
         # the body keeps the shape, so any number of passes is valid
         w.emit(indent + 1, f"{x} = {x} -> {_draw_same(w, c, labels=False)}")
         if kind == "for" and w.draw(st.booleans()):
-            w.emit(indent + 1, f'{x} = {x} -> "r{depth}_{{i{depth}}}_{w.fresh("l")}": relu')
+            label = w.draw(st.sampled_from(["r{}_{{i{}}}_{}", "r{}.{{i{}}}-{}"]))
+            label = label.format(depth, depth, w.fresh("l"))
+            w.emit(indent + 1, f'{x} = {x} -> "{label}": relu')
         w.emit(indent, "}")
     elif kind == "if":
         flag = w.draw(st.booleans())
@@ -247,9 +258,17 @@ def _stmt(w: Writer, x: str, indent: int, depth: int) -> None:
         planes = w.draw(st.integers(1, 8))
         s = w.draw(st.sampled_from([1, 2])) if min(h, wd) >= 2 else 1
         n = w.draw(st.integers(1, 2))
+        stride = w.draw(st.sampled_from(
+            [f"if b == 0 then {s} else 1", f"if b == 0 then {s} elif b == 1 then 1 else 2"]
+        ))  # fmt: skip
+        call = f"{name}({planes}, stride={stride})"
+        if w.draw(st.booleans()):  # bind the width with `partial` first
+            bound = w.fresh("k")
+            w.emit(indent, f"{bound} = partial({name}, planes={planes})")
+            call = f"{bound}(stride={stride})"
+        label = w.draw(st.sampled_from(["{}_{{b}}", "{}.{{b}}", "stages.{}-{{b}}"]))
         w.emit(indent, f"for b in range({n}) {{")
-        w.emit(indent + 1, f'{x} = {x} -> "{w.fresh("blk")}_{{b}}": {name}({planes}, '
-                           f"stride=if b == 0 then {s} else 1)")  # fmt: skip
+        w.emit(indent + 1, f'{x} = {x} -> "{label.format(w.fresh("blk"))}": {call}')
         w.emit(indent, "}")
         w.shapes[x] = (planes, -(-h // s), -(-wd // s))
 
@@ -258,6 +277,18 @@ def _block(w: Writer) -> str:
     """Define a basic residual block with a projection shortcut; return its name."""
     name = f"basic{len(w.blocks)}"
     mid = w.draw(st.sampled_from(["relu", "gelu", "identity"]))
+    if w.draw(st.booleans()):  # inline: its names join the caller's, under the call's label
+        w.blocks.append(
+            f"inline block {name}(planes: int, stride: int = 1) (x) {{\n"
+            '    y = x -> "{label}.conv1": conv2d(planes, 3, stride=stride, padding=1, '
+            "bias=false)\n"
+            f'          -> "{{label}}.bn1": batchnorm2d -> {mid}\n'
+            '          -> "{label}.conv2": conv2d(planes, 3, padding=1, bias=false)\n'
+            '          -> "{label}.bn2": batchnorm2d\n'
+            '    return relu(y + "{label}.downsample": shortcut(x, like=y))\n'
+            "}\n"
+        )
+        return name
     w.blocks.append(
         f"block {name}(planes: int, stride: int = 1) (x) {{\n"
         "    y = x -> conv1: conv2d(planes, 3, stride=stride, padding=1, bias=false)\n"
@@ -313,14 +344,16 @@ NUMBERS = ["0", "-1", "1", "3", "1_000", "10000000000000000000000000000000000000
            "1e400", "1e-400", "0.0", "2.5", "9" * 5000, "10 ** 12", "-0"]  # fmt: skip
 JUNK = ["(", ")", "{", "}", ",", ":", "->", "=", '"', "'", "\\", "#", "\x00", "\t", "\r",
         "\u00e9", "\u2028", "\U0001f600", "\ufeff", "return", "block", "network", "import",
-        "for", "in", "dense", "if", "else", "then", "and", "not", "true", "x", "y", "[0]",
+        "for", "in", "dense", "if", "else", "elif", "then", "and", "not", "true", "x", "y", "[0]",
+        "inline", '"a.b"', '"a-b"', '"a..b"', '".{i}"', "partial(", ", k=1",
         ".channels", '"{i}"', '"{"', '"a{1 +}"', "shortcut", "concat", "add", "input"]  # fmt: skip
 
 
 NAMES = ["x", "y", "z", "i", "planes", "stride", "basic0", "fuzz", "relu", "conv2d", "linear",
          "concat", "add", "mul", "shortcut", "project", "dense", "range", "len", "str", "max",
          "channels", "shape", "rank", "int", "float", "tuple", "block", "bool", "true", "input",
-         "parameter", "reshape", "attention", "select", "global_avgpool", "std"]  # fmt: skip
+         "parameter", "reshape", "attention", "select", "global_avgpool", "std", "partial",
+         "gcd", "log2", "log", "make_divisible", "label", "inline"]  # fmt: skip
 
 
 def _seeds() -> list[str]:

@@ -47,7 +47,7 @@ def test_three_independent_errors_in_source_order():
     assert errors[1].message == "`conv2d` has no argument `paddin`"
     assert errors[1].hints[0] == "did you mean `padding`?"
     assert errors[2].message == "unknown op or block `relux`"
-    assert errors[2].hints == ["did you mean `relu` or `gelu`?"]
+    assert errors[2].hints == ["did you mean `relu` or `relu6` or `gelu`?"]
     # the error in the block names the instance it was found in
     assert errors[0].notes[-1].message == "in `basic_0`, an instance of `basic`"
     assert (errors[0].notes[-1].span.line, errors[0].notes[-1].span.column) == (8, 14)
@@ -150,7 +150,7 @@ def test_check_format_json(tmp_path, capsys):
     assert diags[0]["span"] == {"path": str(bad), "line": 3, "column": 12, "end_line": 3,
                                 "end_column": 17}  # fmt: skip
     assert diags[0]["notes"][0]["message"] == "`y` has shape (16, 8, 8)"
-    assert diags[2]["hints"] == ["did you mean `relu` or `gelu`?"]
+    assert diags[2]["hints"] == ["did you mean `relu` or `relu6` or `gelu`?"]
 
 
 def test_colour_only_when_asked(tmp_path, capsys, monkeypatch):

@@ -125,13 +125,13 @@ def test_unknown_op_suggests_relu():
     err = fail(resdsl.UnknownNameError, text, path="rleu.res")
     assert where(err) == (2, col(text, 2, "rleu"))
     assert where(err) == (2, 14)
-    assert err.hints == ["did you mean `relu`?"]
+    assert err.hints == ["did you mean `relu` or `relu6`?"]
     assert resdsl.render(err) == "\n".join(
         [
             "rleu.res:2:14: error[E0201]: unknown op or block `rleu`",
             "   2 |     y = x -> rleu",
             " " * (7 + 13) + "^^^^",
-            "  hint: did you mean `relu`?",
+            "  hint: did you mean `relu` or `relu6`?",
         ]
     )
 

@@ -143,6 +143,36 @@ def test_strings_labels_and_imports_are_kept_as_written():
     )
 
 
+def test_inline_blocks_elif_expressions_dotted_labels_and_partials():
+    check(
+        'inline   block  ln( eps : float = 1e-6 )(x){return x->"{label}" : layernorm(eps)}\n'
+        "inline\nblock act()(x){ y = if a==1 then x elif a == 2 then (x->relu)elif b then x "
+        "else (x -> gelu) return y }\n"
+        "network n()(x: 3){ k = partial( stage , reduction = 8 ) "
+        'return x -> "stem.conv": conv2d(8, 1) -> "block1-0": k(8) -> \'head.fc\' : ln }',
+        "inline block ln(eps: float = 1e-6) (x) {\n"
+        '    return x -> "{label}": layernorm(eps)\n'
+        "}\n"
+        "\n"
+        "inline block act() (x) {\n"
+        "    y = if a == 1 then x elif a == 2 then (x -> relu) elif b then x else (x -> gelu)\n"
+        "    return y\n"
+        "}\n"
+        "\n"
+        "network n() (x: 3) {\n"
+        "    k = partial(stage, reduction=8)\n"
+        '    return x -> "stem.conv": conv2d(8, 1) -> "block1-0": k(8) -> \'head.fc\': ln\n'
+        "}\n",
+    )
+
+
+def test_comments_around_inline_keep_their_order():
+    check(
+        "# above\ninline # between\nblock b() (x) { return x }\n",
+        "# above\n# between\ninline block b() (x) {\n    return x\n}\n",
+    )
+
+
 def test_blank_lines():
     check(
         "\n\n# header\n\n\nimport 'a.res'\nblock a() (x) {\n\n  y = x\n\n\n  z = y\n\n}\n"

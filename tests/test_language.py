@@ -259,3 +259,119 @@ def test_projection_argument_checks():
     assert [(n.name, n.op, n.attrs.get("bias")) for n in net.graph.nodes()][1:] == [
         ("p.0", "linear", False)
     ]
+
+
+# --- `elif` in conditional expressions ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("a", "expected"), [(0, 10), (1, 11), (2, 12), (3, 13), (7, 13)]
+)  # fmt: skip
+def test_elif_in_a_conditional_expression(a, expected):
+    expr = f"if {a} == 0 then 10 elif {a} == 1 then 11 elif {a} == 2 then 12 else 13"
+    assert value(expr) == expected
+
+
+def test_elif_branches_are_lazy_and_nest():
+    assert value("if false then 1 / 0 elif true then 5 elif 1 / 0 > 1 then 6 else 1 / 0") == 5
+    assert (
+        value("if true then if false then 1 elif true then 2 else 3 elif true then 4 else 5") == 2
+    )
+    assert value("(if false then 1 elif false then 2 else 3) + 1") == 4
+
+
+def test_elif_needs_a_bool_and_an_else():
+    with pytest.raises(resdsl.TypeMismatchError) as e:
+        value("if false then 1 elif 2 then 3 else 4")
+    assert (e.value.message, e.value.line, e.value.column) == (
+        "expected true or false, got int 2", 2, 30,
+    )  # fmt: skip
+    with pytest.raises(resdsl.SpecSyntaxError) as e:
+        value("if false then 1 elif true then 3")
+    assert e.value.message == "unexpected `return`"  # the line after the conditional
+
+
+# --- gcd, log2, log, make_divisible ---------------------------------------------------------
+
+
+def _make_divisible(v, divisor=8, min_value=None, round_limit=0.9):
+    """torchvision's `_make_divisible` / timm's `make_divisible`, verbatim."""
+    min_value = min_value or divisor
+    new_v = max(min_value, int(v + divisor / 2) // divisor * divisor)
+    if new_v < round_limit * v:
+        new_v += divisor
+    return new_v
+
+
+def test_make_divisible_is_torchvisions_and_timms():
+    cases = []
+    for v in [*range(0, 200, 3), 0.5, 7.9, 15.99, 16.0, 24.5, 37.6, 96 * 0.75, 1280 * 1.4, 1e4]:
+        for divisor in (1, 3, 4, 8, 16):
+            cases.append((v, divisor, None, 0.9))
+            cases.append((v, divisor, 2 * divisor, 0.9))
+            cases.append((v, divisor, None, 0.0))
+            cases.append((v, divisor, 0, 1.0))
+    lines = []
+    for v, divisor, min_value, limit in cases:
+        call = f"make_divisible({v!r}, {divisor}"
+        call += f", min_value={min_value}" if min_value is not None else ""
+        call += f", round_limit={limit!r})" if limit != 0.9 else ")"
+        want = _make_divisible(v, divisor, min_value, limit)
+        lines.append(f'    assert {call} == {want}, "{call}"')
+    for k in range(0, len(lines), 300):  # specs of at most 64 KB
+        resdsl.loads(vector_net("\n".join(lines[k : k + 300]) + "\n    n = 1"))
+    assert len(lines) == 1520
+    assert value("make_divisible(32 * 0.75)") == 24
+    assert value("make_divisible(v=37, divisor=16, round_limit=0.5)") == 32
+    assert value("make_divisible(37, 16, 64)") == 64
+
+
+def test_gcd_log2_and_log():
+    assert value("gcd(12, 18)") == 6
+    assert value("gcd(0, 7) + gcd(-4, 6) + gcd(8, 12, 20)") == 7 + 2 + 4
+    assert value("int(log2(1024))") == 10
+    assert value("int(log(8, 2) + 0.5) + int(log(1))") == 3
+    assert value("round(1000 * log(10))") == 2303
+    assert value("ceil(log2(48))") == 6
+
+
+@pytest.mark.parametrize(
+    ("expr", "cls", "message", "column"),
+    [
+        ("gcd(12, 2.5)", resdsl.TypeMismatchError, "`gcd` needs ints, got float 2.5", 17),
+        ("gcd(12)", resdsl.ArgumentError, "`gcd` takes 2 to any argument(s), got 1", 9),
+        ("gcd(true, 2)", resdsl.TypeMismatchError, "`gcd` needs numbers, got true", 13),
+        ("log2(0)", resdsl.ValueRangeError, "`log2` needs a positive number, got 0", 14),
+        ("log2(4, 2)", resdsl.ArgumentError, "`log2` takes 1 argument(s), got 2", 9),
+        ("log(8, 1)", resdsl.ValueRangeError, "`log` to base 1 is not defined", 16),
+        ("log(-1.5)", resdsl.ValueRangeError, "`log` needs a positive number, got -1.5", 13),
+        ('log("e")', resdsl.TypeMismatchError, '`log` needs numbers, got str "e"', 13),
+        ("make_divisible()", resdsl.ArgumentError, "`make_divisible` needs `v`", 9),
+        ("make_divisible(30, divisor=0)", resdsl.ValueRangeError,
+         "`divisor` must be at least 1, got 0", 28),
+        ("make_divisible(30, 8, -1)", resdsl.ValueRangeError,
+         "`min_value` must be at least 0, got -1", 31),
+        ("make_divisible(30, divisor=2.5)", resdsl.TypeMismatchError,
+         "`divisor` must be an int, got float 2.5", 28),
+        ("make_divisible(30, 8, v=3)", resdsl.ArgumentError, "argument `v` is given twice", 31),
+        ("make_divisible(30, divsor=4)", resdsl.UnknownNameError,
+         "`make_divisible` has no argument `divsor`", 28),
+        ("make_divisible(30, 8, 8, 0.9, 1)", resdsl.ArgumentError,
+         "`make_divisible` takes at most 4 arguments, got 5", 39),
+        ('make_divisible("a")', resdsl.TypeMismatchError,
+         '`make_divisible` needs numbers, got str "a"', 24),
+    ],
+)  # fmt: skip
+def test_builtin_misuse_is_located(expr, cls, message, column):
+    with pytest.raises(cls) as e:
+        value(expr)
+    assert (e.value.message, e.value.line, e.value.column) == (message, 2, column)
+
+
+def test_elif_clauses_are_bounded():
+    chain = " ".join(f"elif false then {i}" for i in range(101))
+    with pytest.raises(resdsl.LimitError) as e:
+        value(f"if false then 0 {chain} else 1")
+    assert e.value.message == "a conditional with more than 100 `elif` clauses"
+    assert (e.value.line, e.value.column) == (2, 9 + len("if false then 0 ") + 100 * 18 + 90)
+    assert value(f"if false then 0 {' '.join(chain.split(' ')[:-4])} else 7") == 7

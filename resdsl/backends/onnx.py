@@ -28,7 +28,7 @@ from ..ir import Graph, Node
 from ..ops import Shape
 from ..ops.lowering import aligned, batch_axis, conv_padding
 from ..ops.tensors import pad_widths, reduced_axes, slice_bounds
-from ..passes import decompose
+from ..passes import decompose, derive_weights
 from ..weights import Weights, expected, resolve
 from .check import Comparison, compare, random_inputs, reference
 
@@ -466,6 +466,7 @@ def to_onnx(
     if batch is not None and batch < 1:
         raise ValueError(f"batch must be at least 1, got {batch}")
     graph = decompose(graph, EMITTERS)
+    weights = derive_weights(graph, weights)
     b = _lower(graph, weights, BATCH if batch is None else batch)
 
     def info(value: str, node: str):

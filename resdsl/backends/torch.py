@@ -46,6 +46,8 @@ def _kwargs(node: Node, names: dict[str, str], skip: Sequence[str] = ()) -> str:
     defaults = {a.name: a.default for a in OPS[node.op].attrs}
     parts = []
     for attr, torch_name in names.items():
+        if attr not in node.attrs:  # e.g. conv2d has no gamma (std_conv2d shares the emitter)
+            continue
         value = node.attrs[attr]
         if attr in skip or value == defaults.get(attr):
             continue
@@ -69,8 +71,9 @@ def _conv(cls: str) -> Callable[[Node, Sequence[Shape]], str]:
     def module(node: Node, shapes: Sequence[Shape]) -> str:
         a = node.attrs
         rest = _kwargs(node, {"stride": "stride", "padding": "padding", "dilation": "dilation",
-                              "groups": "groups", "bias": "bias"})  # fmt: skip
-        return f"nn.{cls}({shapes[0][0]}, {a['out_channels']}, {_literal(a['kernel'])}{rest})"
+                              "groups": "groups", "bias": "bias", "gamma": "gamma",
+                              "eps": "eps"})  # fmt: skip
+        return f"{cls}({shapes[0][0]}, {a['out_channels']}, {_literal(a['kernel'])}{rest})"
 
     return module
 
@@ -197,8 +200,9 @@ def _gelu(node: Node, args: Sequence[str], mod: str | None) -> str:
 
 
 EMITTERS: dict[str, Emitter] = {
-    "conv2d": Emitter(_module_call, _conv("Conv2d")),
-    "conv1d": Emitter(_module_call, _conv("Conv1d")),
+    "conv2d": Emitter(_module_call, _conv("nn.Conv2d")),
+    "conv1d": Emitter(_module_call, _conv("nn.Conv1d")),
+    "std_conv2d": Emitter(_module_call, _conv("ScaledStdConv2d")),
     "batchnorm2d": Emitter(_module_call, _batchnorm2d),
     "linear": Emitter(_module_call, _linear),
     "relu": Emitter(lambda n, a, m: f"F.relu({a[0]})"),
@@ -255,6 +259,24 @@ EMITTERS: dict[str, Emitter] = {
 
 # Helpers that generated files define when they use them (kept readable and dependency-free).
 HELPERS = {
+    "std_conv2d": [
+        "class ScaledStdConv2d(nn.Conv2d):",
+        '    """A weight-standardised convolution with a per-filter gain, as timm\'s."""',
+        "",
+        "    def __init__(self, *args, gamma=1.0, eps=1e-6, **kwargs):",
+        "        super().__init__(*args, **kwargs)",
+        "        self.gain = nn.Parameter(torch.ones(self.out_channels, 1, 1, 1))",
+        "        self.scale = gamma * self.weight[0].numel() ** -0.5",
+        "        self.eps = eps",
+        "",
+        "    def forward(self, x):",
+        "        weight = F.batch_norm(",
+        "            self.weight.reshape(1, self.out_channels, -1), None, None,",
+        "            weight=(self.gain * self.scale).view(-1), training=True, momentum=0.0,",
+        "            eps=self.eps,",
+        "        ).reshape_as(self.weight)",
+        "        return self._conv_forward(x, weight, self.bias)",
+    ],
     "layernorm2d": [
         "class LayerNorm2d(nn.LayerNorm):",
         '    """Layer norm over the channels of (B, C, H, W), as torchvision\'s."""',
@@ -275,7 +297,8 @@ HELPERS = {
 }
 
 
-_RESERVED = {"self", "torch", "nn", "F", "Scope", "build", "LayerNorm2d", *HELPERS}
+_RESERVED = {"self", "torch", "nn", "F", "Scope", "build", "LayerNorm2d", "ScaledStdConv2d",
+             *HELPERS}  # fmt: skip
 _WIDTH = 100  # the project's line length; generated code follows it
 
 
@@ -390,7 +413,10 @@ def generate(graph: Graph, source_path: str | None = None) -> str:
         "",
         *(
             ["import torch"]
-            if "torch." in "".join(text for _, text in forward) + "".join(init)
+            if "torch."
+            in "".join(text for _, text in forward)
+            + "".join(init)
+            + "".join(line for name in helpers for line in HELPERS[name])
             else []
         ),
         "import torch.nn.functional as F",

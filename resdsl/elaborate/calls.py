@@ -22,6 +22,7 @@ from ..errors import (
     ValueRangeError,
 )
 from ..ir import Node, TensorInfo, TensorValue, freeze
+from ..names import check_label
 from ..ops import OPS, AttrError, OpShapeError, fmt_shape
 from ..ops.core import spec_text
 from ..syntax import ast
@@ -32,11 +33,16 @@ from .values import (
     POISON,
     BlockRef,
     Frame,
+    MissingLabel,
+    Partial,
     _Poisoned,
     _Return,
     _tensors,
     _through,
     describe,
+    instance_note,
+    is_block,
+    join_name,
 )
 
 
@@ -57,7 +63,7 @@ class Calls:
         target = frame.vars.get(call.func)
         if target is POISON:
             raise _Poisoned
-        if call.func in frame.vars and not isinstance(target, BlockRef):
+        if call.func in frame.vars and not is_block(target):
             raise TypeMismatchError(
                 f"`{call.func}` is {describe(target)}, not a block or op", call.func_span
             )
@@ -65,7 +71,11 @@ class Calls:
             definition = self.program.definitions.get(call.func)
             if definition is not None:
                 target = BlockRef(definition)
-        if isinstance(target, BlockRef):
+        if is_block(target):
+            if isinstance(target, Partial):
+                kwargs = self._with_partial(target, call, args, kwargs)
+            if target.definition.inline:
+                return self.call_inline(target.definition, call, args, kwargs, frame)
             return self.call_block(target.definition, call, args, kwargs, frame)
         if call.func in MACROS:
             return MACROS[call.func](self, call, args, kwargs, frame)
@@ -164,7 +174,31 @@ class Calls:
 
         The hook for search: every block instance comes through here, so a subclass may
         override it to record or replay instances (calling ``super().call_block``); see
-        ``Elaborator.mark``, ``added_since`` and ``splice``."""
+        ``Elaborator.mark``, ``added_since`` and ``splice``. An inline block's calls, which
+        open no scope, go through :meth:`call_inline` instead."""
+        inputs, params = self._enter(definition, call, args)
+        name = self._name(frame, call.label, definition.name, call.span)
+        inner = Frame({}, name, definition.name)
+        return self._run_block(definition, call, inputs, params, kwargs, inner, name)
+
+    def call_inline(self, definition: ast.Definition, call: ast.Call, args, kwargs, frame):
+        """Run a call of an ``inline block``: its body names nodes in the caller's scope, and
+        the call's label is the variable ``label`` there (``"{label}": layernorm``)."""
+        inputs, params = self._enter(definition, call, args)
+        inner = Frame({}, frame.prefix, frame.block)  # its nodes belong to the caller's scope
+        if call.label is None:
+            inner.vars["label"] = MissingLabel(definition.name)
+            name = None
+        else:
+            inner.vars["label"] = text = self.label_text(call.label, frame)
+            for segment in text.split("."):  # refused here, not where the body uses it
+                check_label(segment, call.label.span)
+            name = join_name(frame.prefix, text)
+        return self._run_block(definition, call, inputs, params, kwargs, inner, name)
+
+    def _enter(self, definition: ast.Definition, call: ast.Call, args) -> tuple[list, list]:
+        """Checks before a block runs (a block, no cycle, depth, tensors first); its tensor
+        arguments and its parameters."""
         if definition.kind != "block":
             raise TypeMismatchError(
                 f"`{definition.name}` is a network; only blocks can be called", call.func_span
@@ -188,8 +222,11 @@ class Calls:
                 hints=[f"chain it, `x -> {definition.name}(...)`, or pass the tensor first"],
                 notes=[Note(f"`{definition.name}` is defined here", definition.name_span)],
             )
-        name = self._name(frame, call.label, definition.name, call.span)
-        inner = Frame({}, name, definition.name)
+        return inputs, params
+
+    def _run_block(self, definition, call, inputs, params, kwargs, inner: Frame, name):
+        """Bind parameters and inputs in ``inner``, run the body, return its value. ``name``
+        is the instance's (None for an unlabelled inline call), for notes on errors."""
         self._bind_params(definition, inner, dict(enumerate(params)), kwargs, call.span)
         for inp, (value, span) in zip(definition.inputs, inputs, strict=True):
             if inp.shape is not None:
@@ -210,12 +247,31 @@ class Calls:
             return r.value
         except SpecError as e:  # say which instance failed: the body is shared by all of them
             if e.span is not None and e.span.path is not None and len(e.notes) < 8:
-                e.notes.append(Note(f"in `{name}`, an instance of `{definition.name}`", call.span))
+                e.notes.append(instance_note(name, definition.name, call.span))
             raise
         finally:
             self.stack.pop()
             self.instances.pop()
         raise SpecError(f"block `{definition.name}` ends without `return`", definition.name_span)
+
+    def _with_partial(self, target: Partial, call: ast.Call, args, kwargs) -> dict:
+        """The call's keywords over those ``partial`` bound; a parameter the call gives by
+        position may not be bound too."""
+        definition = target.definition
+        n_in = len(definition.inputs)
+        positional = {p.name: i for i, p in enumerate(definition.params[: len(args) - n_in])}
+        merged = {}
+        for key, value, span in target.kwargs:
+            if key in positional and key not in kwargs:
+                raise ArgumentError(
+                    f"parameter `{key}` of `{definition.name}` is given by position and was "
+                    "bound by `partial`", args[n_in + positional[key]][1],
+                    hints=["give it by keyword to override the bound value, or do not bind it"],
+                    notes=[Note("bound here", span)],
+                )  # fmt: skip
+            merged[key] = (value, span)
+        merged.update(kwargs)  # the call's keywords win, as with functools.partial
+        return merged
 
     def _bind_params(
         self, definition: ast.Definition, frame: Frame, positional: dict, named: dict,

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..errors import (
+    ArgumentError,
     DidYouMean,
     LimitError,
     Note,
@@ -21,7 +22,17 @@ from ..ops import OPS, fmt_shape, projection_hint
 from ..ops.core import spec_text
 from ..syntax import ast
 from .limits import _elements
-from .values import POISON, TENSOR_ATTRS, BlockRef, Frame, _Poisoned, _text, describe, is_literal
+from .values import (
+    POISON,
+    TENSOR_ATTRS,
+    BlockRef,
+    Frame,
+    MissingLabel,
+    _Poisoned,
+    _text,
+    describe,
+    is_literal,
+)
 
 
 class Expressions:
@@ -59,8 +70,10 @@ class Expressions:
                         f"bad operand for unary {op}: {describe(value)}", expr.span
                     )
                 return -value if op == "-" else value
-            case ast.Cond(test=test, then=then, otherwise=otherwise):
-                return self.eval(then if self._bool(test, frame) else otherwise, frame)
+            case ast.Cond():  # an `elif` chain is a chain of Conds: walk it, not recurse
+                while isinstance(expr, ast.Cond):
+                    expr = expr.then if self._bool(expr.test, frame) else expr.otherwise
+                return self.eval(expr, frame)
             case ast.Attribute():
                 return self._attribute(expr, frame)
             case ast.Index():
@@ -97,6 +110,12 @@ class Expressions:
             value = frame.vars[name]
             if value is POISON:
                 raise _Poisoned
+            if isinstance(value, MissingLabel):  # the note on the instance shows the call
+                raise ArgumentError(
+                    f"`label` is the label of the call to inline block `{value.block}`, and "
+                    "this call has none", span,
+                    hints=[f"label the call: `norm: {value.block}(...)`"],
+                )  # fmt: skip
             return value
         definition = self.program.definitions.get(name)
         if definition is not None and definition.kind == "block":

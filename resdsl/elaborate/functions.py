@@ -6,9 +6,10 @@ import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from ..errors import ArgumentError, TypeMismatchError, ValueRangeError
+from ..errors import ArgumentError, DidYouMean, TypeMismatchError, UnknownNameError, ValueRangeError
+from ..ir import TensorValue
 from ..syntax import ast
-from .values import _label_part, describe
+from .values import Partial, _label_part, describe, is_block
 
 if TYPE_CHECKING:
     from .elaborator import Elaborator
@@ -62,6 +63,68 @@ def builtin_functions(el: Elaborator) -> dict[str, Callable]:
 
         return run
 
+    def gcd(call, args, kwargs):
+        values = numbers("gcd", call, args, kwargs, 2)
+        for v, (_, span) in zip(values, args, strict=True):
+            if type(v) is not int:
+                raise TypeMismatchError(f"`gcd` needs ints, got {describe(v)}", span)
+        return math.gcd(*values)
+
+    def log(call, args, kwargs):
+        values = numbers(call.func, call, args, kwargs, 1, 1 if call.func == "log2" else 2)
+        for v, (_, span) in zip(values, args, strict=True):
+            if v <= 0:
+                raise ValueRangeError(f"`{call.func}` needs a positive number, got {v}", span)
+        if call.func == "log2":
+            return math.log2(values[0])
+        if len(values) == 2 and values[1] == 1:
+            raise ValueRangeError("`log` to base 1 is not defined", args[1][1])
+        return math.log(*values)
+
+    def make_divisible(call, args, kwargs):
+        v, divisor, min_value, round_limit = _bind(
+            "make_divisible", call, args, kwargs,
+            {"v": None, "divisor": 8, "min_value": 0, "round_limit": 0.9},
+        )  # fmt: skip
+        numbers("make_divisible", call, [v, round_limit], {})
+        for name, (value, span) in (("divisor", divisor), ("min_value", min_value)):
+            if type(value) is not int:
+                raise TypeMismatchError(f"`{name}` must be an int, got {describe(value)}", span)
+        if divisor[0] < 1 or min_value[0] < 0:
+            bad, (value, span) = (
+                ("divisor", divisor) if divisor[0] < 1 else ("min_value", min_value)
+            )
+            least = 1 if bad == "divisor" else 0
+            raise ValueRangeError(f"`{bad}` must be at least {least}, got {value}", span)
+        return _make_divisible(v[0], divisor[0], min_value[0], round_limit[0])
+
+    def partial(call, args, kwargs):
+        if len(args) != 1:
+            raise ArgumentError(
+                f"`partial` takes one block and keyword arguments, got {len(args)} "
+                "positional argument(s)", args[1][1] if len(args) > 1 else call.span,
+                hints=["bind parameters by name: `partial(se_bottleneck, reduction=8)`"],
+            )  # fmt: skip
+        block, at = args[0]
+        if not is_block(block):
+            raise TypeMismatchError(f"`partial` needs a block, got {describe(block)}", at)
+        definition = block.definition
+        params = {p.name: p for p in definition.params}
+        bound = dict((k, (v, s)) for k, v, s in getattr(block, "kwargs", ()))
+        for key, (value, span) in kwargs.items():
+            if key not in params:
+                raise UnknownNameError(
+                    f"`{definition.name}` has no parameter `{key}`", span,
+                    hints=DidYouMean(sorted(params)).hint(key),
+                )  # fmt: skip
+            if isinstance(value, TensorValue):
+                raise TypeMismatchError(
+                    "`partial` binds parameters, not tensor inputs", span,
+                    hints=["pass tensors when the block is called"],
+                )  # fmt: skip
+            bound[key] = (el.typed(params[key], value, span), span)  # a later binding wins
+        return Partial(definition, tuple((k, v, s) for k, (v, s) in bound.items()))
+
     def str_(call, args, kwargs):
         if len(args) != 1 or kwargs:
             raise ArgumentError("`str` takes one argument", call.span)
@@ -77,6 +140,11 @@ def builtin_functions(el: Elaborator) -> dict[str, Callable]:
         "ceil": convert(math.ceil, "ceil"),
         "floor": convert(math.floor, "floor"),
         "sqrt": lambda c, a, k: math.sqrt(_nonneg(numbers("sqrt", c, a, k, 1, 1)[0], c)),
+        "gcd": gcd,
+        "log2": log,
+        "log": log,
+        "make_divisible": make_divisible,
+        "partial": partial,
         "range": range_,
         "len": len_,
         "str": str_,
@@ -87,3 +155,39 @@ def _nonneg(v: float, call: ast.Call) -> float:
     if v < 0:
         raise ValueRangeError("`sqrt` of a negative number", call.span)
     return v
+
+
+def _make_divisible(v: float, divisor: int, min_value: int, round_limit: float) -> int:
+    """timm's ``make_divisible`` and torchvision's ``_make_divisible``, line for line: the
+    nearest multiple of ``divisor``, at least ``min_value`` (``divisor`` when 0), and not
+    more than ``1 - round_limit`` below ``v``."""
+    min_value = min_value or divisor
+    new_v = max(min_value, int(v + divisor / 2) // divisor * divisor)
+    if new_v < round_limit * v:
+        new_v += divisor
+    return new_v
+
+
+def _bind(name: str, call: ast.Call, args, kwargs, defaults: dict) -> list:
+    """``(value, span)`` per parameter of a builtin that takes keywords, in ``defaults``'
+    order; a default of None means required."""
+    names = list(defaults)
+    if len(args) > len(names):
+        raise ArgumentError(
+            f"`{name}` takes at most {len(names)} arguments, got {len(args)}", args[len(names)][1]
+        )
+    values = {names[i]: arg for i, arg in enumerate(args)}
+    for key, (value, span) in kwargs.items():
+        if key not in defaults:
+            raise UnknownNameError(
+                f"`{name}` has no argument `{key}`", span, hints=DidYouMean(names).hint(key)
+            )
+        if key in values:
+            raise ArgumentError(f"argument `{key}` is given twice", span)
+        values[key] = (value, span)
+    for key, default in defaults.items():
+        if key not in values:
+            if default is None:
+                raise ArgumentError(f"`{name}` needs `{key}`", call.span)
+            values[key] = (default, call.span)
+    return [values[k] for k in names]

@@ -9,7 +9,6 @@ from ..errors import (
     ArgumentError,
     CycleError,
     LimitError,
-    Note,
     Span,
     SpecError,
     TypeMismatchError,
@@ -18,7 +17,16 @@ from ..errors import (
 from ..ir import TensorValue
 from ..syntax import ast
 from .limits import ERROR_STEPS, MAX_ERRORS
-from .values import POISON, Frame, _message, _Poisoned, _Return, _Stop, describe
+from .values import (
+    POISON,
+    Frame,
+    _message,
+    _Poisoned,
+    _Return,
+    _Stop,
+    describe,
+    instance_note,
+)
 
 
 class Statements:
@@ -39,7 +47,7 @@ class Statements:
         if any((e.code, e.span, e.message) == key for e in self.errors):
             return  # the same mistake in another instance of a block
         for name, block, call in reversed(self.instances[-8:]):
-            error.notes.append(Note(f"in `{name}`, an instance of `{block}`", call))
+            error.notes.append(instance_note(name, block, call))
         self.errors.append(error)
         if len(self.errors) >= MAX_ERRORS:
             raise _Stop

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import Span, TypeMismatchError
+from ..errors import Note, Span, TypeMismatchError
 from ..ir import TensorValue
 from ..ops import fmt_shape
 from ..ops.core import spec_text
@@ -23,6 +23,44 @@ class BlockRef:
     """A block definition used as a value (``stage(bottleneck, ...)``)."""
 
     definition: ast.Definition
+
+
+@dataclass(frozen=True, eq=True, repr=False)
+class Partial:
+    """A block with some parameters bound by keyword: ``partial(se_bottleneck, reduction=8)``.
+
+    Called (or passed to a ``block`` parameter) like its block; the call's keywords override
+    the partial's, as with Python's ``functools.partial``. ``kwargs`` holds ``(name, value,
+    span of name=value)``, in the order written."""
+
+    definition: ast.Definition
+    kwargs: tuple[tuple[str, Any, Span], ...]
+
+    def __repr__(self) -> str:  # a cache key (search/incremental.py): short and exact
+        items = ", ".join(f"{k}={_key_text(v)}" for k, v, _ in self.kwargs)
+        return f"partial({_key_text(BlockRef(self.definition))}, {items})"
+
+
+def _key_text(value: Any) -> str:
+    if isinstance(value, BlockRef):
+        d = value.definition
+        return f"{d.name}@{d.span.path}:{d.span.line}:{d.span.column}"
+    if isinstance(value, tuple):
+        return "(" + ", ".join(_key_text(v) for v in value) + ",)"
+    return repr(value)
+
+
+def is_block(value: Any) -> bool:
+    """A block as a value: a definition, or one with parameters bound by ``partial``."""
+    return isinstance(value, BlockRef | Partial)
+
+
+@dataclass(frozen=True)
+class MissingLabel:
+    """The value of ``label`` inside an inline block called without one: using it is an
+    error (whose note on the block's instance points at the call)."""
+
+    block: str
 
 
 @dataclass
@@ -64,7 +102,7 @@ PARAM_TYPES: dict[str, Callable[[Any], bool]] = {
     "bool": lambda v: type(v) is bool,
     "str": lambda v: type(v) is str,
     "tuple": lambda v: type(v) is tuple,
-    "block": lambda v: isinstance(v, BlockRef),
+    "block": is_block,
 }
 
 TENSOR_ATTRS = {
@@ -82,6 +120,9 @@ def describe(value: Any) -> str:
         return f"a tensor of shape {fmt_shape(value.shape)}"
     if isinstance(value, BlockRef):
         return f"block `{value.definition.name}`"
+    if isinstance(value, Partial):
+        keys = ", ".join(f"{k}=" for k, _, _ in value.kwargs)
+        return f"block `{value.definition.name}` with {keys} bound by `partial`"
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, range):
@@ -108,6 +149,13 @@ def _message(value: Any) -> str:
     if is_literal(value):
         return spec_text(value)
     return f"assertion failed: {describe(value)}"
+
+
+def instance_note(name: str | None, block: str, call: Span) -> Note:
+    """The note an error inside a block body gets for each enclosing instance."""
+    if name is None:
+        return Note(f"in a call of inline block `{block}`", call)
+    return Note(f"in `{name}`, an instance of `{block}`", call)
 
 
 def _label_part(value: Any, where: ast.Expr | ast.Call) -> str:

@@ -227,17 +227,28 @@ class Value:
 
 
 @dataclass(frozen=True)
+class Derived:
+    """A step's weight computed from the composite's weights when the network is lowered
+    (they are constants then): a weight-standardised convolution's conv reads
+    ``fn(weight, gain)``. ``name`` labels the derived tensor (``{node}/{name}``)."""
+
+    name: str
+    sources: tuple[str, ...]  # the composite's weight names, the arguments of ``fn``
+    fn: Callable[..., Any]  # NumPy arrays -> NumPy array of the step's weight shape
+
+
+@dataclass(frozen=True)
 class Step:
     """One op of a decomposition. ``weights`` maps the step's weight names to the
     composite's (so the composite's state_dict layout is kept: attention's ``in_proj_weight``
-    is read by a ``linear`` step as its ``weight``)."""
+    is read by a ``linear`` step as its ``weight``), or to a :class:`Derived` tensor."""
 
     op: str
     inputs: tuple[Value, ...]
     attrs: Mapping[str, Any]
     shape: Shape
     label: str
-    weights: Mapping[str, str]
+    weights: Mapping[str, str | Derived]
 
 
 class Decomposition:
@@ -254,7 +265,7 @@ class Decomposition:
         name: str,
         *inputs: Value,
         label: str = "",
-        weights: Mapping[str, str] | None = None,
+        weights: Mapping[str, str | Derived] | None = None,
         **attrs: Any,
     ) -> Value:
         op = OPS[name]

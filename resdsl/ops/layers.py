@@ -11,6 +11,7 @@ from .core import (
     Attr,
     Attrs,
     Decomposition,
+    Derived,
     Group,
     OpDef,
     OpShapeError,
@@ -23,7 +24,7 @@ from .core import (
     register,
     same_shape,
 )
-from .table import _spatial_1d, fmt_shape
+from .table import CONV2D, _spatial_1d, fmt_shape
 
 
 def _affine(c: int) -> tuple[Weight, ...]:
@@ -144,6 +145,44 @@ CONV1D = register(
         receptive=always(Receptive.GLOBAL),
         depth=True,
         detail=lambda a: f" {a['out_channels']}, {a['kernel']}",
+    )
+)
+
+# --- weight-standardised convolution -----------------------------------------------------------
+
+
+def _std_conv2d_weights(a: Attrs, inputs: Sequence[Shape]) -> tuple[Weight, ...]:
+    conv = CONV2D.weights(a, inputs)
+    return (*conv, Weight("gain", (a["out_channels"], 1, 1, 1), init="ones"))
+
+
+def _std_conv2d(d: Decomposition, a: Attrs) -> Value:
+    """A conv2d whose weight is standardised from ``weight`` and ``gain`` when lowered."""
+    from . import lowering
+
+    gamma, eps = a["gamma"], a["eps"]
+    weight = Derived("standardised", ("weight", "gain"),
+                     lambda w, g: lowering.standardised(w, g, gamma, eps))  # fmt: skip
+    conv = {k: a[k] for k in ("out_channels", "kernel", "stride", "padding", "dilation",
+                              "groups", "bias")}  # fmt: skip
+    keys = {"weight": weight, **({"bias": "bias"} if a["bias"] else {})}
+    return d.op("conv2d", d.inputs[0], label="conv", weights=keys, **conv)
+
+
+STD_CONV2D = register(
+    OpDef(
+        "std_conv2d",
+        "Weight-standardised 2-D convolution with a learned per-filter `gain`, stored as "
+        "timm's ScaledStdConv2d (NF-ResNets): each filter normalised over its fan-in, "
+        "times gain * gamma / sqrt(fan_in).",
+        Group.LAYER,
+        CONV2D.shape,
+        attrs=(*CONV2D.attrs, Attr("gamma", "float", 1.0), Attr("eps", "float", 1e-6, minimum=0)),
+        weights=_std_conv2d_weights,
+        decompose=_std_conv2d,
+        receptive=always(Receptive.WINDOW),
+        depth=True,
+        detail=CONV2D.detail,
     )
 )
 

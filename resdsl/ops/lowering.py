@@ -57,3 +57,16 @@ def batchnorm_affine(
 
     scale = get("weight", 1.0) / np.sqrt(get("running_var", 1.0) + eps)
     return scale, get("bias", 0.0) - get("running_mean", 0.0) * scale
+
+
+def standardised(weight: np.ndarray, gain: np.ndarray, gamma: float, eps: float) -> np.ndarray:
+    """A weight-standardised convolution's effective weight, as timm's ScaledStdConv2d: each
+    output channel's filter normalised to mean 0 and (biased) variance 1 over its fan-in,
+    times ``gain * gamma / sqrt(fan_in)``. In float64, returned in the weight's dtype."""
+    import numpy as np
+
+    w = np.asarray(weight, dtype=np.float64).reshape(weight.shape[0], -1)
+    fan_in = w.shape[1]
+    mean, var = w.mean(axis=1, keepdims=True), w.var(axis=1, keepdims=True)
+    scale = np.asarray(gain, dtype=np.float64).reshape(-1, 1) * gamma * fan_in**-0.5
+    return ((w - mean) / np.sqrt(var + eps) * scale).reshape(weight.shape).astype(weight.dtype)

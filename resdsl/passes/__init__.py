@@ -1,6 +1,6 @@
 """Analyses and rewrites over the graph IR; each a plain function of a :class:`~resdsl.ir.Graph`."""
 
-from .decompose import decompose
+from .decompose import decompose, derive_weights
 from .inference import (
     INFERENCE_NOOPS,
     drop_identities,
@@ -13,6 +13,7 @@ from .shapes import infer_shapes
 __all__ = [
     "INFERENCE_NOOPS",
     "decompose",
+    "derive_weights",
     "drop_identities",
     "eliminate_dead",
     "fold_batchnorm",

@@ -9,16 +9,38 @@ decomposition may use other composites.
 The step that computes the composite's value keeps the composite's name, so its users and
 the graph outputs are unchanged; the other steps are named ``{composite}/{label}`` (no spec
 name holds ``/``). A step that owns weights reads the composite's (``Node.keys``), so the
-weights dict is the same before and after.
+weights dict is the same before and after, except for tensors the decomposition derives from
+the composite's (a standardised convolution weight): :func:`derive_weights` adds them.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
+from typing import Any
 
 from ..ir import Graph, Node, TensorInfo, freeze
-from ..ops import OPS
+from ..ops import OPS, Derived
+
+
+def _key(out: Graph, node: Node, weight: str | Derived) -> str:
+    """The state_dict key a step reads: one of the composite's, or a derived tensor's
+    (``{composite}/{name}``), whose recipe the graph keeps for :func:`derive_weights`."""
+    if isinstance(weight, str):
+        return node.key(weight)
+    key = f"{node.name}/{weight.name}"
+    out.derived[key] = (weight.fn, tuple(node.key(s) for s in weight.sources))
+    return key
+
+
+def derive_weights(graph: Graph, weights: Mapping[str, Any]) -> dict[str, Any]:
+    """``weights`` and the derived tensors the expanded ``graph`` reads (see :class:`Derived`)."""
+    if not graph.derived:
+        return dict(weights)
+    out = dict(weights)
+    for key, (fn, sources) in graph.derived.items():
+        out[key] = fn(*(weights[s] for s in sources))
+    return out
 
 
 def decompose(graph: Graph, native: Collection[str]) -> Graph:
@@ -42,7 +64,7 @@ def _add(out: Graph, node: Node, inputs: list[str], info: TensorInfo, native) ->
     names: list[str] = []
     for i, step in enumerate(steps):
         name = node.name if i == len(steps) - 1 else f"{node.name}/{step.label}"
-        keys = {w: node.key(mine) for w, mine in step.weights.items()} or None
+        keys = {w: _key(out, node, mine) for w, mine in step.weights.items()} or None
         sub = dataclasses.replace(node, op=step.op, attrs=freeze(dict(step.attrs)), name=name,
                                   keys=keys)  # fmt: skip
         srcs = [inputs[-1 - v.ref] if v.ref < 0 else names[v.ref] for v in step.inputs]

@@ -44,6 +44,8 @@ class UnaryOp(Expr):
 
 @dataclass(frozen=True, slots=True)
 class Cond(Expr):
+    """``if test then then else otherwise``; an ``elif`` is a Cond nested in ``otherwise``."""
+
     test: Expr
     then: Expr
     otherwise: Expr
@@ -172,7 +174,8 @@ class Input:
 
 @dataclass(frozen=True, slots=True)
 class Definition:
-    """A ``block`` or a ``network`` (``kind``): parameters, tensor inputs, body."""
+    """A ``block`` or a ``network`` (``kind``): parameters, tensor inputs, body. An
+    ``inline block`` adds no name level: its body names nodes in the caller's scope."""
 
     span: Span
     kind: str
@@ -181,6 +184,7 @@ class Definition:
     params: tuple[Param, ...]
     inputs: tuple[Input, ...]
     body: tuple[Stmt, ...]
+    inline: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -52,7 +52,7 @@ def _transform(tree, path: str):
 KEYWORDS = frozenset(
     {
         "and", "assert", "block", "dense", "elif", "else", "false", "for", "if", "import",
-        "in", "network", "not", "or", "repeat", "return", "then", "true",
+        "in", "inline", "network", "not", "or", "repeat", "return", "then", "true",
     }
 )  # fmt: skip
 MAX_DEPTH = 100  # nesting of the syntax tree; deeper input is refused, not recursed into
@@ -268,15 +268,18 @@ class _ToAst(Transformer):
             )  # fmt: skip
         return ast.Import(self._span(meta), f"std/{name}.res", std=str(name))
 
-    def _definition(self, kind, meta, children):
+    def _definition(self, kind, meta, children, inline=False):
         name, params, inputs, body = children
         return ast.Definition(
             self._span(meta), kind, str(name), self._tok(name),
-            tuple(params or ()), tuple(inputs or ()), body,
+            tuple(params or ()), tuple(inputs or ()), body, inline,
         )  # fmt: skip
 
     def block_def(self, meta, children):
         return self._definition("block", meta, children)
+
+    def inline_block_def(self, meta, children):
+        return self._definition("block", meta, children, inline=True)
 
     def network_def(self, meta, children):
         return self._definition("network", meta, children)
@@ -343,7 +346,21 @@ class _ToAst(Transformer):
         return ast.Call(self._span(meta), str(func), self._tok(func), args, kwargs, label)
 
     def cond(self, meta, children):
-        return ast.Cond(self._span(meta), *children)
+        """``if a then x elif b then y else z`` is ``if a then x else (if b then y else z)``:
+        each ``elif`` a conditional nested in the one before, spanning to the end."""
+        test, then, *elifs, otherwise = children
+        span = self._span(meta)
+        if len(elifs) > MAX_DEPTH:  # each one nests the syntax tree one level deeper
+            raise LimitError(
+                f"a conditional with more than {MAX_DEPTH} `elif` clauses", elifs[MAX_DEPTH][0]
+            )
+        for elif_span, elif_test, elif_then in reversed(elifs):
+            end = Span(self.path, elif_span.line, elif_span.column, span.end_line, span.end_column)
+            otherwise = ast.Cond(end, elif_test, elif_then, otherwise)
+        return ast.Cond(span, test, then, otherwise)
+
+    def cond_elif(self, meta, children):
+        return (self._span(meta), children[0], children[1])
 
     def _bool(self, op, meta, children):
         return self._fold([op if i % 2 else c for i, c in enumerate(_interleave(children))])

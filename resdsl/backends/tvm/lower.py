@@ -22,7 +22,7 @@ from ...ir import Graph, Node
 from ...ops import Shape
 from ...ops.lowering import aligned, batch_axis, batchnorm_affine, conv_padding
 from ...ops.tensors import pad_widths, reduced_axes, slice_bounds
-from ...passes import decompose
+from ...passes import decompose, derive_weights
 
 
 @dataclass
@@ -292,6 +292,7 @@ def to_relax(
     of the inputs and outputs per level (the split and the concatenation).
     """
     graph = decompose(graph, EMITTERS)
+    weights = derive_weights(graph, weights)
     for node in graph.nodes():
         if node.op != "input" and node.op not in EMITTERS:
             raise SpecError(f"op `{node.op}` has no TVM emitter (target tvm)", node.span)

@@ -11,7 +11,7 @@ def expr(node: Tree | Token) -> str:
     if isinstance(node, Token):
         return str(node)
     kind, ch = node.data, node.children
-    if kind in ("binop", "compare", "or_", "and_", "chain", "cond", "not_"):
+    if kind in ("binop", "compare", "or_", "and_", "chain", "cond", "cond_elif", "not_"):
         return " ".join(expr(c) for c in ch)
     if kind in ("unary", "index", "atom", "label"):
         return "".join(expr(c) for c in ch)

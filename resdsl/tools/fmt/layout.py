@@ -82,7 +82,7 @@ class Printer(Source, Lines):
         previous: str | None = None
         for item in self.tree.children:
             i = self.first(item)
-            is_def = item.data in ("block_def", "network_def")
+            is_def = item.data in ("block_def", "inline_block_def", "network_def")
             self.gap(
                 self.take(i),
                 0,
@@ -107,8 +107,12 @@ class Printer(Source, Lines):
         return self.render()
 
     def definition(self, tree: Tree) -> None:
-        """``block NAME(params) (inputs) {``, then the body."""
-        kw, name, *rest = tree.children
+        """``[inline] block NAME(params) (inputs) {``, then the body."""
+        children = tree.children
+        modifier = ""
+        if tree.data == "inline_block_def":  # `inline block`: one space between the words
+            modifier, children = f"{children[0]} ", children[1:]
+        kw, name, *rest = children
         body = rest[-1]
         lparens = [i for i, c in enumerate(rest) if is_token(c, "LPAR")]
         groups = [
@@ -122,14 +126,20 @@ class Printer(Source, Lines):
             self.own_lines(self.take(start + 1, end), 0)
         for g in groups:
             g.take_comments(self)
-        line = f"{kw} {name}"
+        line = f"{modifier}{kw} {name}"
         for k, g in enumerate(groups):
             last = k == len(groups) - 1
             if g.vertical:
                 line = self.vertical(line + ("" if k == 0 else " "), g, last)
             else:
                 words = g.words(" {" if last else "")
-                wrap = None if k == 0 else len(f"{kw} {name}") if not groups[0].vertical else 0
+                wrap = (
+                    None
+                    if k == 0
+                    else len(f"{modifier}{kw} {name}")
+                    if not groups[0].vertical
+                    else 0
+                )
                 line = self.fill(line, words, "" if k == 0 else " ", wrap)
         self.lines.append(line)
         self.body(body, 0, self.take(end + 1, self.first(body)))
