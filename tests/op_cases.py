@@ -194,6 +194,11 @@ CASES: dict[str, Case] = {
         'q: parameter((2, 3), init="normal")',
         lambda x, w: (x * w["p"].reshape(1, 4, 1, 1), w["q"].expand(x.shape[0], 2, 3)),
     ),
+    "buffer": Case(
+        "x: (4, 2, 3)",
+        'return x * b: buffer((4, 1, 1), stored=(4,), init="ones"), c: buffer((3,))',
+        lambda x, w: (x * w["b"].reshape(1, 4, 1, 1), w["c"].expand(x.shape[0], 3)),
+    ),
     "reshape": Case(
         "x: (4, 2, 3)", "return x -> reshape((4, -1))", lambda x, w: (x.reshape(-1, 4, 6),)
     ),

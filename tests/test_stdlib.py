@@ -102,3 +102,32 @@ def test_errors_inside_std_point_at_the_library(spec):
         resdsl.load(path)
     assert (e.value.path, e.value.line) == ("std/resnet.res", 7)
     assert "basic blocks have one group of width 64" in resdsl.render(e.value)
+
+
+def test_qkv_attention_matches_timms_layout():
+    """std.transformer.qkv_attention against timm's Attention (its forward written out):
+    a `qkv` linear, heads split from it, q scaled, softmax(q k^T) v, the `proj` linear."""
+    torch = pytest.importorskip("torch")
+    net = resdsl.loads(
+        "import std.transformer\n"
+        "network t() (x: (5, 12)) { return x -> attn: qkv_attention(3) }\n"
+    )
+    module = net.to_torch().eval()
+    assert list(module.state_dict()) == [
+        "attn.qkv.weight", "attn.qkv.bias", "attn.proj.weight", "attn.proj.bias"
+    ]  # fmt: skip
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for t in module.state_dict().values():
+            t.copy_(torch.randn(t.shape, generator=gen))
+    w = module.state_dict()
+    x = torch.randn(2, 5, 12, generator=gen)
+    b, n, c, heads = 2, 5, 12, 3
+    qkv = torch.nn.functional.linear(x, w["attn.qkv.weight"], w["attn.qkv.bias"])
+    q, k, v = qkv.reshape(b, n, 3, heads, c // heads).permute(2, 0, 3, 1, 4).unbind(0)
+    attn = (q * (c // heads) ** -0.5) @ k.transpose(-2, -1)
+    y = (attn.softmax(-1) @ v).transpose(1, 2).reshape(b, n, c)
+    want = torch.nn.functional.linear(y, w["attn.proj.weight"], w["attn.proj.bias"])
+    with torch.no_grad():
+        got = module(x)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)

@@ -409,6 +409,7 @@ EMITTERS: dict[str, Emitter] = {
     "layernorm": _layernorm,
     "groupnorm": _groupnorm,
     "parameter": _parameter,
+    "buffer": _parameter,  # a parameter that is not learned: the same at inference
     "reshape": lambda b, n, a, s: _reshape_to(b, n, a[0], b.out_shape(n)),
     "permute": lambda b, n, a, s: b.op(
         "Transpose", a, n, perm=[0, *(i + 1 for i in n.attrs["axes"])]

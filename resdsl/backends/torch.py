@@ -134,18 +134,22 @@ def _stored(node: Node) -> tuple[int, ...]:
     return a["stored"] if a["stored"] is not None else (1, *a["shape"])
 
 
-def _parameter(node: Node, shapes: Sequence[Shape]) -> str:
-    """The tensor as stored (by default with a leading 1, so it broadcasts over the batch),
-    initialised per ``init``."""
+def _initial(node: Node) -> str:
+    """A ``parameter``'s or ``buffer``'s tensor as stored (by default with a leading 1, so it
+    broadcasts over the batch), initialised per ``init``."""
     a = node.attrs
     size, init = _ints(_stored(node)), a["init"]
     if init == "normal":
-        return f"nn.Parameter(torch.empty({size}).normal_(std={a['std']!r}))"
+        return f"torch.empty({size}).normal_(std={a['std']!r})"
     if init == "uniform":
-        return f"nn.Parameter(torch.empty({size}).uniform_({-a['value']!r}, {a['value']!r}))"
+        return f"torch.empty({size}).uniform_({-a['value']!r}, {a['value']!r})"
     if init == "constant":
-        return f"nn.Parameter(torch.full(({size},), {a['value']!r}))"
-    return f"nn.Parameter(torch.{init}({size}))"  # zeros or ones
+        return f"torch.full(({size},), {a['value']!r})"
+    return f"torch.{init}({size})"  # zeros or ones
+
+
+def _parameter(node: Node, shapes: Sequence[Shape]) -> str:
+    return f"nn.Parameter({_initial(node)})"
 
 
 def _expand_parameter(node: Node, args: Sequence[str], mod: str | None) -> str:
@@ -244,6 +248,7 @@ EMITTERS: dict[str, Emitter] = {
     ),
     # ops without tensor inputs get the batch size as their argument
     "parameter": Emitter(_expand_parameter, _parameter),
+    "buffer": Emitter(_expand_parameter, lambda n, s: _initial(n)),
     "reshape": Emitter(
         lambda n, a, m: f"{a[0]}.reshape({a[0]}.shape[0], {_ints(n.attrs['shape'])})"
     ),
@@ -389,7 +394,8 @@ def generate(graph: Graph, source_path: str | None = None) -> str:
                 if reason := reserved(seg):
                     raise SpecError(f"{reason} (target torch)", node.span)
             init += _declare(node.name, emitter.module(node, shapes), scopes)
-            ref = _parameter_ref(node.name) if node.op == "parameter" else _module_ref(node.name)
+            tensor = node.op in ("parameter", "buffer")
+            ref = _parameter_ref(node.name) if tensor else _module_ref(node.name)
         if node.scope and (not forward or forward[-1][0] != node.scope):
             forward.append((node.scope, f"        # {node.scope}: {node.block}"))
         var[node.name] = _variable(node.name, taken)
@@ -462,7 +468,9 @@ def _declare(name: str, constructor: str, scopes: set[str]) -> list[str]:
         scopes.add(path)
         parent = _module_ref(".".join(segments[: depth - 1])) if depth > 1 else "self"
         seg = segments[depth - 1]
-        if _is_attribute(seg):
+        if value.startswith("torch."):  # a buffer: only register_buffer makes it one
+            lines.append(f'        {parent}.register_buffer("{seg}", {value})')
+        elif _is_attribute(seg):
             lines.append(f"        {parent}.{seg} = {value}")
         elif value.startswith("nn.Parameter("):
             lines.append(f'        {parent}.register_parameter("{seg}", {value})')

@@ -1,5 +1,6 @@
-"""The projection macros ``shortcut`` and ``project``: ordinary functions that ``emit``
-a 1x1 convolution (+ batch norm) or a linear in a scope named by the call's label."""
+"""The macros: ``shortcut`` and ``project``, ordinary functions that ``emit`` a 1x1
+convolution (+ batch norm) or a linear in a scope named by the call's label, and ``split``,
+which emits one ``slice`` per piece."""
 
 from __future__ import annotations
 
@@ -101,4 +102,41 @@ def _macro_args(call: ast.Call, args, kwargs, names: tuple[str, ...], defaults: 
     return [args[0][0], *(values[n] for n in names)]
 
 
-MACROS = {"shortcut": _shortcut, "project": _project}
+def _split(el: Elaborator, call: ast.Call, args, kwargs, frame: Frame) -> tuple[TensorValue, ...]:
+    """``split(x, sizes, axis=0)``: consecutive ``slice`` nodes along ``axis``, as
+    ``torch.split``: ``sizes`` an int (chunks of that size, the last one smaller) or a tuple
+    of sizes adding up to the axis. A label names the pieces ``{label}.0``, ``{label}.1``."""
+    x, sizes, axis = _macro_args(call, args, kwargs, ("sizes", "axis"), {"axis": 0})
+    if type(axis) is not int:
+        raise TypeMismatchError(f"`split` axis must be an int, got {describe(axis)}", call.span)
+    if not -len(x.shape) <= axis < len(x.shape):
+        raise ValueRangeError(f"`split` axis {axis} is not an axis of {fmt_shape(x.shape)}",
+                              call.span)  # fmt: skip
+    n = x.shape[axis]
+    if type(sizes) is int and sizes >= 1:
+        sizes = (sizes,) * (n // sizes) + ((n % sizes,) if n % sizes else ())
+    elif not (isinstance(sizes, tuple) and sizes and all(type(s) is int and s >= 1 for s in sizes)):
+        raise TypeMismatchError(
+            f"`split` sizes must be a positive int or a tuple of them, got {describe(sizes)}",
+            call.span,
+        )
+    elif sum(sizes) != n:
+        raise ShapeError(
+            f"`split` sizes {fmt_shape(sizes)} add up to {sum(sizes)}, not to the {n} of axis "
+            f"{axis} of {fmt_shape(x.shape)}",
+            call.span,
+        )
+    inner, names = frame, [None] * len(sizes)
+    if call.label is not None:
+        inner = Frame(frame.vars, el._name(frame, call.label, call.func, call.span), call.func)
+        names = [str(i) for i in range(len(sizes))]
+    pieces, start = [], 0
+    for size, name in zip(sizes, names, strict=True):
+        bounds = {"axis": (axis, call.span), "start": (start, call.span),
+                  "end": (start + size, call.span)}  # fmt: skip
+        pieces.append(el.emit("slice", [x], {}, bounds, call.span, inner, name))
+        start += size
+    return tuple(pieces)
+
+
+MACROS = {"shortcut": _shortcut, "project": _project, "split": _split}

@@ -267,10 +267,13 @@ def _parameter_shape(a: Attrs, inputs: Sequence[Shape]) -> Shape:
     return a["shape"]
 
 
-def _parameter_weights(a: Attrs, inputs: Sequence[Shape]) -> tuple[Weight, ...]:
-    stored = a["stored"] if a["stored"] is not None else (1, *a["shape"])
-    value = a["value"] if a["init"] in ("constant", "uniform") else None
-    return (Weight("", stored, init=a["init"], std=a["std"], value=value),)
+def _tensor_weights(trainable: bool):
+    def weights(a: Attrs, inputs: Sequence[Shape]) -> tuple[Weight, ...]:
+        stored = a["stored"] if a["stored"] is not None else (1, *a["shape"])
+        value = a["value"] if a["init"] in ("constant", "uniform") else None
+        return (Weight("", stored, trainable, init=a["init"], std=a["std"], value=value),)
+
+    return weights
 
 
 _INITS = ("zeros", "ones", "normal", "constant", "uniform")
@@ -291,7 +294,22 @@ PARAMETER = register(
         ),
         inputs=0,
         min_inputs=0,
-        weights=_parameter_weights,
+        weights=_tensor_weights(True),
         receptive=lambda a, i: Receptive.POINTWISE,
+    )
+)
+
+BUFFER = register(
+    OpDef(
+        "buffer",
+        "A tensor that is saved in the state_dict but not learned (a persistent buffer), the "
+        "same for every sample; attributes as `parameter`.",
+        Group.LAYER,
+        _parameter_shape,
+        attrs=PARAMETER.attrs,
+        inputs=0,
+        min_inputs=0,
+        weights=_tensor_weights(False),
+        receptive=always(Receptive.POINTWISE),
     )
 )

@@ -247,6 +247,7 @@ EMITTERS: dict[str, Emitter] = {
     "layernorm2d": _layernorm2d,
     "groupnorm": _groupnorm,
     "parameter": _parameter,
+    "buffer": _parameter,  # a parameter that is not learned: the same at inference
     "reshape": lambda ctx, n, a, s: ctx.emit(R.reshape(a[0], ctx.out(n))),
     "permute": lambda ctx, n, a, s: ctx.emit(
         R.permute_dims(a[0], [0, *(i + 1 for i in n.attrs["axes"])])
