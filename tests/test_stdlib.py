@@ -131,3 +131,34 @@ def test_qkv_attention_matches_timms_layout():
     with torch.no_grad():
         got = module(x)
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("call", "squeeze", "act", "gate"),
+    [
+        ("squeeze_excite(squeeze=6, act=silu)", 6, "SiLU", "Sigmoid"),
+        ("squeeze_excite(squeeze=4, gate=hardsigmoid)", 4, "ReLU", "Hardsigmoid"),
+        ("squeeze_excite(4)", 6, "ReLU", "Sigmoid"),
+        ("squeeze_excite(divisor=8)", 8, "ReLU", "Sigmoid"),
+    ],
+)
+def test_squeeze_excite_is_torchvisions(call, squeeze, act, gate):
+    """std.blocks.squeeze_excite against torchvision.ops.SqueezeExcitation: same keys,
+    strict load, equal outputs on a randomised state."""
+    torch = pytest.importorskip("torch")
+    ops = pytest.importorskip("torchvision.ops")
+    net = resdsl.loads(
+        f"import std.blocks\nnetwork t() (x: (24, 5, 5)) {{ return x -> se: {call} }}\n"
+    )
+    reference = ops.SqueezeExcitation(
+        24, squeeze, activation=getattr(torch.nn, act), scale_activation=getattr(torch.nn, gate)
+    ).eval()
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for t in reference.state_dict().values():
+            t.copy_(torch.randn(t.shape, generator=gen))
+    module = net.to_torch().eval()
+    module.load_state_dict({f"se.{k}": v for k, v in reference.state_dict().items()}, strict=True)
+    x = torch.randn(2, 24, 5, 5, generator=gen)
+    with torch.no_grad():
+        torch.testing.assert_close(module(x), reference(x), rtol=1e-5, atol=1e-5)

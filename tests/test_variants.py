@@ -611,12 +611,12 @@ BROKEN = [
     ("std/blocks.res",
      "    s = x -> avgpool: adaptive_avgpool2d(1)\n"
      "          -> fc1: conv2d(squeezed, 1)\n"
-     "          -> relu\n"
+     "          -> act\n"
      "          -> fc2: conv2d(x.channels, 1)\n"
-     "          -> sigmoid",
+     "          -> gate",
      "    s = x -> avgpool: global_avgpool\n"
-     "          -> fc1: linear(squeezed) -> relu\n"
-     "          -> fc2: linear(x.channels) -> sigmoid", "se_resnet.res", {}),
+     "          -> fc1: linear(squeezed) -> act\n"
+     "          -> fc2: linear(x.channels) -> gate", "se_resnet.res", {}),
     ("stochastic_depth.res", "", "", "stochastic_depth.res", {"p_max": 1.0}),
     ("long_skips.res", "merge(d2, e2, skip)", "merge(d2, e1, skip)", "long_skips.res", {}),
 ]  # fmt: skip

@@ -6,6 +6,7 @@ is the hook that :class:`resdsl.search.incremental.IncrementalElaborator` overri
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from ..errors import (
@@ -34,6 +35,7 @@ from .values import (
     BlockRef,
     Frame,
     MissingLabel,
+    OpRef,
     Partial,
     _Poisoned,
     _Return,
@@ -71,6 +73,8 @@ class Calls:
             definition = self.program.definitions.get(call.func)
             if definition is not None:
                 target = BlockRef(definition)
+        if isinstance(target, OpRef):  # an op passed as a block: call the op
+            return self._call_op(dataclasses.replace(call, func=target.op), args, kwargs, frame)
         if is_block(target):
             if isinstance(target, Partial):
                 kwargs = self._with_partial(target, call, args, kwargs)

@@ -28,6 +28,7 @@ from .values import (
     BlockRef,
     Frame,
     MissingLabel,
+    OpRef,
     _Poisoned,
     _text,
     describe,
@@ -120,12 +121,12 @@ class Expressions:
         definition = self.program.definitions.get(name)
         if definition is not None and definition.kind == "block":
             return BlockRef(definition)
+        if name in OPS and name != "input":  # an op as a value: `squeeze_excite(act=silu)`
+            return OpRef(name)
         known = [*frame.vars, *self.program.definitions]
         hints = DidYouMean(known).hint(name)
-        if name in OPS or name in self.builtins:
-            hints = [
-                f"`{name}` is an op or function: call it, `{name}(...)`, or chain it, `x -> {name}`"
-            ]
+        if name in self.builtins:
+            hints = [f"`{name}` is a function: call it, `{name}(...)`"]
         raise UnknownNameError(f"unknown name `{name}`", span, hints=hints)
 
     def _bool(self, expr: ast.Expr, frame: Frame) -> bool:

@@ -50,9 +50,20 @@ def _key_text(value: Any) -> str:
     return repr(value)
 
 
+@dataclass(frozen=True)
+class OpRef:
+    """An op used as a value where a block is expected: ``squeeze_excite(act=silu)``.
+    Called like the op itself (its attributes by position or keyword)."""
+
+    op: str
+
+    def __repr__(self) -> str:  # a cache key: exact
+        return f"op:{self.op}"
+
+
 def is_block(value: Any) -> bool:
-    """A block as a value: a definition, or one with parameters bound by ``partial``."""
-    return isinstance(value, BlockRef | Partial)
+    """A block as a value: a definition, one with parameters bound by ``partial``, or an op."""
+    return isinstance(value, BlockRef | Partial | OpRef)
 
 
 @dataclass(frozen=True)
@@ -120,6 +131,8 @@ def describe(value: Any) -> str:
         return f"a tensor of shape {fmt_shape(value.shape)}"
     if isinstance(value, BlockRef):
         return f"block `{value.definition.name}`"
+    if isinstance(value, OpRef):
+        return f"op `{value.op}`"
     if isinstance(value, Partial):
         keys = ", ".join(f"{k}=" for k, _, _ in value.kwargs)
         return f"block `{value.definition.name}` with {keys} bound by `partial`"
