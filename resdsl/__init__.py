@@ -29,7 +29,7 @@ from .errors import (
 )
 
 if TYPE_CHECKING:
-    from .api import load, loads
+    from .api import create_model, list_models, load, loads
     from .elaborate import Limits
     from .network import Network
     from .search import SearchSpace, load_space
@@ -37,6 +37,8 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 
 _LAZY = {
+    "create_model": "api",
+    "list_models": "api",
     "load": "api",
     "loads": "api",
     "Limits": "elaborate",
@@ -70,6 +72,8 @@ __all__ = [
     "UnknownNameError",
     "ValueRangeError",
     "__version__",
+    "create_model",
+    "list_models",
     "load",
     "load_space",
     "loads",

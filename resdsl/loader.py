@@ -4,7 +4,8 @@ An import names a ``.res`` file relative to the importing file. It may not leave
 importing file's directory tree (no absolute paths, no ``..`` escape, no symlink escape),
 so a spec from an untrusted repository can only read the spec files beside it.
 ``import std.NAME`` reads ``NAME.res`` of the standard library shipped in ``resdsl/std``;
-its spans say ``std/NAME.res``.
+its spans say ``std/NAME.res``. A spec named ``zoo:NAME`` is the network ``NAME`` of the
+model zoo shipped in ``resdsl/zoo`` (:func:`resolve_spec`); its spans say ``zoo/FILE.res``.
 """
 
 from __future__ import annotations
@@ -164,6 +165,49 @@ def read_std(imp: ast.Import) -> str:
             or ["modules: " + ", ".join(f"std.{m}" for m in std_modules())],
         )  # fmt: skip
     return resources.files("resdsl.std").joinpath(f"{name}.res").read_text(encoding="utf-8")
+
+
+# --- the model zoo -------------------------------------------------------------------------------
+
+ZOO = "zoo:"  # a spec name such as `zoo:resnet50`: the network of that name in resdsl/zoo
+
+
+def zoo_files() -> list[str]:
+    """The zoo's family files (``resnet.res``, ...), sorted."""
+    files = resources.files("resdsl.zoo").iterdir()
+    return sorted(f.name for f in files if f.name.endswith(".res"))
+
+
+def _zoo_text(file: str) -> str:
+    return resources.files("resdsl.zoo").joinpath(file).read_text(encoding="utf-8")
+
+
+def zoo_models() -> dict[str, str]:
+    """Every model of the zoo: its name (the network's, torchvision's builder's) -> the
+    family file that defines it."""
+    models = {}
+    for file in zoo_files():
+        module = parse_cached(_zoo_text(file), f"zoo/{file}")
+        for definition in module.definitions:
+            if definition.kind == "network":
+                models[definition.name] = file
+    return dict(sorted(models.items()))
+
+
+def resolve_spec(path: str) -> tuple[str, str, str | None]:
+    """A spec named by a path or a zoo name: (text, the path its spans show, the network
+    the name picks, if any). A zoo name reads only the files the package ships."""
+    if not path.startswith(ZOO):
+        return read_spec(path), path, None
+    name = path[len(ZOO) :]
+    models = zoo_models()
+    if name not in models:
+        raise SpecError(
+            f"no model `{name}` in the zoo",
+            hints=DidYouMean(list(models)).hint(name)
+            or [f"`resdsl models` lists the {len(models)} models"],
+        )
+    return _zoo_text(models[name]), f"zoo/{models[name]}", name
 
 
 def _resolve(imp: ast.Import, importer: str) -> str:

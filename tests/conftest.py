@@ -1,3 +1,4 @@
+import os
 import pathlib
 
 import pytest
@@ -17,3 +18,14 @@ def spec(tmp_path):
         return str(path)
 
     return write
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``slow`` (the zoo's giants: minutes and gigabytes each) run only with
+    RESDSL_SLOW=1; the default run, CI's, covers everything else."""
+    if os.environ.get("RESDSL_SLOW") == "1":
+        return
+    skip = pytest.mark.skip(reason="slow: set RESDSL_SLOW=1 to run")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)

@@ -15,4 +15,6 @@ def test_every_subpackage_is_listed():
         if "__pycache__" not in p.parts
     }
     assert set(config["packages"]) == found | {"resdsl.grammars"}
-    assert config["package-data"] == {"resdsl.grammars": ["*.lark"], "resdsl.std": ["*.res"]}
+    assert config["package-data"] == {
+        "resdsl.grammars": ["*.lark"], "resdsl.std": ["*.res"], "resdsl.zoo": ["*.res"]
+    }  # fmt: skip

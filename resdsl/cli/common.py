@@ -73,14 +73,25 @@ def _diagnose(error: SpecError, args: argparse.Namespace) -> None:
 
 def _load(path: str, args: argparse.Namespace):
     from ..api import loads
+    from ..loader import resolve_spec
 
-    return loads(_read(path), args.network, path=path, **_params(args.set))
+    text, shown, picked = resolve_spec(path if _is_zoo(path) else _existing(path))
+    return loads(text, args.network or picked, path=shown, **_params(args.set))
+
+
+def _is_zoo(path: str) -> bool:
+    from ..loader import ZOO
+
+    return path.startswith(ZOO)
 
 
 def _read(path: str) -> str:
-    """A spec named on the command line; a missing or unreadable file is a usage error."""
-    from ..loader import read_spec
+    """A spec named on the command line (a file, or a zoo model ``zoo:NAME``); a missing or
+    unreadable file is a usage error."""
+    from ..loader import read_spec, resolve_spec
 
+    if _is_zoo(path):
+        return resolve_spec(path)[0]
     return read_spec(_existing(path))  # a regular file: a FIFO or device is never opened
 
 

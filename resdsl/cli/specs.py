@@ -16,6 +16,7 @@ from .common import (
     _diagnose,
     _existing,
     _giga,
+    _is_zoo,
     _load,
     _params,
     _read,
@@ -43,16 +44,17 @@ def _check(args: argparse.Namespace) -> int:
     """Check each file; a file without a network is a library: its definitions are checked."""
     from ..api import loads
     from ..elaborate import check_definitions
-    from ..loader import load_program
+    from ..loader import load_program, resolve_spec
 
     failed, report = 0, []
     params = _params(args.set)
     for path in (files := _spec_files(args.files)):
         try:
-            text = _read(path)
-            program = load_program(text, path)
+            text, shown, picked = resolve_spec(path) if _is_zoo(path) else (_read(path), path,
+                                                                            None)  # fmt: skip
+            program = load_program(text, shown)
             if any(d.kind == "network" for d in program.main.definitions):
-                net = loads(text, args.network, path=path, **params)
+                net = loads(text, args.network or picked, path=shown, **params)
                 summary = f"{len(net.graph)} ops, {net.num_params:,} params, {_giga(net.macs)} MACs"
             else:
                 check_definitions(program)
