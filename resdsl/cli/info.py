@@ -154,3 +154,30 @@ def _draw(args: argparse.Namespace) -> int:
         raise UsageError(str(e)) from None
     print(f"wrote {args.output}", file=sys.stderr)
     return EXIT_OK
+
+
+def add_models_command(sub: Any) -> None:
+    """Register ``resdsl models`` on the ``resdsl`` subcommand parser."""
+    models = sub.add_parser(
+        "models", help="list the model zoo (names usable as zoo:NAME)",
+        description="List the zoo's models, one per line: the names of torchvision's "
+        "builders, usable wherever a spec file is (`resdsl info zoo:resnet50`).",
+    )  # fmt: skip
+    models.add_argument("pattern", nargs="?", default="*",
+                        help="a shell-style pattern, e.g. 'resnet*' (default: all)")  # fmt: skip
+    models.add_argument("--json", action="store_true",
+                        help="one JSON object: name -> family file")  # fmt: skip
+    models.set_defaults(run=_models)
+
+
+def _models(args: argparse.Namespace) -> int:
+    from ..api import list_models
+    from ..loader import zoo_models
+
+    names = list_models(args.pattern)
+    if args.json:
+        files = zoo_models()
+        print(json.dumps({n: f"zoo/{files[n]}" for n in names}, indent=1))
+    else:
+        print("\n".join(names))
+    return EXIT_OK
