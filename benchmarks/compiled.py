@@ -10,11 +10,13 @@ forward pass of the same seeded input through:
   (the time includes copying the input in and the output out, which is what a caller pays);
 * resdsl tuned: the same, compiled with a MetaSchedule database, when ``--tuned-db DIR``
   holds tuning records (``database_workload.json`` + ``database_tuning_record.json``) in
-  ``DIR/<model>-b<batch>/``, ``DIR/<model>/`` or ``DIR/`` itself; otherwise skipped;
+  ``DIR/<model>-b<batch>/`` or ``DIR/<model>/`` (never another model's folder, nor records
+  put in ``DIR`` itself, which could be any model's); otherwise skipped;
 * PyTorch eager: ``model.eval()`` under ``torch.no_grad()``;
 * onnxruntime: the model exported with ``torch.onnx.export`` (the dynamo-based exporter when
   onnxscript is installed, else, or when that fails, the TorchScript one with
-  ``dynamo=False``), one export per model with a dynamic batch axis, run by an
+  ``dynamo=False``), one export per (model, batch) with the batch fixed, as resdsl's
+  artifact is compiled for one batch size (so both may specialise every shape), run by an
   ``InferenceSession`` on the ``CPUExecutionProvider``.
 
 The weights: ``torch.manual_seed(seed)`` then torchvision's own initialisation, and then the
@@ -30,7 +32,7 @@ each engine's figure is the median over the rounds. The number of rounds adapts:
 seconds, judged from the warm-up calls; each timed call starts after a pause (``--settle``,
 0.5 s), so that idle worker threads of the engine before have stopped spinning. Every
 engine's output is compared with PyTorch eager's (max abs diff, and that relative to the
-largest output); a difference over 1e-3 relative is flagged.
+largest output); a difference over 1e-3 relative is flagged and makes the exit status 1.
 
 GFLOP/s = 2 * MACs * batch / latency, with MACs from ``resdsl.load(spec).macs`` (a direct
 convolution's count: resdsl's Winograd kernels do fewer multiplies, so its figure is an
@@ -38,11 +40,13 @@ effective rate). The
 machine's peak is measured once, first, as the best of ``--peak-repeats`` runs of a kernel
 that does nothing but independent float32 vector FMAs on registers, on as many threads as
 the artifacts use; "% peak" is GFLOP/s over that. PyTorch's 2048^3 matrix product (MKL) is
-printed next to it (on this Zen 4 it reaches about 75% of the FMA peak). Compile times are
-wall times of ``compile_network`` (lowering, TVM, export).
+printed next to it. Compile times are wall times of ``compile_network`` (lowering, TVM,
+export).
 
-Threads: by default each engine uses its own default (all cores). ``--threads N`` sets N for
-all three (``TVM_NUM_THREADS``, ``torch.set_num_threads``, onnxruntime's intra-op threads).
+Threads: every engine runs on the same number of threads, printed in the header and above
+the tables: ``--threads N``, by default the physical cores this process may use
+(``resdsl.runtime.physical_cores()``), set for all three (``TVM_NUM_THREADS``,
+``torch.set_num_threads``, onnxruntime's intra-op threads).
 Times are wall times (``time.perf_counter``); on a shared machine ``--threads 1 --clock cpu``
 measures the calling thread's CPU time instead, which load from other processes disturbs
 far less (every engine then runs in the calling thread).
@@ -51,8 +55,14 @@ far less (every engine then runs in the calling thread).
     python benchmarks/compiled.py --models resnet18 --batches 1 --repeats 5
     python benchmarks/compiled.py --threads 1 --clock cpu     # on a busy machine
     python benchmarks/compiled.py --tuned-db tuning/          # add the tuned artifact
+    python benchmarks/compiled.py --no-winograd               # resdsl's direct 3x3 kernels
+    python benchmarks/compiled.py --batches 8 --micro-batch 4 # choose the micro-batch
 
-Exits 0 (mismatches are flagged in the output, not in the exit status).
+``--no-winograd`` and ``--micro-batch N`` build resdsl's artifacts with those
+``BuildOptions`` (``resdsl compile``'s options of the same names), to measure what each
+part of the pipeline gives.
+
+Exits 0 when every output agrees with PyTorch eager within 1e-3 relative, 1 otherwise.
 """
 
 from __future__ import annotations
@@ -241,21 +251,27 @@ def compare(timing: Timing, out: np.ndarray, reference: np.ndarray) -> None:
 # --------------------------------------------------------------------------- engines
 
 
-def compile_artifact(net, module, batch: int, out_dir: str, database=None) -> float:
+def compile_artifact(net, module, batch: int, out_dir: str, args, database=None) -> float:
     from resdsl.backends.tvm import BuildOptions, compile_network
 
-    start = time.perf_counter()
-    compile_network(
-        net, out_dir, BuildOptions(target="llvm", batch=batch), weights=module, database=database
+    options = BuildOptions(
+        target="llvm", batch=batch, winograd=not args.no_winograd, micro_batch=args.micro_batch
     )
+    start = time.perf_counter()
+    compile_network(net, out_dir, options, weights=module, database=database)
     return time.perf_counter() - start
 
 
 def find_tuning_db(root: str | None, model: str, batch: int):
-    """A MetaSchedule JSONDatabase for (model, batch) under ``root``, or a reason why not."""
+    """A MetaSchedule JSONDatabase for (model, batch) under ``root``, or a reason why not.
+
+    Only ``root/<model>-b<batch>/`` and ``root/<model>/`` are looked in: records in another
+    model's folder, or in ``root`` itself (which could be any model's), are never used, so
+    that a "tuned" figure is never an untuned build that found no records for its kernels.
+    """
     if root is None:
         return None, "no --tuned-db given"
-    for d in (Path(root) / f"{model}-b{batch}", Path(root) / model, Path(root)):
+    for d in (Path(root) / f"{model}-b{batch}", Path(root) / model):
         records = d / "database_tuning_record.json"
         if (d / "database_workload.json").is_file() and records.is_file():
             if records.stat().st_size == 0:
@@ -266,12 +282,15 @@ def find_tuning_db(root: str | None, model: str, batch: int):
             if len(db) == 0:
                 return None, f"{d} holds no tuning records"
             return db, str(d)
-    return None, f"no MetaSchedule records for {model} under {root}"
+    where = f"{Path(root) / f'{model}-b{batch}'} or {Path(root) / model}"
+    if (Path(root) / "database_tuning_record.json").is_file():
+        return None, f"no records in {where} (those in {root} itself are not used)"
+    return None, f"no MetaSchedule records for {model} in {where}"
 
 
-def export_onnx(module: torch.nn.Module, path: str) -> str:
-    """Export with a dynamic batch axis; returns which exporter was used."""
-    example = (torch.from_numpy(seeded_input(1, 0)),)
+def export_onnx(module: torch.nn.Module, path: str, batch: int) -> str:
+    """Export for a fixed batch size (no dynamic axis); returns which exporter was used."""
+    example = (torch.from_numpy(seeded_input(batch, 0)),)
     quiet = io.StringIO()
     if importlib.util.find_spec("onnxscript") is not None:
         try:
@@ -280,7 +299,7 @@ def export_onnx(module: torch.nn.Module, path: str) -> str:
                 warnings.simplefilter("ignore")
                 torch.onnx.export(
                     module, example, path, input_names=["x"], output_names=["y"],
-                    dynamo=True, dynamic_shapes={"x": {0: torch.export.Dim("batch")}},
+                    dynamo=True,
                 )  # fmt: skip
             return f"dynamo exporter, {time.perf_counter() - start:.1f} s"
         except Exception as e:  # fall back to the TorchScript exporter
@@ -292,7 +311,6 @@ def export_onnx(module: torch.nn.Module, path: str) -> str:
         warnings.simplefilter("ignore")
         torch.onnx.export(
             module, example, path, input_names=["x"], output_names=["y"], dynamo=False,
-            dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}},
         )  # fmt: skip
     return reason + f"TorchScript exporter (dynamo=False), {time.perf_counter() - start:.1f} s"
 
@@ -311,14 +329,14 @@ def run_model(model: str, args: argparse.Namespace, workdir: str) -> list[Case]:
 
     module = seeded_torchvision(model, args.seed)
     net = resdsl.load(EXAMPLES / f"{model}.res")
-    onnx_path = os.path.join(workdir, f"{model}.onnx")
-    print(f"  {model}: onnx export: {export_onnx(module, onnx_path)}", flush=True)
     options = ort.SessionOptions()
-    if args.threads:
-        options.intra_op_num_threads = args.threads
-    session = ort.InferenceSession(onnx_path, options, providers=["CPUExecutionProvider"])
+    options.intra_op_num_threads = args.threads
     cases = []
     for batch in args.batches:
+        onnx_path = os.path.join(workdir, f"{model}-b{batch}.onnx")
+        how = export_onnx(module, onnx_path, batch)
+        print(f"  {model} b{batch}: onnx export (batch fixed at {batch}): {how}", flush=True)
+        session = ort.InferenceSession(onnx_path, options, providers=["CPUExecutionProvider"])
         case = Case(model, batch, net.macs)
         x = seeded_input(batch, args.seed)
         xt = torch.from_numpy(x)
@@ -327,7 +345,10 @@ def run_model(model: str, args: argparse.Namespace, workdir: str) -> list[Case]:
             with torch.no_grad():
                 return module(xt).numpy()
 
-        engines = {"eager": eager, "onnxruntime": lambda x=x: session.run(None, {"x": x})[0]}
+        engines = {
+            "eager": eager,
+            "onnxruntime": lambda x=x, s=session: s.run(None, {"x": x})[0],
+        }
         engines |= compile_engines(case, net, module, x, args, workdir)
         timed = measure_together(
             engines, args.repeats, args.min_repeats, args.budget, settle_s=args.settle
@@ -358,7 +379,7 @@ def compile_engines(case: Case, net, module, x: np.ndarray, args, workdir: str) 
                 continue
             t.note = f"records from {where}"
         out_dir = os.path.join(workdir, f"{case.model}-b{case.batch}-{key}")
-        case.compile_s[key] = compile_artifact(net, module, case.batch, out_dir, database)
+        case.compile_s[key] = compile_artifact(net, module, case.batch, out_dir, args, database)
         artifact = resdsl.runtime.load(out_dir)
         engines[key] = lambda a=artifact: a(x)
         threads = tvm.get_global_func("runtime.NumThreads")()  # the pool starts here
@@ -388,7 +409,8 @@ def _fmt(value: float | None, spec: str, missing: str = "-") -> str:
 UNTUNED_VS_EAGER, COMPILE_S, TUNED_VS_ORT = 1.5, 60.0, 1.0
 
 
-def print_tables(cases: list[Case], peak: float) -> None:
+def print_tables(cases: list[Case], peak: float, threads: int) -> None:
+    print(f"every engine on {threads} thread{'s' if threads > 1 else ''}; {clock_name()}")
     header = (
         f"{'model':<9} {'batch':>5}  {'engine':<17} {'median ms':>10} {'rounds':>6} "
         f"{'GFLOP/s':>8} {'% peak':>6} {'max|diff| vs eager':>18} {'rel':>9}"
@@ -458,17 +480,26 @@ def print_targets(cases: list[Case]) -> None:
                 f"target tuned {c.model} b{c.batch}: {tuned:.2f}x onnxruntime "
                 f"(<= {TUNED_VS_ORT}x): {'met' if tuned <= TUNED_VS_ORT else 'NOT met'}"
             )
-    bad = [
+    bad = mismatches(cases)
+    if bad:
+        print(f"FAIL: outputs differ from eager by more than {MISMATCH_REL:g} relative: "
+              + ", ".join(bad))  # fmt: skip
+    else:
+        print(f"all outputs agree with PyTorch eager within {MISMATCH_REL:g} relative")
+
+
+def mismatches(cases: list[Case]) -> list[str]:
+    """The engines whose output differs from PyTorch eager's by more than MISMATCH_REL."""
+    return [
         f"{c.model} b{c.batch} {t.engine}"
         for c in cases
         for t in c.timings.values()
         if t.rel_diff is not None and t.rel_diff > MISMATCH_REL
     ]
-    if bad:
-        print(f"WARNING: outputs differ from eager by more than {MISMATCH_REL:g} relative: "
-              + ", ".join(bad))  # fmt: skip
-    else:
-        print(f"all outputs agree with PyTorch eager within {MISMATCH_REL:g} relative")
+
+
+def clock_name() -> str:
+    return "CPU time of the calling thread" if clock is time.thread_time else "wall time"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -494,8 +525,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "(default 15)",
     )
     parser.add_argument(
-        "--threads", type=int, help="threads for every engine (default: each one's own default)"
+        "--threads",
+        type=int,
+        help="threads for every engine (default: the physical cores this process may use)",
     )
+    parser.add_argument(
+        "--no-winograd", action="store_true", help="resdsl: direct 3x3 convolutions"
+    )
+    parser.add_argument(
+        "--micro-batch", type=int, metavar="N",
+        help="resdsl: run the batch N samples at a time (N divides every --batches)",
+    )  # fmt: skip
     parser.add_argument(
         "--clock",
         choices=sorted(CLOCKS),
@@ -511,6 +551,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("batch sizes must be at least 1")
     if args.threads is not None and args.threads < 1:
         parser.error("--threads must be at least 1")
+    if args.micro_batch is not None and any(b % args.micro_batch for b in args.batches):
+        parser.error("--micro-batch must divide every batch size")
     if args.clock == "cpu" and args.threads != 1:
         parser.error("--clock cpu needs --threads 1 (CPU time of other threads is not counted)")
     return args
@@ -520,11 +562,10 @@ def main(argv: list[str] | None = None) -> int:
     global clock
     args = parse_args(argv)
     clock = CLOCKS[args.clock]
-    # Before TVM's runtime starts its thread pool: the threads artifacts run on.
-    threads = args.threads or os.environ.get("TVM_NUM_THREADS") or resdsl.runtime.physical_cores()
-    os.environ["TVM_NUM_THREADS"] = str(threads)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    # One thread count for every engine; set before TVM's runtime starts its thread pool.
+    args.threads = args.threads or resdsl.runtime.physical_cores()
+    os.environ["TVM_NUM_THREADS"] = str(args.threads)
+    torch.set_num_threads(args.threads)
     import onnxruntime as ort
     import tvm
 
@@ -533,8 +574,11 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"resdsl {resdsl.__version__} | tvm {tvm.__version__} | torch {torch.__version__} | "
         f"torchvision {torchvision.__version__} | onnxruntime {ort.__version__} | "
-        f"{torch.get_num_threads()} torch threads, {os.cpu_count()} CPUs | "
-        f"target {BuildOptions().tvm_target()}\n"
+        f"{os.cpu_count()} CPUs | target {BuildOptions().tvm_target()}\n"
+        f"threads: {args.threads} for every engine (TVM_NUM_THREADS, torch "
+        f"{torch.get_num_threads()}, onnxruntime intra-op {args.threads}) | resdsl build: "
+        f"winograd {'off' if args.no_winograd else 'on'}, micro-batch "
+        f"{args.micro_batch or 'default'}\n"
         f"median of {args.min_repeats}..{args.repeats} interleaved rounds (budget {args.budget:g}"
         f" s per case) after 1 warm-up; {args.clock} clock; seed {args.seed}"
     )
@@ -543,7 +587,7 @@ def main(argv: list[str] | None = None) -> int:
     peak = fma_peak(args.peak_repeats, Machine.of(BuildOptions().tvm_target()).lanes)
     print(
         f"machine peak: {peak:.1f} GFLOP/s float32 (vector FMAs on registers, "
-        f"{tvm.get_global_func('runtime.NumThreads')()} threads); PyTorch's 2048^3 matmul: "
+        f"{tvm.get_global_func('runtime.NumThreads')()} TVM threads); PyTorch's 2048^3 matmul: "
         f"{matmul_peak(args.peak_repeats):.1f} GFLOP/s\n",
         flush=True,
     )
@@ -553,8 +597,8 @@ def main(argv: list[str] | None = None) -> int:
         for model in args.models:
             cases += run_model(model, args, workdir)
     print(f"\n(measured in {time.perf_counter() - start:.0f} s)\n")
-    print_tables(cases, peak)
-    return 0
+    print_tables(cases, peak, args.threads)
+    return 1 if mismatches(cases) else 0
 
 
 if __name__ == "__main__":

@@ -10,11 +10,12 @@
 #
 # prepare options: --arch SM, --device-python X.Y, --carry-limit-mib N, --only NAME..., --force
 #   (python benchmarks/gpu prepare --help). run options: --only TEXT..., --no-compile,
-#   --deadline S (python benchmarks/gpu device --help).
+#   --compile-modes MODE..., --deadline S (python benchmarks/gpu device --help).
 # Environment: BUNDLE_DIR (default build/gpu: what prepare builds and run reads, the one
 #   path to carry to the GPU machine besides the working tree), OUT (where run writes its
 #   results; default build/gpu-results), PYTHON (run's interpreter; default python3),
-#   GPU_CHECK_TIMEOUT (seconds before run is killed; default 450: keep --deadline below it).
+#   GPU_CHECK_TIMEOUT (seconds before run is killed; default 540: keep --deadline, default
+#   450, below it).
 # Results: $OUT/gpu_results.txt (the report), $OUT/gpu_results.json, $OUT/gpu_check.log.
 # Exit status: 0 all artifacts match the reference; 1 a mismatch or an artifact that failed;
 # 2 no GPU (prepare's dry run ends so, after rebuilding and importing everything);
@@ -75,13 +76,19 @@
 # "edges": resdsl's PyTorch backend, net.to_torch) in fp32
 # with TF32 off; resdsl fp32 must match it within 1e-3 abs, resdsl fp16 within
 # 1e-2 * max|reference|. Latencies (median, synchronised per call): resdsl's VM on
-# device-resident tensors (and through resdsl.runtime's NumPy call, copies included),
-# PyTorch eager fp32 (TF32 off) and fp16, and torch.compile (default mode) for as many
-# shapes as the time budget allows (each shape compiles anew).
+# device-resident tensors (and through resdsl.runtime's NumPy call, copies included), and
+# its PyTorch peers on the same model, dtype and batch: eager fp32 (TF32 off) and fp16 with
+# cudnn.benchmark, in NCHW and in channels_last; torch.compile in modes "reduce-overhead"
+# and "max-autotune" (both replay CUDA graphs, as resdsl's artifact does) and "default",
+# mode by mode for as many shapes as --deadline allows (each compiles anew). The summary
+# gives each artifact's ratio against eager and against the fastest peer measured.
+# All of that does not fit one run: narrow it with --only and --compile-modes.
 #
 # Tested on the build machine: prepare compiles, NVRTC-checks, punches and rebuilds every
 # artifact, then runs the device code on llvm artifacts in a subprocess that imports only
 # the bundle's pylib, and finally dry-runs `run` (rebuild, import, stop on "no GPU").
+# `python benchmarks/gpu peers-check` runs the PyTorch peers (eager NCHW/channels_last,
+# torch.compile in each mode) and the summary on the CPU, on a tiny network.
 
 set -uo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -135,7 +142,7 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>
 
 # The Python stops starting torch.compile runs at its --deadline; timeout is the backstop
 # (the results files are rewritten after every step, so a killed run still leaves them).
-timeout "${GPU_CHECK_TIMEOUT:-450}" "$py" benchmarks/gpu device --artifacts "$bundle" \
+timeout "${GPU_CHECK_TIMEOUT:-540}" "$py" benchmarks/gpu device --artifacts "$bundle" \
     --out "$out" "$@" 2>&1 | tee -a "$out/gpu_check.log"
 rc=${PIPESTATUS[0]}
 echo "gpu_check: exit status $rc; results in $out" | tee -a "$out/gpu_check.log"

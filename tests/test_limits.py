@@ -11,6 +11,8 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from functools import partial
 
 import pytest
 
@@ -36,7 +38,15 @@ def _warm():
     resdsl.loads(NET + "    return x\n}\n")
 
 
-HOSTILE: list[str] = []  # every hostile text, for the memory test
+HOSTILE: list[str] = []  # the hostile texts loaded with the default limits, in order
+HOSTILE_TESTS: list[Callable[[], None]] = []  # the tests that load them (see hostile_texts)
+
+
+def hostile(test: Callable[..., None]) -> Callable[..., None]:
+    """Mark a test whose spec is loaded with the default limits: the memory test runs it to
+    collect its text, whether or not it has run before."""
+    HOSTILE_TESTS.append(test)
+    return test
 
 
 def rejected(text: str, cls: type = resdsl.LimitError, **limits) -> resdsl.SpecError:
@@ -64,6 +74,7 @@ def where(err: resdsl.SpecError) -> tuple[int, int]:
 # --- hostile specs, default limits -----------------------------------------------------------
 
 
+@hostile
 def test_repeat_ten_to_the_twelve():
     text = NET + "    repeat 10 ** 12 {\n        x = x -> relu\n    }\n    return x\n}\n"
     err = rejected(text)
@@ -71,6 +82,7 @@ def test_repeat_ten_to_the_twelve():
     assert where(err) == (2, col(text, 2, "10 **"))
 
 
+@hostile
 def test_billion_channel_conv():
     text = NET + "    return x -> conv2d(1000000000, 3)\n}\n"
     err = rejected(text)
@@ -80,6 +92,7 @@ def test_billion_channel_conv():
     assert where(err) == (2, col(text, 2, "conv2d"))
 
 
+@hostile
 def test_huge_weight_with_a_small_output():
     # (2,000,000,) is a fine activation, but the weight has 2,000,000 x 192 elements
     text = NET + "    return x -> flatten -> linear(2000000)\n}\n"
@@ -88,6 +101,7 @@ def test_huge_weight_with_a_small_output():
     assert where(err) == (2, col(text, 2, "linear"))
 
 
+@hostile
 def test_block_calling_itself_twice_per_level_is_a_cycle():
     text = (
         "block b(n: int) (x) {\n    if n == 0 {\n        return x\n    }\n"
@@ -98,6 +112,7 @@ def test_block_calling_itself_twice_per_level_is_a_cycle():
     assert where(err) == (5, col(text, 5, "b(n - 1)"))
 
 
+@hostile
 def test_exponential_calls_without_recursion():
     # b40 calls b39 twice, ... : 2**40 calls of b0, whose empty loop is almost all the work,
     # so that is where the step limit is crossed
@@ -110,6 +125,7 @@ def test_exponential_calls_without_recursion():
     assert where(err) == (2, 5)
 
 
+@hostile
 def test_blocks_nested_too_deep():
     # d0 calls d1 ... calls d70: the network and d0..d62 fill the 64 levels
     text = "".join(f"block d{k}() (x) {{\n    return x -> d{k + 1}()\n}}\n" for k in range(70))
@@ -120,9 +136,10 @@ def test_blocks_nested_too_deep():
     assert where(err) == (line, col(text, line, "d63()"))
 
 
-@pytest.mark.parametrize(
-    ("opener", "closer"), [("(", ")"), ("(1 + ", ")"), ("(", ",)"), ("[", "]")]
-)
+BRACKETS = [("(", ")"), ("(1 + ", ")"), ("(", ",)"), ("[", "]")]
+
+
+@pytest.mark.parametrize(("opener", "closer"), BRACKETS)
 def test_deeply_nested_brackets(opener, closer):
     # 100,000 levels: refused by a scan before the parser builds anything
     text = NET + "    a = " + opener * 100_000 + "1" + closer * 100_000 + "\n    return x\n}\n"
@@ -132,6 +149,10 @@ def test_deeply_nested_brackets(opener, closer):
     assert where(err) == (2, 9 + len(opener) * (MAX_DEPTH - 1))
 
 
+HOSTILE_TESTS += [partial(test_deeply_nested_brackets, o, c) for o, c in BRACKETS]
+
+
+@hostile
 def test_deeply_nested_operators():
     text = NET + "    a = " + "not " * 1000 + "true\n    return x\n}\n"
     err = rejected(text)
@@ -140,6 +161,7 @@ def test_deeply_nested_operators():
     assert where(err) == (2, 9 + 4 * 96)
 
 
+@hostile
 def test_deep_expression_inside_a_template_label():
     # was: RecursionError (lark's VisitError): a hole's expression skipped the depth check
     text = NET + '    return x -> "a{' + "-" * 5000 + '1}": relu\n}\n'
@@ -149,6 +171,7 @@ def test_deep_expression_inside_a_template_label():
     assert where(err) == (2, first + MAX_DEPTH)  # the hole's root is level 1
 
 
+@hostile
 def test_huge_string_in_a_template_label():
     text = (
         NET + '    s = "' + "a" * 1000 + '"\n    repeat 6 {\n        s = s + s\n    }\n'
@@ -159,6 +182,7 @@ def test_huge_string_in_a_template_label():
     assert where(err) == (6, col(text, 6, '"{s}"'))
 
 
+@hostile
 def test_template_label_with_thousands_of_holes():
     text = NET + '    return x -> "' + "{1}" * 20_000 + '": relu\n}\n'
     err = rejected(text)
@@ -166,6 +190,7 @@ def test_template_label_with_thousands_of_holes():
     assert where(err) == (2, col(text, 2, '"'))
 
 
+@hostile
 def test_nested_loops_building_a_huge_graph():
     text = (
         NET + "    repeat 100000 {\n        repeat 100000 {\n            x = x -> relu\n"
@@ -176,6 +201,7 @@ def test_nested_loops_building_a_huge_graph():
     assert where(err) == (4, col(text, 4, "relu"))
 
 
+@hostile
 def test_nested_empty_loops():
     text = (
         NET + "    for i in range(100000) {\n        for j in range(100000) {\n        }\n"
@@ -186,6 +212,7 @@ def test_nested_empty_loops():
     assert where(err) == (3, col(text, 3, "for"))  # the inner loop's passes
 
 
+@hostile
 def test_long_expression_in_nested_loops():
     expr = " + ".join(["i * j"] * 300)
     text = (
@@ -197,6 +224,7 @@ def test_long_expression_in_nested_loops():
     assert err.line == 4 and col(text, 4, "i * j") <= err.column < len(text.split("\n")[3])
 
 
+@hostile
 def test_failing_statement_in_nested_loops():
     # error recovery goes on after a failed statement; each failure costs steps
     text = (
@@ -208,6 +236,7 @@ def test_failing_statement_in_nested_loops():
     assert where(err) == (5, col(text, 5, "x + z"))
 
 
+@hostile
 def test_tuple_doubling_per_level():
     # 2**80 elements in a few bytes of shared structure: comparing or printing it would not end
     text = NET + "    t = (1,)\n    repeat 80 {\n        t = (t, t)\n    }\n    return x\n}\n"
@@ -218,6 +247,7 @@ def test_tuple_doubling_per_level():
     assert where(err) == (4, col(text, 4, "(t, t)"))
 
 
+@hostile
 def test_comparing_long_tuples_in_nested_loops():
     text = (
         NET + "    t = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10)\n    repeat 12 {\n        t = t + t\n"
@@ -325,15 +355,25 @@ def measured(texts: list[str]) -> list[tuple[float, int, str]]:
     return [tuple(r) for r in json.loads(done.stdout)]
 
 
+def hostile_texts() -> list[str]:
+    """The texts of every test marked ``@hostile`` (and each bracket pair), collected by
+    running those tests now (each still checks its own error)."""
+    HOSTILE.clear()
+    for test in HOSTILE_TESTS:
+        test()
+    return list(HOSTILE)
+
+
 def test_hostile_specs_take_under_1_s_and_200_mb():
-    """Every hostile spec above (collected as the tests ran), one after the other in a fresh
-    process, as the command line would load it: each takes under 1 s of CPU time (CPU, not
-    wall time: the machine is shared), and the process's peak resident size rises by less
-    than 200 MB while loading it (Linux: the peak is reset before each spec)."""
-    if not HOSTILE:
-        pytest.skip("run with the hostile-spec tests above")
-    results = measured(HOSTILE)
-    assert len(results) == len(HOSTILE) >= 15
+    """Every hostile spec above, one after the other in a fresh process, as the command line
+    would load it: each takes under 1 s of CPU time (CPU, not wall time: the machine is
+    shared), and the process's peak resident size rises by less than 200 MB while loading
+    it (Linux: the peak is reset before each spec). The texts are collected by running the
+    hostile tests here (hostile_texts), so this test does not depend on which ran before."""
+    texts = hostile_texts()
+    assert len(texts) == len(HOSTILE_TESTS) >= 15  # one spec per test
+    results = measured(texts)
+    assert len(results) == len(texts)
     over = {i: (round(t, 2), m // 2**20) for i, (t, m, _) in enumerate(results)
             if t >= SECONDS or m >= BYTES}  # fmt: skip
     assert not over, f"(CPU seconds, MB) of the specs over the bounds: {over}"

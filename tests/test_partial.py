@@ -187,3 +187,30 @@ def test_search_replays_tell_partials_apart(tmp_path):
     widths = [space.build({"r": r}).graph.node("b.inner.fc").attrs["out_features"]
               for r in (2, 4, 2)]  # fmt: skip
     assert widths == [8, 4, 8]
+
+
+def test_partial_binds_an_ops_attributes():
+    net = resdsl.loads(
+        "block cba(norm: block = batchnorm2d) (x) {\n"
+        "    return x -> conv: conv2d(4, 3, padding=1) -> bn: norm -> relu\n"
+        "}\n"
+        "network n() (x: (3, 8, 8)) {\n"
+        "    bn = partial(batchnorm2d, eps=0.001)\n"
+        "    return x -> bn, x -> a: cba(partial(bn, momentum=0.01)), x -> b: bn(eps=0.1)\n"
+        "}\n"
+    )
+    norms = {n.name: dict(n.attrs) for n in net.graph.nodes() if n.op == "batchnorm2d"}
+    assert norms["a.bn"]["eps"] == 0.001 and norms["a.bn"]["momentum"] == 0.01
+    assert norms["b"]["eps"] == 0.1  # the call's keyword wins
+    assert [v["eps"] for k, v in norms.items() if k not in ("a.bn", "b")] == [0.001]
+
+
+def test_partial_of_an_op_refuses_an_unknown_attribute():
+    text = (
+        "network n() (x: (3, 8, 8)) {\n    bn = partial(batchnorm2d, ep=0.001)\n    return x\n}\n"
+    )
+    with pytest.raises(resdsl.UnknownNameError) as e:
+        resdsl.loads(text)
+    assert e.value.message == "`batchnorm2d` has no argument `ep`"
+    assert (e.value.span.line, e.value.span.column) == (2, 31)
+    assert e.value.hints == ["did you mean `eps`?"]

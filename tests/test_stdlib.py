@@ -109,8 +109,7 @@ def test_qkv_attention_matches_timms_layout():
     a `qkv` linear, heads split from it, q scaled, softmax(q k^T) v, the `proj` linear."""
     torch = pytest.importorskip("torch")
     net = resdsl.loads(
-        "import std.transformer\n"
-        "network t() (x: (5, 12)) { return x -> attn: qkv_attention(3) }\n"
+        "import std.transformer\nnetwork t() (x: (5, 12)) { return x -> attn: qkv_attention(3) }\n"
     )
     module = net.to_torch().eval()
     assert list(module.state_dict()) == [

@@ -163,22 +163,20 @@ def as_tuple(value) -> tuple:
 
 
 def reference(module: torch.nn.Module, xs: list[np.ndarray]) -> tuple[np.ndarray, ...]:
-    """The module's outputs, one sample at a time (eval mode: samples are independent).
+    """The module's outputs for the whole batch, in one run (eval mode).
 
-    Per sample because the PyTorch backend's `mul` broadcasts operands of different per-sample
-    rank against the batch axis (see test_check_batch_2_with_a_lower_rank_gate); with batch 1
-    that is harmless, so a batch-2 artifact is compared with two batch-1 runs.
+    One batched run, as the artifact makes: a backend that mixed samples up (a broadcast
+    against the batch axis, a reduction over it) would then differ from the artifact instead
+    of being hidden by running one sample at a time.
     """
-    per_sample = []
     with torch.no_grad():
-        for i in range(xs[0].shape[0]):
-            out = module(*(torch.from_numpy(x[i : i + 1]) for x in xs))
-            per_sample.append([y.numpy() for y in as_tuple(out)])
-    return tuple(np.concatenate(ys) for ys in zip(*per_sample, strict=True))
+        out = module(*(torch.from_numpy(x) for x in xs))
+    return tuple(y.numpy() for y in as_tuple(out))
 
 
 def assert_matches_torch(b, model, batch: int) -> None:
-    """Every output of the artifact ``model`` equals ``b.module``'s on a seeded batch."""
+    """Every output of the artifact ``model`` equals ``b.module``'s, both run once on the
+    same seeded batch."""
     xs = inputs_for(b.net, batch)
     actual = as_tuple(model(*xs))
     expected = reference(b.module, xs)
@@ -271,7 +269,8 @@ def test_parity_with_torch(built, name, batch):
 
 @pytest.mark.parametrize("name", list(SPECS))
 def test_parity_in_micro_batches(built, name):
-    """Batch 3 run one sample at a time: several inputs and outputs split and concatenated."""
+    """Batch 3 run by the artifact one sample at a time (several inputs and outputs split
+    and concatenated), against one batched run of the PyTorch module."""
     b = built(name, 3, micro_batch=1)
     model = runtime.load(b.path)
     assert (model.meta["batch"], model.meta["micro_batch"]) == (3, 1)

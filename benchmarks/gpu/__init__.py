@@ -10,7 +10,11 @@ Run through ``benchmarks/gpu_check.sh`` (``prepare`` / ``run``), which runs this
   artifacts in a subprocess that imports only the bundle.
 * ``device`` (the GPU machine, with the bundle on ``PYTHONPATH``) rebuilds each artifact
   byte for byte, loads it with ``resdsl.runtime``, checks it against the reference and
-  times it next to PyTorch eager and torch.compile.
+  times it next to its PyTorch peers: eager (NCHW, and channels_last; cuDNN autotuned)
+  and torch.compile in modes ``reduce-overhead``, ``default`` and ``max-autotune``; the
+  summary gives the ratio against the fastest peer measured.
+* ``peers-check`` (any machine, no GPU needed) runs the peer code of ``device`` on the CPU
+  on a tiny network, so that it is known to work before a GPU is lent.
 
 What it needs
 -------------
@@ -34,7 +38,8 @@ weights and inputs), :mod:`.skeleton` (cutting weights out and back in),
 :mod:`.environment` (CUDA toolkit, NVRTC, importing the carried runtime), :mod:`.bundle`
 (the runtime-only copy of TVM, tvm_ffi, Lark and resdsl), :mod:`.build` (compiling the
 artifacts), :mod:`.prepare` and :mod:`.device` (the two phases), :mod:`.report` (results
-and the summary table), :mod:`.cli` (the command line).
+and the summary table), :mod:`.peers_check` (the peers on the CPU), :mod:`.cli` (the
+command line).
 
 Modules import only the standard library and NumPy at the top, so ``device`` starts on a
 machine without TVM's compiler, Lark or resdsl installed.

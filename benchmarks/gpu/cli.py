@@ -11,6 +11,7 @@ from .settings import (
     BUNDLE,
     CACHE,
     CARRY_LIMIT_MIB,
+    COMPILE_MODES,
     DEVICE_MACHINE,
     DEVICE_PYTHON,
     ROOT,
@@ -27,7 +28,19 @@ def main(argv: list[str] | None = None) -> int:
     _device_options(
         sub.add_parser("device", help="there: rebuild, load, check and time the artifacts")
     )
+    peers = sub.add_parser(
+        "peers-check", help="here: run the PyTorch-peer code on the CPU on a tiny network"
+    )
+    peers.add_argument("--out", help="results folder (default: a new temporary one)")
+    peers.add_argument(
+        "--compile-modes", nargs="+", choices=COMPILE_MODES, default=list(COMPILE_MODES),
+        metavar="MODE", help=f"torch.compile modes (default: {' '.join(COMPILE_MODES)})",
+    )  # fmt: skip
     args = parser.parse_args(argv)
+    if args.command == "peers-check":
+        from .peers_check import peers_check
+
+        return peers_check(args)
     if args.command == "prepare":
         from .prepare import prepare
 
@@ -84,14 +97,30 @@ def _device_options(d: argparse.ArgumentParser) -> None:
     d.add_argument(
         "--deadline",
         type=float,
-        default=330.0,
-        help="start no torch.compile after this many seconds, less the allowance",
+        default=450.0,
+        help="start no torch.compile after this many seconds, less its allowance "
+        "(default 450; keep it under gpu_check.sh's GPU_CHECK_TIMEOUT)",
     )
     d.add_argument(
         "--compile-allowance",
         type=float,
         default=90.0,
         help="seconds one torch.compile may take (default 90)",
+    )
+    d.add_argument(
+        "--autotune-allowance",
+        type=float,
+        default=240.0,
+        help="seconds one torch.compile in max-autotune mode may take (default 240)",
+    )
+    d.add_argument(
+        "--compile-modes",
+        nargs="+",
+        choices=COMPILE_MODES,
+        default=list(COMPILE_MODES),
+        metavar="MODE",
+        help="torch.compile modes to compare with, in this order "
+        f"(default: {' '.join(COMPILE_MODES)})",
     )
     d.add_argument("--no-compile", action="store_true", help="skip torch.compile")
     d.add_argument(

@@ -2,9 +2,13 @@
 
 The phases, in order: probe the environment and import the carried runtime; re-derive the
 weights and rebuild every ``model.so`` byte for byte; PyTorch eager (the float32 reference
-and eager timings); the resdsl artifacts (load, parity, timing); torch.compile while time
-is left; the summary table. Without a GPU, a CUDA run stops after the rebuild (the dry
-run ``prepare`` does).
+and eager timings, in PyTorch's default NCHW layout and in ``channels_last`` with cuDNN's
+autotuner on); the resdsl artifacts (load, parity, timing); torch.compile while time is
+left, in the modes of ``--compile-modes`` (default ``reduce-overhead``, ``default``,
+``max-autotune``: ``reduce-overhead`` and ``max-autotune`` replay the model as CUDA graphs,
+as resdsl's artifact does); the summary table, with each artifact's ratio against the
+fastest PyTorch peer measured for its model, dtype and batch (``settings.PEERS``). Without
+a GPU, a CUDA run stops after the rebuild (the dry run ``prepare`` does).
 """
 
 from __future__ import annotations
@@ -186,33 +190,48 @@ class Bench:
         return 2 * self.models[model]["macs"] * batch / seconds / 1e9
 
 
+def record_peer(b: Bench, key: str, peer: str, seconds: float, diff: float, **extra: Any) -> None:
+    """A PyTorch peer's median for ``key`` (model-dtype-batch) in ``timings[key]["peers"]``
+    (ms), its max|diff| from the float32 reference in ``["peer_max_abs_diff_vs_fp32"]``."""
+    entry = b.timings.setdefault(key, {})
+    entry.setdefault("peers", {})[peer] = seconds * 1e3
+    entry.setdefault("peer_max_abs_diff_vs_fp32", {})[peer] = diff
+    entry.update(extra)
+
+
 def torch_eager(b: Bench) -> None:
-    """PyTorch eager: the fp32 reference and fp32/fp16 timings."""
+    """PyTorch eager: the fp32 reference, and fp32/fp16 timings in NCHW and channels_last."""
     import torch
 
-    b.report.say("\n-- PyTorch eager")
+    b.report.say("\n-- PyTorch eager (cudnn.benchmark on; NCHW, then channels_last)")
     for name in b.models:
         for dtype in b.dtypes:
             m = b.models[name]["module"]
             m = m.to(b.dev) if dtype == "float32" else copy.deepcopy(m).to(b.dev).half()
             b.torch_modules[(name, dtype)] = m
+            cl = copy.deepcopy(m).to(memory_format=torch.channels_last)
+            b.torch_modules[(name, dtype, "channels_last")] = cl
         for batch in b.batches(name):
             x32 = torch.from_numpy(b.inputs[(name, batch)]).to(b.dev)
             for dtype in b.dtypes:
-                m = b.torch_modules[(name, dtype)]
-                x = x32 if dtype == "float32" else x32.half()
-                with torch.inference_mode():
-                    out = m(x).float().cpu().numpy()
-                    if dtype == "float32":
-                        b.refs[(name, batch)] = out
-                    diff = float(np.abs(out - b.refs[(name, batch)]).max())
-                    med, n = b.time(lambda m=m, x=x: m(x))
                 key = f"{name}-{dtype}-b{batch}"
-                gfl = b.gflops(name, batch, med)
-                b.timings.setdefault(key, {})["eager_ms"] = med * 1e3
-                b.timings[key]["eager_max_abs_diff_vs_fp32"] = diff
-                b.report.say(f"{key:<24} eager {med * 1e3:8.3f} ms (n={n}, {gfl:8.1f} GFLOP/s)"
-                             f"  max|diff| vs fp32 ref {diff:.2e}")  # fmt: skip
+                x = x32 if dtype == "float32" else x32.half()
+                for layout in ("", "channels_last"):
+                    m = b.torch_modules[(name, dtype, layout) if layout else (name, dtype)]
+                    xl = x.contiguous(memory_format=torch.channels_last) if layout else x
+                    with torch.inference_mode():
+                        out = m(xl).float().cpu().numpy()
+                        if dtype == "float32" and not layout:
+                            b.refs[(name, batch)] = out
+                        diff = float(np.abs(out - b.refs[(name, batch)]).max())
+                        med, n = b.time(lambda m=m, x=xl: m(x))
+                    peer = "eager channels_last" if layout else "eager"
+                    extra = {} if layout else {"eager_ms": med * 1e3,
+                                               "eager_max_abs_diff_vs_fp32": diff}  # fmt: skip
+                    record_peer(b, key, peer, med, diff, **extra)
+                    gfl = b.gflops(name, batch, med)
+                    b.report.say(f"{key:<24} {peer:<19} {med * 1e3:8.3f} ms (n={n}, {gfl:8.1f} "
+                                 f"GFLOP/s)  max|diff| vs fp32 ref {diff:.2e}")  # fmt: skip
 
 
 def resdsl_artifacts(b: Bench, runtime, tvm) -> list[str]:
@@ -292,42 +311,61 @@ def _time_artifact(b: Bench, a: dict, model, tvm, res: dict, rule: str) -> None:
     )
 
 
-def torch_compile(b: Bench, args: argparse.Namespace, t0: float) -> None:
-    """torch.compile, while time is left (the slowest part: each shape compiles anew)."""
-    b.report.say(f"\n-- torch.compile (default mode), while under {args.deadline:.0f} s")
+def compile_plan(b: Bench, modes: list[str]) -> list[tuple[str, str, str, int]]:
+    """(mode, model, dtype, batch) in the order they are compiled: mode by mode (the first
+    mode for every shape before the next mode), so that a run cut short by the deadline has
+    the first modes everywhere rather than every mode for the first shapes."""
     dtypes = ("float16", "float32") if b.dev == "cuda" else ("float32",)
-    for name in b.models if not args.no_compile else []:
-        for batch in b.batches(name):
-            for dtype in dtypes:
-                key = f"{name}-{dtype}-b{batch}"
-                if not any(a["name"].startswith(key) for a, _ in b.ready):
-                    continue
-                if time.perf_counter() - t0 > args.deadline - args.compile_allowance:
-                    b.report.say(f"{key:<24} torch.compile skipped: time budget")
-                    continue
-                _compile_one(b, name, dtype, batch)
+    plan = []
+    for mode in modes:
+        for name in b.models:
+            for batch in b.batches(name):
+                for dtype in dtypes:
+                    key = f"{name}-{dtype}-b{batch}"
+                    if any(a["name"].startswith(key) for a, _ in b.ready):
+                        plan.append((mode, name, dtype, batch))
+    return plan
 
 
-def _compile_one(b: Bench, name: str, dtype: str, batch: int) -> None:
+def torch_compile(b: Bench, args: argparse.Namespace, t0: float) -> None:
+    """torch.compile in each mode, while time is left (each shape and mode compiles anew)."""
+    modes = [] if args.no_compile else args.compile_modes
+    b.report.say(f"\n-- torch.compile ({', '.join(modes) or 'none'}), while under "
+                 f"{args.deadline:.0f} s")  # fmt: skip
+    for mode, name, dtype, batch in compile_plan(b, modes):
+        key = f"{name}-{dtype}-b{batch}"
+        allowance = args.autotune_allowance if mode == "max-autotune" else args.compile_allowance
+        if time.perf_counter() - t0 > args.deadline - allowance:
+            b.report.say(f"{key:<24} torch.compile {mode} skipped: time budget")
+            continue
+        _compile_one(b, name, dtype, batch, mode)
+
+
+def _compile_one(b: Bench, name: str, dtype: str, batch: int, mode: str) -> None:
     import torch
 
     key = f"{name}-{dtype}-b{batch}"
     m = b.torch_modules[(name, dtype)]
     x = torch.from_numpy(b.inputs[(name, batch)]).to(b.dev)
     x = x.half() if dtype == "float16" else x
+    peer = f"compile {mode}"
     try:
-        compiled = torch.compile(m)
+        torch._dynamo.reset()  # each mode compiles from scratch, not on another's cache
+        compiled = torch.compile(m, mode=mode)
         start = time.perf_counter()
         with torch.inference_mode():
-            out = compiled(x).float().cpu().numpy()
+            out = compiled(x).float().cpu().numpy()  # a copy: CUDA graphs reuse outputs
             compile_s = time.perf_counter() - start
             med, n = b.time(lambda c=compiled, x=x: c(x))
     except Exception as e:
-        b.report.say(f"{key:<24} torch.compile failed: {type(e).__name__}: {str(e)[:300]}")
+        b.report.say(f"{key:<24} torch.compile {mode} failed: {type(e).__name__}: "
+                     f"{str(e)[:300]}")  # fmt: skip
         return
     diff = float(np.abs(out - b.refs[(name, batch)]).max())
     gfl = b.gflops(name, batch, med)
-    b.timings.setdefault(key, {}).update(compile_ms=med * 1e3, compile_s=compile_s)
-    b.report.say(f"{key:<24} torch.compile {med * 1e3:8.3f} ms (n={n}, {gfl:8.1f} "
+    extra = {"compile_ms": med * 1e3, "compile_s": compile_s} if mode == "default" else {}
+    record_peer(b, key, peer, med, diff, **extra)
+    b.timings[key].setdefault("peer_compile_s", {})[peer] = compile_s
+    b.report.say(f"{key:<24} {peer:<27} {med * 1e3:8.3f} ms (n={n}, {gfl:8.1f} "
                  f"GFLOP/s; compiled in {compile_s:.0f} s) max|diff| vs fp32 ref "
                  f"{diff:.2e}")  # fmt: skip

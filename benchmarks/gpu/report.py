@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .settings import artifact_name, log
+from .settings import PEERS, artifact_name, log
 
 
 class Report:
@@ -59,24 +59,41 @@ def first_lines(error: Exception, lines: int = 4) -> str:
     return "\n".join(text.splitlines()[:lines])[:1000]
 
 
+def best_peer(peers: dict[str, float]) -> tuple[str, float] | None:
+    """The fastest PyTorch peer measured: (name, ms), or None when none was."""
+    return min(peers.items(), key=lambda kv: kv[1]) if peers else None
+
+
 def summary(report: Report, ready, timings) -> None:
+    """One line per artifact: its time, each PyTorch peer's for the same model, dtype and
+    batch ("-": not measured), and the ratio against eager and against the fastest peer."""
+    cols = [(p, p.replace("compile ", "").replace("eager channels_last", "eager CL"))
+            for p in PEERS]  # fmt: skip
     header = (
-        f"{'artifact':<24} {'parity':>6} {'resdsl ms':>10} {'eager ms':>9} {'compile ms':>10} "
-        f"{'resdsl/eager':>12} {'resdsl/compile':>14}"
+        f"{'artifact':<24} {'parity':>6} {'resdsl ms':>10} "
+        + " ".join(f"{short:>15}" for _, short in cols)
+        + f" {'resdsl/eager':>12} {'resdsl/best':>11}  best peer"
     )
     report.say("\n" + header)
     report.say("-" * len(header))
     for a, _ in ready:
         r = report.data["artifacts"].get(a["name"], {})
-        t = timings.get(artifact_name(a["model"], a["dtype"], a["batch"]), {})
-        ms, eager, comp = r.get("ms"), t.get("eager_ms"), t.get("compile_ms")
+        peers = timings.get(artifact_name(a["model"], a["dtype"], a["batch"]), {}).get("peers", {})
+        ms, eager, best = r.get("ms"), peers.get("eager"), best_peer(peers)
 
         def f(v, spec=".3f"):
             return "-" if v is None else format(v, spec)
 
         parity = "-" if "ok" not in r else ("PASS" if r["ok"] else "FAIL")
+        r["best_peer"] = None if best is None else {"peer": best[0], "ms": best[1]}
         report.say(
-            f"{a['name']:<24} {parity:>6} {f(ms):>10} {f(eager):>9} {f(comp):>10} "
-            f"{f(ms / eager if ms and eager else None, '.2f'):>11}x "
-            f"{f(ms / comp if ms and comp else None, '.2f'):>13}x"
+            f"{a['name']:<24} {parity:>6} {f(ms):>10} "
+            + " ".join(f"{f(peers.get(p)):>15}" for p, _ in cols)
+            + f" {f(ms / eager if ms and eager else None, '.2f'):>11}x "
+            f"{f(ms / best[1] if ms and best else None, '.2f'):>10}x  " + (best[0] if best else "-")
         )
+    report.say(
+        "(PyTorch peers, same model, dtype and batch: eager with cudnn.benchmark in NCHW and in "
+        "channels_last (CL); torch.compile in each mode measured. resdsl/best: against the "
+        "fastest of those measured; '-': not measured, e.g. past the deadline)"
+    )

@@ -46,6 +46,14 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "tvm": {"schedules": "tvm"},  # TVM's default GPU pipeline (dlight), no CUDA graph
     "nchw": {"layout": "NCHW"},  # float16 convolutions in NCHW (the default is NHWC)
 }
+# torch.compile's modes, in the order they run (each for every shape before the next, so a
+# run cut short by --deadline still has the first ones): "reduce-overhead" and
+# "max-autotune" replay the compiled model as CUDA graphs, as resdsl's artifact replays its
+# own; "max-autotune" also autotunes its matmul/convolution kernels (slow to compile).
+COMPILE_MODES = ("reduce-overhead", "default", "max-autotune")
+# The PyTorch peers an artifact is compared with; the summary's ratio is against the fastest
+# one measured. Eager runs with cudnn.benchmark on, in NCHW and in channels_last.
+PEERS = ("eager", "eager channels_last", *(f"compile {m}" for m in COMPILE_MODES))
 HOLE_MIN_BYTES = 1024  # smaller constants stay in the skeleton
 FP32_ABS_TOL = 1e-3
 FP16_REL_TOL = 1e-2

@@ -53,8 +53,14 @@ def _check(args: argparse.Namespace) -> int:
             text, shown, picked = resolve_spec(path) if _is_zoo(path) else (_read(path), path,
                                                                             None)  # fmt: skip
             program = load_program(text, shown)
-            if any(d.kind == "network" for d in program.main.definitions):
-                net = loads(text, args.network or picked, path=shown, **params)
+            networks = [d.name for d in program.main.definitions if d.kind == "network"]
+            chosen = args.network or picked
+            if len(networks) > 1 and chosen is None:  # a family of networks: each one
+                for name in networks:
+                    loads(text, name, path=shown, **params)
+                summary = f"{len(networks)} networks: {', '.join(networks)}"
+            elif networks:
+                net = loads(text, chosen, path=shown, **params)
                 summary = f"{len(net.graph)} ops, {net.num_params:,} params, {_giga(net.macs)} MACs"
             else:
                 check_definitions(program)

@@ -74,6 +74,8 @@ class Calls:
             if definition is not None:
                 target = BlockRef(definition)
         if isinstance(target, OpRef):  # an op passed as a block: call the op
+            bound = {k: (v, s) for k, v, s in target.kwargs}
+            kwargs = {**bound, **kwargs}  # the call's keywords win, as with a block's partial
             return self._call_op(dataclasses.replace(call, func=target.op), args, kwargs, frame)
         if is_block(target):
             if isinstance(target, Partial):

@@ -8,8 +8,9 @@ from typing import TYPE_CHECKING
 
 from ..errors import ArgumentError, DidYouMean, TypeMismatchError, UnknownNameError, ValueRangeError
 from ..ir import TensorValue
+from ..ops import OPS
 from ..syntax import ast
-from .values import Partial, _label_part, describe, is_block
+from .values import OpRef, Partial, _label_part, describe, is_block
 
 if TYPE_CHECKING:
     from .elaborator import Elaborator
@@ -108,6 +109,8 @@ def builtin_functions(el: Elaborator) -> dict[str, Callable]:
         block, at = args[0]
         if not is_block(block):
             raise TypeMismatchError(f"`partial` needs a block, got {describe(block)}", at)
+        if isinstance(block, OpRef):
+            return _partial_op(block, kwargs)
         definition = block.definition
         params = {p.name: p for p in definition.params}
         bound = dict((k, (v, s)) for k, v, s in getattr(block, "kwargs", ()))
@@ -124,6 +127,19 @@ def builtin_functions(el: Elaborator) -> dict[str, Callable]:
                 )  # fmt: skip
             bound[key] = (el.typed(params[key], value, span), span)  # a later binding wins
         return Partial(definition, tuple((k, v, s) for k, (v, s) in bound.items()))
+
+    def _partial_op(op: OpRef, kwargs) -> OpRef:
+        """An op with attributes bound: checked by name here, by value when it is called."""
+        names = [a.name for a in OPS[op.op].attrs]
+        bound = {k: (v, s) for k, v, s in op.kwargs}
+        for key, (value, span) in kwargs.items():
+            if key not in names:
+                raise UnknownNameError(
+                    f"`{op.op}` has no argument `{key}`", span,
+                    hints=DidYouMean(names).hint(key) or [f"signature: {OPS[op.op].signature()}"],
+                )  # fmt: skip
+            bound[key] = (value, span)
+        return OpRef(op.op, tuple((k, v, s) for k, (v, s) in bound.items()))
 
     def str_(call, args, kwargs):
         if len(args) != 1 or kwargs:

@@ -53,12 +53,16 @@ def _key_text(value: Any) -> str:
 @dataclass(frozen=True)
 class OpRef:
     """An op used as a value where a block is expected: ``squeeze_excite(act=silu)``.
-    Called like the op itself (its attributes by position or keyword)."""
+    Called like the op itself (its attributes by position or keyword); ``partial`` binds
+    attributes by keyword (``partial(batchnorm2d, eps=1e-3)``), held as ``kwargs`` like
+    :class:`Partial`'s."""
 
     op: str
+    kwargs: tuple[tuple[str, Any, Span], ...] = ()
 
     def __repr__(self) -> str:  # a cache key: exact
-        return f"op:{self.op}"
+        items = "".join(f", {k}={_key_text(v)}" for k, v, _ in self.kwargs)
+        return f"op:{self.op}{items}"
 
 
 def is_block(value: Any) -> bool:
