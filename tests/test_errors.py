@@ -736,3 +736,21 @@ def test_cli_crash_shows_no_traceback(tmp_path, cli):
     assert rc in (0, 1, 3)  # 3 (internal error) while the recursion bug above stands
     if rc == 3:
         assert "This is a bug in resdsl" in err
+
+
+def test_projection_hint_projects_the_narrower_operand_whichever_came_first():
+    """The skip is the operand a projection widens (fewer channels, at least as many pixels),
+    even when it was computed after the branch."""
+    text = (
+        "network n() (x: (16, 32, 32)) {\n"
+        "    y = x -> conv2d(32, 3, stride=2, padding=1)\n"
+        "    s = x -> slice(1, step=2) -> slice(2, step=2)\n"
+        "    return y + s\n"
+        "}\n"
+    )
+    with pytest.raises(resdsl.ShapeError) as e:
+        resdsl.loads(text)
+    assert e.value.hints == [
+        "project the shortcut: `y + shortcut(s, like=y)` is identity when the shapes match "
+        "and `s -> conv2d(32, 1, bias=false) -> batchnorm2d` here"
+    ]

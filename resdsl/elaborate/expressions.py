@@ -215,11 +215,23 @@ class Expressions:
         )  # fmt: skip
 
     def _projection_hints(self, expr: ast.BinOp, left: TensorValue, right: TensorValue) -> list:
-        """Suggest projecting the skip: the operand computed earlier in the graph."""
+        """Suggest projecting the skip: the operand that a projection would widen or
+        subsample (more pixels, fewer channels: a block's input), else the one computed
+        earlier in the graph."""
         order = {name: i for i, name in enumerate(self.graph.nx.nodes)}
+
+        def widens(a: TensorValue, b: TensorValue) -> bool:
+            return (
+                len(a.shape) == len(b.shape)
+                and a.shape[0] <= b.shape[0]
+                and all(x >= y for x, y in zip(a.shape[1:], b.shape[1:], strict=True))
+            )
+
         (skip, skip_expr), (res, res_expr) = sorted(
-            ((left, expr.left), (right, expr.right)), key=lambda p: order[p[0].node]
-        )
+            ((left, expr.left), (right, expr.right)),
+            key=lambda p: (not widens(*((p[0], right) if p[0] is left else (p[0], left))),
+                           order[p[0].node]),
+        )  # fmt: skip
         fix = projection_hint(skip.shape, res.shape)
         if fix is None:
             return []
