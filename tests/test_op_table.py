@@ -264,3 +264,28 @@ def test_language_doc_lists_every_op():
 
     text = (ROOT / "docs" / "language.md").read_text()
     assert op_reference() in text, "regenerate it with tests.test_op_table.op_reference()"
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_parameter_initial_values(backend):
+    """Each ``init`` of ``parameter``, as resdsl's seeded NumPy weights and as the PyTorch
+    module's own initialisation: constants exactly, random ones within their bounds."""
+    from resdsl.weights import initialise
+
+    net = resdsl.loads(
+        "network t() (x: (8,)) {\n"
+        '    return x * a: parameter((64, 8), stored=(64, 8), init="constant", value=0.25),\n'
+        '        x * b: parameter((64, 8), stored=(64, 8), init="uniform", value=0.1),\n'
+        '        x * c: parameter((64, 8), stored=(64, 8), init="kaiming"),\n'
+        '        x * d: parameter((64, 8), stored=(64, 8), init="normal", std=0.5),\n'
+        '        x * e: parameter((8,), init="ones")\n'
+        "}\n"
+    )
+    if backend == "numpy":
+        w = initialise(net.graph, seed=3)
+    else:
+        w = {k: v.detach().numpy() for k, v in net.to_torch(seed=3).state_dict().items()}
+    assert (w["a"] == 0.25).all() and (w["e"] == 1).all() and w["e"].shape == (1, 8)
+    assert 0.09 < np.abs(w["b"]).max() <= 0.1
+    assert 0.3 < np.abs(w["c"]).max() <= 8**-0.5  # fan-in 8
+    assert 0.4 < w["d"].std() < 0.6

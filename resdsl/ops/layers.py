@@ -270,13 +270,16 @@ def _parameter_shape(a: Attrs, inputs: Sequence[Shape]) -> Shape:
 def _tensor_weights(trainable: bool):
     def weights(a: Attrs, inputs: Sequence[Shape]) -> tuple[Weight, ...]:
         stored = a["stored"] if a["stored"] is not None else (1, *a["shape"])
+        if a["init"] == "kaiming":  # PyTorch's layers' own: kaiming_uniform_(a=sqrt(5))
+            fan_in = math.prod(stored[1:]) if len(stored) > 1 else 1
+            return (Weight("", stored, trainable, init="uniform", fan_in=fan_in),)
         value = a["value"] if a["init"] in ("constant", "uniform") else None
         return (Weight("", stored, trainable, init=a["init"], std=a["std"], value=value),)
 
     return weights
 
 
-_INITS = ("zeros", "ones", "normal", "constant", "uniform")
+_INITS = ("zeros", "ones", "normal", "constant", "uniform", "kaiming")
 PARAMETER = register(
     OpDef(
         "parameter",
