@@ -141,7 +141,10 @@ class Writer:
 
 # Ops that keep a (C, H, W) shape, as chain stages.
 SAME_SHAPE = ["relu", "batchnorm2d", "sigmoid", "gelu", "identity", "dropout(0.1)",
-              "drop_path(0.2)", "batchnorm2d(eps=0.001)"]  # fmt: skip
+              "drop_path(0.2)", "batchnorm2d(eps=0.001)", "relu6", "silu", "hardswish",
+              "hardsigmoid", "hardtanh(-1, 2)", "clamp(max=3)", 'gelu(approximate="tanh")',
+              "softmax(0)", "layernorm2d", "groupnorm(1)", "channel_shuffle(1)",
+              "roll((1, -1), (1, 2))"]  # fmt: skip
 
 
 def _draw_same(w: Writer, c: int, labels: bool = True) -> str:
