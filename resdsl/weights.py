@@ -5,7 +5,10 @@ and the op table's weight name) to a NumPy array. They come from
 
 * a file: ``.safetensors``, or a PyTorch checkpoint read with ``torch.load(...,
   weights_only=True)`` (never unpickling code) — a torchvision state_dict works for the
-  ResNet examples, since the IR names are torchvision's;
+  ResNet examples, since the IR names are torchvision's. A training checkpoint's weights
+  are read from its ``state_dict``, ``model``, ``ema``, ``model_ema`` or ``state_dict_ema``
+  entry (:data:`WRAPPERS`), and :func:`check` drops the ``module.`` prefix that
+  DistributedDataParallel puts on every key, each with a note on stderr;
 * an in-process module built by ``Network.to_torch()``;
 * a seed: PyTorch's default initialisation rules, drawn from NumPy (no torch needed).
 """
@@ -90,6 +93,10 @@ def check(
 ) -> Weights:
     """Validate keys, dtypes and shapes (strictly, like ``load_state_dict(strict=True)``).
 
+    A ``module.`` prefix on every key (a DistributedDataParallel state_dict) is removed,
+    with a note on stderr, when that matches more of the network's keys. The first missing
+    or unexpected key is the error; hints name the others.
+
     NaN or infinite values are a warning on stderr, or with ``strict`` a WeightsError.
     """
     import numpy as np
@@ -98,20 +105,23 @@ def check(
         if not isinstance(key, str):
             raise WeightsError(_key_message(source, key))
     want = expected(graph)
+    weights = _without_ddp_prefix(want, weights, source, once)
     missing = [k for k, w in want.items() if k not in weights and w.required]
+    unexpected = [k for k in weights if k not in want]
     if missing:
         w = want[missing[0]]
         more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
         raise WeightsError(
             f"{source} lack `{missing[0]}` of shape {_shape(w.shape)}{more}",
-            hints=_near(missing[0], weights),
+            hints=_near(missing[0], weights)
+            + _named("also missing", missing[1:])
+            + _named("unexpected", unexpected),
         )
-    unexpected = [k for k in weights if k not in want]
     if unexpected:
         more = f" (and {len(unexpected) - 1} more)" if len(unexpected) > 1 else ""
         raise WeightsError(
             f"{source} have `{unexpected[0]}`, which the network does not{more}",
-            hints=_near(unexpected[0], want),
+            hints=_near(unexpected[0], want) + _named("also unexpected", unexpected[1:]),
         )
     out: Weights = {}
     for key, w in want.items():
@@ -175,6 +185,33 @@ def _shape(shape) -> str:
     return "(" + ", ".join(map(str, shape)) + ("," if len(shape) == 1 else "") + ")"
 
 
+_DDP = "module."  # DistributedDataParallel's (and DataParallel's) prefix on every key
+
+
+def _without_ddp_prefix(
+    want: Mapping[str, Weight], weights: Mapping[str, Any], source: str, once: Any
+) -> Mapping[str, Any]:
+    """``weights`` without the ``module.`` prefix that a wrapped model's state_dict has on
+    every key, when stripping it matches more of the network's keys (with a note)."""
+    if not weights or not all(k.startswith(_DDP) for k in weights):
+        return weights
+    stripped = {k.removeprefix(_DDP): v for k, v in weights.items()}
+    if sum(k in want for k in stripped) <= sum(k in want for k in weights):
+        return weights  # the network's own names start with `module.`
+    _warn(f"note: {source}: removed the `{_DDP}` prefix (DistributedDataParallel) from "
+          "every key", once)  # fmt: skip
+    return stripped
+
+
+def _named(label: str, keys: list[str], limit: int = 8) -> list[str]:
+    """A hint naming ``keys`` (the first ``limit`` of them)."""
+    if not keys:
+        return []
+    names = ", ".join(f"`{k}`" for k in keys[:limit])
+    more = f" and {len(keys) - limit} more" if len(keys) > limit else ""
+    return [f"{label}: {names}{more}"]
+
+
 def _near(key: str, keys) -> list[str]:
     import difflib
 
@@ -211,6 +248,10 @@ def from_module(module: Any) -> Weights:
 
 def load_file(path: str) -> Weights:
     """Read ``.safetensors`` or a PyTorch checkpoint (``weights_only=True``).
+
+    A checkpoint that is not itself a dict of tensors is unwrapped: its weights are the
+    first of the entries in :data:`WRAPPERS` that holds them (nested ones too), and a note
+    on stderr names the entry used.
 
     bfloat16 tensors are converted to float32 (with a note on stderr); float8, quantised,
     sparse, meta and complex tensors and keys that are not strings are a WeightsError.
@@ -290,11 +331,15 @@ def _load_torch(path: str) -> tuple[Weights, list[str]]:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # UnpicklingError for anything but tensors and containers
         raise WeightsError(f"cannot read {path} as a PyTorch state_dict: {_text(e)}") from None
-    for wrapper in ("state_dict", "model"):  # common checkpoint layouts
-        if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
-            state = state[wrapper]
     if not isinstance(state, dict):
         raise WeightsError(f"{path} does not hold a state_dict (a dict of tensors)")
+    entries = _unwrap(state, torch)
+    if entries:
+        for key in entries:
+            state = state[key]
+        entry = "` entry's `".join(entries)
+        _warn(f"note: {path}: read the weights from the checkpoint's `{entry}` entry",
+              _identity(path))  # fmt: skip
     out: Weights = {}
     converted: list[str] = []
     for key, value in state.items():
@@ -303,12 +348,36 @@ def _load_torch(path: str) -> tuple[Weights, list[str]]:
         if not isinstance(value, torch.Tensor):
             raise WeightsError(
                 f"{path} does not hold a state_dict (a dict of tensors): "
-                f"`{key}` is a {type(value).__name__}"
+                f"`{key}` is a {type(value).__name__}",
+                hints=[f"a checkpoint's weights are read from its {_WRAPPER_LIST} entry"],
             )
         out[key] = _tensor_to_numpy(path, key, value, torch)
         if value.dtype == torch.bfloat16:
             converted.append(key)
     return out, converted
+
+
+# Entries of a training checkpoint that hold the model's state_dict, in order of preference:
+# the plain weights (PyTorch's and Lightning's `state_dict`, torchvision's and DeiT's `model`)
+# before the exponential moving averages (timm's `state_dict_ema`, `model_ema`, `ema`).
+WRAPPERS = ("state_dict", "model", "ema", "model_ema", "state_dict_ema")
+_WRAPPER_LIST = ", ".join(f"`{w}`" for w in WRAPPERS[:-1]) + f" or `{WRAPPERS[-1]}`"
+
+
+def _unwrap(state: dict, torch: Any, depth: int = 0) -> list[str]:
+    """The chain of entries (``["state_dict"]``, possibly nested) leading from a checkpoint to
+    its tensors; empty when ``state`` is a state_dict itself or holds no such entry."""
+    if depth > 2 or all(isinstance(v, torch.Tensor) for v in state.values()):
+        return []
+    for key in WRAPPERS:
+        inner = state.get(key)
+        if not isinstance(inner, dict) or not inner:
+            continue
+        if all(isinstance(v, torch.Tensor) for v in inner.values()):
+            return [key]
+        if rest := _unwrap(inner, torch, depth + 1):
+            return [key, *rest]
+    return []
 
 
 def _tensor_to_numpy(path: str, key: str, value: Any, torch: Any) -> np.ndarray:

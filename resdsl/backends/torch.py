@@ -521,7 +521,7 @@ def _load(source: str) -> types.ModuleType:
         module = types.ModuleType(name)
         module.__file__ = filename
         setattr(module, _SOURCE, source)
-        exec(compile(source, filename, "exec"), module.__dict__)  # generate()'s text, see above
+        exec(compile(source, filename, "exec"), module.__dict__)  # see _rebuild on safety
         for value in list(module.__dict__.values()):
             if (
                 isinstance(value, type)
@@ -547,17 +547,25 @@ def _rebuild(source: str, qualname: str) -> Any:
     """An empty instance of class ``qualname`` of generated ``source`` (unpickling calls
     ``__setstate__`` on it next). The module is executed only if this process lacks it.
 
-    Safety: ``source`` is the text :func:`generate` wrote for the pickled module, stored in
-    the pickle (once; a module's instances share it). Unpickling runs it, so it is exactly
-    as trustworthy as the pickle that carries it: **never unpickle data you do not trust**
-    (``pickle.load`` and ``torch.load(weights_only=False)`` can run arbitrary code with or
-    without resdsl), and never allow this function in a restricted unpickler.
+    Safety: ``source`` is the text :func:`generate` wrote for the pickled module (built only
+    from validated identifiers and literals, see the top of this file), stored in the
+    pickle once (a module's instances share the string). Unpickling runs it, so it is
+    exactly as trustworthy as the pickle that carries it: **never unpickle data you do not
+    trust** (``pickle.load`` and ``torch.load(weights_only=False)`` can run arbitrary code
+    with or without resdsl), and never allow this function in a restricted unpickler.
     ``torch.load(weights_only=True)``, which resdsl uses for ``--weights``, refuses it.
+    Modules are named by the digest of their text, so a pickle cannot replace one that this
+    process built already; and only a class defined by that text is instantiated.
     """
     import torch
 
-    cls = getattr(_load(source), qualname, None)
-    if not (isinstance(cls, type) and issubclass(cls, torch.nn.Module)):
+    module = _load(source)
+    cls = getattr(module, qualname, None)
+    if not (
+        isinstance(cls, type)
+        and issubclass(cls, torch.nn.Module)
+        and cls.__module__ == module.__name__
+    ):
         raise pickle.UnpicklingError(f"resdsl: no module class {qualname!r} in generated source")
     return cls.__new__(cls)
 
