@@ -12,6 +12,8 @@ from .ops import OPS, Shape
 if TYPE_CHECKING:  # torch is imported only by the backend that needs it
     import torch
 
+    from .elaborate.macros import Projection
+
 
 @dataclass(frozen=True)
 class Layer:
@@ -55,6 +57,12 @@ class Network:
     def macs(self) -> int:
         """Multiply-accumulates for one sample (conv2d and linear; see docs/language.md)."""
         return sum(layer.macs for layer in self.layers)
+
+    @property
+    def projections(self) -> tuple[Projection, ...]:
+        """The projections that ``shortcut`` inserted, in order: ``(name, span, source,
+        target)``, ``name`` the scope of its nodes (``layer2.0.downsample``)."""
+        return getattr(self.graph, "projections", ())
 
     @property
     def input_shapes(self) -> dict[str, Shape]:

@@ -26,6 +26,10 @@ def add_info_command(sub: Any) -> None:
         "--init-stats", action="store_true",
         help="with --report: activation std per block at initialisation (needs PyTorch)",
     )  # fmt: skip
+    info.add_argument(
+        "-v", "--verbose", action="store_true",
+        help="list each projection that `shortcut` inserted: where, and its name",
+    )  # fmt: skip
     _spec_options(info)
     info.set_defaults(run=_info)
 
@@ -50,7 +54,7 @@ def _info(args: argparse.Namespace) -> int:
                   indent=2)  # fmt: skip
         print()
         return EXIT_OK
-    out = _info_text(net, args.file)
+    out = _info_text(net, args.file, args.verbose)
     if report:
         from ..tools.analysis import render_report
 
@@ -59,8 +63,10 @@ def _info(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _info_text(net, path: str) -> list[str]:
+def _info_text(net, path: str, verbose: bool = False) -> list[str]:
     """The summary lines and the per-layer table of ``info`` without ``--json``."""
+    from .specs import projection_count, projection_lines
+
     rows = [("name", "op", "output shape", "params", "MACs")]
     rows += [(la.name, la.op, _shape(la.shape), f"{la.params:,}", f"{la.macs:,}")
              for la in net.layers]  # fmt: skip
@@ -72,8 +78,11 @@ def _info_text(net, path: str) -> list[str]:
         f"params   {net.num_params:,}",
         f"MACs     {net.macs:,} ({_giga(net.macs)})",
         f"ops      {len(net.graph)}",
-        "",
     ]
+    if net.projections:  # "shortcut 4 projections": what `check` says, on a line of its own
+        out.append("shortcut " + projection_count(net.projections)[2:].replace(" shortcut", ""))
+        out += projection_lines(net.projections) if verbose else []
+    out.append("")
     for i, row in enumerate(rows):
         left = "  ".join(row[c].ljust(widths[c]) for c in range(3))
         right = "  ".join(row[c].rjust(widths[c]) for c in range(3, 5))
@@ -90,6 +99,8 @@ def _shape(shape: tuple[int, ...]) -> str:
 
 
 def _info_json(net) -> dict[str, Any]:
+    from .specs import projection_dicts
+
     return {
         "network": net.name,
         "source": net.source,
@@ -98,6 +109,7 @@ def _info_json(net) -> dict[str, Any]:
         "outputs": {k: list(v) for k, v in net.output_shapes.items()},
         "num_params": net.num_params,
         "macs": net.macs,
+        "projections": projection_dicts(net.projections),
         "layers": [
             {"name": la.name, "op": la.op, "shape": list(la.shape), "params": la.params,
              "macs": la.macs}

@@ -33,6 +33,10 @@ def add_check_command(sub: Any) -> None:
                        "(every .res file below it, hidden ones skipped)")  # fmt: skip
     check.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
     check.add_argument(
+        "-v", "--verbose", action="store_true",
+        help="list each projection that `shortcut` inserted: where, and its name",
+    )  # fmt: skip
+    check.add_argument(
         "--format", choices=["text", "json"], default="text",
         help="json: every file's result and diagnostics on stdout, for editors and tools",
     )  # fmt: skip
@@ -49,6 +53,7 @@ def _check(args: argparse.Namespace) -> int:
     failed, report = 0, []
     params = _params(args.set)
     for path in (files := _spec_files(args.files)):
+        projections = []
         try:
             text, shown, picked = resolve_spec(path) if _is_zoo(path) else (_read(path), path,
                                                                             None)  # fmt: skip
@@ -57,11 +62,14 @@ def _check(args: argparse.Namespace) -> int:
             chosen = args.network or picked
             if len(networks) > 1 and chosen is None:  # a family of networks: each one
                 for name in networks:
-                    loads(text, name, path=shown, **params)
+                    projections += loads(text, name, path=shown, **params).projections
                 summary = f"{len(networks)} networks: {', '.join(networks)}"
+                summary += projection_count(projections)
             elif networks:
                 net = loads(text, chosen, path=shown, **params)
+                projections = list(net.projections)
                 summary = f"{len(net.graph)} ops, {net.num_params:,} params, {_giga(net.macs)} MACs"
+                summary += projection_count(projections)
             else:
                 check_definitions(program)
                 summary = f"library, {len(program.main.definitions)} definitions"
@@ -73,15 +81,45 @@ def _check(args: argparse.Namespace) -> int:
                 _diagnose(e, args)
             continue
         if args.format == "json":
-            report.append({"path": path, "ok": True, "summary": summary, "diagnostics": []})
+            report.append({"path": path, "ok": True, "summary": summary, "diagnostics": [],
+                           "projections": projection_dicts(projections)})  # fmt: skip
         elif not args.quiet:
             print(f"{_shown(path)}: ok ({summary})")
+            for line in projection_lines(projections) if args.verbose else []:
+                print(line)
     if args.format == "json":
         json.dump({"files": report}, sys.stdout, indent=2)
         print()
     elif len(files) > 1 and failed:
         print(f"{failed} of {len(files)} files have errors", file=sys.stderr)
     return EXIT_SPEC if failed else EXIT_OK
+
+
+def projection_count(projections) -> str:
+    """``", 4 shortcut projections"`` for a summary line; nothing when there are none."""
+    n = len(projections)
+    return f", {n} shortcut projection{'s' if n != 1 else ''}" if n else ""
+
+
+def projection_lines(projections) -> list[str]:
+    """One indented line per projection ``shortcut`` inserted: where, name, shapes."""
+    from ..errors import shown_path
+    from ..ops import fmt_shape
+
+    return [
+        f"  {shown_path(p.span.path)}:{p.span.line}:{p.span.column}: {p.name}: projects "
+        f"{fmt_shape(p.source)} to {fmt_shape(p.target)}"
+        for p in projections
+    ]
+
+
+def projection_dicts(projections) -> list[dict]:
+    """The projections as JSON-ready objects (``check --format json``, ``info --json``)."""
+    return [
+        {"name": p.name, "path": p.span.path, "line": p.span.line, "column": p.span.column,
+         "source": list(p.source), "target": list(p.target)}
+        for p in projections
+    ]  # fmt: skip
 
 
 def add_fmt_command(sub: Any) -> None:

@@ -25,6 +25,7 @@ from .calls import Calls
 from .expressions import Expressions
 from .functions import builtin_functions
 from .limits import LimitChecks, Limits
+from .macros import Projection
 from .naming import Naming
 from .statements import Statements, _error_order
 from .values import PARAM_TYPES, Frame, _Poisoned, _Return, _Stop, describe
@@ -79,6 +80,7 @@ class Elaborator(Statements, Expressions, Calls, Naming, LimitChecks):
         self.statement: Span | None = None  # the statement being run, for backstop errors
         self.errors: list[SpecError] = []  # recorded by statements that failed; see _exec
         self.instances: list[tuple[str, str, Span]] = []  # (name, block, call) being run
+        self.projections: list[Projection] = []  # inserted by `shortcut`, in emission order
         self.builtins = builtin_functions(self)
         self.steps = 0  # work done, against limits.max_steps
 
@@ -104,6 +106,7 @@ class Elaborator(Statements, Expressions, Calls, Naming, LimitChecks):
         else:
             self._raise_recorded()
             raise SpecError(f"network `{definition.name}` has no `return`", definition.name_span)
+        self.graph.projections = tuple(self.projections)  # read by Network.projections
         return self.graph
 
     def _input(self, inp: ast.Input, frame: Frame) -> TensorValue:

@@ -4,18 +4,19 @@ which emits one ``slice`` per piece."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ..errors import (
     ArgumentError,
     DidYouMean,
     ShapeError,
+    Span,
     TypeMismatchError,
     UnknownNameError,
     ValueRangeError,
 )
 from ..ir import TensorValue
-from ..ops import fmt_shape, projection_stride
+from ..ops import Shape, fmt_shape, projection_hint, projection_stride
 from ..syntax import ast
 from .values import Frame, describe
 
@@ -23,14 +24,39 @@ if TYPE_CHECKING:
     from .elaborator import Elaborator
 
 
+class Projection(NamedTuple):
+    """A projection that ``shortcut`` inserted (``Network.projections``, ``resdsl check``):
+    its scope name (``layer2.0.downsample``), the call, and the shapes it maps between."""
+
+    name: str
+    span: Span
+    source: Shape
+    target: Shape
+
+
 def _shortcut(el: Elaborator, call: ast.Call, args, kwargs, frame: Frame) -> TensorValue:
-    """``shortcut(x, like=y, bn=true)``: identity if shapes match, else a learned projection."""
-    x, like, bn = _macro_args(call, args, kwargs, ("like", "bn"), {"bn": True})
+    """``shortcut(x, like=y, bn=true, project=true)``: identity if shapes match, else a
+    learned projection (recorded in ``el.projections``); ``project=false`` refuses one."""
+    x, like, bn, project = _macro_args(
+        call, args, kwargs, ("like", "bn", "project"), {"bn": True, "project": True}
+    )
     target = like.shape if isinstance(like, TensorValue) else like
     if not isinstance(target, tuple) or not all(type(d) is int for d in target):
         raise TypeMismatchError("`like` must be a tensor or a shape tuple", call.span)
+    if type(project) is not bool:
+        raise TypeMismatchError(
+            f"`project` must be true or false, got {describe(project)}", call.span
+        )
     if x.shape == target:
         return x
+    if not project:
+        fix = projection_hint(x.shape, target)
+        raise ShapeError(
+            f"the shortcut has shape {fmt_shape(x.shape)}, not {fmt_shape(target)}, and "
+            "`project=false` refuses a projection", call.span,
+            hints=["check the branch's channels and stride" + (
+                f"; or drop `project=false` to insert `{fix}`" if fix else "")],
+        )  # fmt: skip
     if len(x.shape) == 3 and len(target) == 3:
         stride = projection_stride(x.shape, target)
         if stride is None:
@@ -38,10 +64,14 @@ def _shortcut(el: Elaborator, call: ast.Call, args, kwargs, frame: Frame) -> Ten
                 f"cannot project {fmt_shape(x.shape)} to {fmt_shape(target)}: the spatial "
                 "sizes are not related by an integer stride", call.span,
             )  # fmt: skip
-        return _projection(el, call, frame, x, target[0], stride, bn)
-    if len(x.shape) == len(target) and x.shape[:-1] == target[:-1]:
-        return _projection(el, call, frame, x, target[-1], 1, bn)
-    raise ShapeError(f"cannot project {fmt_shape(x.shape)} to {fmt_shape(target)}", call.span)
+        y = _projection(el, call, frame, x, target[0], stride, bn)
+    elif len(x.shape) == len(target) and x.shape[:-1] == target[:-1]:
+        y = _projection(el, call, frame, x, target[-1], 1, bn)
+    else:
+        raise ShapeError(f"cannot project {fmt_shape(x.shape)} to {fmt_shape(target)}", call.span)
+    scope = y.node.rsplit(".", 1)[0]  # `<label>.0` or `<label>.1`
+    el.projections.append(Projection(scope, call.span, x.shape, target))
+    return y
 
 
 def _project(el: Elaborator, call: ast.Call, args, kwargs, frame: Frame) -> TensorValue:

@@ -16,7 +16,16 @@ from lark.exceptions import (
     VisitError,
 )
 
-from ..errors import ArgumentError, LimitError, Span, SpecError, SpecSyntaxError, remember_source
+from ..errors import (
+    ArgumentError,
+    DidYouMean,
+    LimitError,
+    Note,
+    Span,
+    SpecError,
+    SpecSyntaxError,
+    remember_source,
+)
 from . import ast
 
 
@@ -135,18 +144,38 @@ def _check_depth(tree: Tree, path: str) -> None:
 
 # --- error messages ---------------------------------------------------------------------------
 
-_FRIENDLY = {"NAME": "a name", "INT": "an integer", "FLOAT": "a number", "STRING": "a string"}
+_FRIENDLY = {"NAME": "a name", "INT": "an integer", "FLOAT": "a number", "STRING": "a string",
+             "$END": "end of file"}  # fmt: skip
+_OPERATORS = {"COMP_OP": "a comparison", "MUL_OP": "an operator", "POW_OP": "`**`"}
+# Tokens after which an expression is complete: a chain stage or `if` may not follow them.
+_EXPR_END = frozenset({"NAME", "INT", "FLOAT", "STRING", "RPAR", "RSQB", "TRUE", "FALSE"})
+# Tokens that begin a definition: inside a body, one means a `}` is missing before it.
+_DEFINITION_START = frozenset({"NETWORK", "BLOCK", "INLINE", "IMPORT", "$END"})
+_STATEMENT_KEYWORDS = ["assert", "dense", "for", "if", "repeat", "return"]
+_CONDITIONAL_HINT = "the conditional is written `if c then a else b`, not Python's `a if c else b`"
 
 
 def _describe_terminal(name: str) -> str:
     if name in _FRIENDLY:
         return _FRIENDLY[name]
+    if name in _OPERATORS:
+        return _OPERATORS[name]
     for term in _parser().terminals:
         if term.name == name and term.pattern.type == "str":
             return f"`{term.pattern.value}`"
-    if name in ("COMP_OP", "ADD_OP", "MUL_OP", "POW_OP"):
-        return "an operator"
     return name.lower()
+
+
+def _expected_words(names) -> str:
+    """``{"NAME", "INT", "FLOAT", "LPAR"}`` -> ``"a name, a number or `(`"``: kinds of token
+    first, then the tokens themselves, as a sentence."""
+    names = set(names)
+    if "FLOAT" in names:  # "a number" covers the integers too
+        names.discard("INT")
+    words = {_describe_terminal(n) for n in names - {"ADD_OP"}}
+    words |= {"`+`", "`-`"} if "ADD_OP" in names else set()  # a sign, or an operator
+    words = sorted(words, key=lambda w: (w.startswith("`"), w))
+    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " or " + words[-1]
 
 
 def _end(text: str) -> tuple[int, int]:
@@ -164,9 +193,28 @@ def _foreign_digit(char: str) -> bool:
     return char.isdigit() and not char.isascii()
 
 
+def _tokens_before(text: str, pos: int) -> list[Token]:
+    """The last tokens of ``text`` before offset ``pos`` (as far as they lex), from a line
+    start about 1,000 characters back: the context of an error. No token spans lines."""
+    start = text.rfind("\n", 0, max(0, pos - 1_000)) + 1
+    lines = text.count("\n", 0, start)
+    tokens: list[Token] = []
+    try:
+        for t in _parser().lex(text[start:pos]):
+            tokens.append(Token(t.type, t.value, t.start_pos + start, t.line + lines, t.column,
+                                t.end_line + lines, t.end_column, t.end_pos + start))  # fmt: skip
+    except UnexpectedInput:
+        pass
+    return tokens
+
+
+def _tok_span(tok: Token, path: str) -> Span:
+    return Span(path, tok.line, tok.column, tok.end_line, tok.end_column)
+
+
 def _syntax_error(e: UnexpectedInput, text: str, path: str) -> SpecSyntaxError:
     line, column = max(e.line, 1), max(e.column, 1)
-    width = 1
+    width, terminals, tok = 1, set(), None
     if isinstance(e, UnexpectedToken):
         tok = e.token
         if tok.type == "$END":  # Lark gives $END the last token's position: use the real end
@@ -175,24 +223,115 @@ def _syntax_error(e: UnexpectedInput, text: str, path: str) -> SpecSyntaxError:
         else:
             found = f"`{tok.value}`"
             width = max(1, len(str(tok.value)))
-        expected = sorted({_describe_terminal(t) for t in e.accepts or e.expected})
+        terminals = set(e.accepts or e.expected)
     elif isinstance(e, UnexpectedCharacters):
         found = f"character {text[e.pos_in_stream]!r}"
-        expected = []
     elif isinstance(e, UnexpectedEOF):
-        found, expected = "end of file", sorted({_describe_terminal(t) for t in e.expected})
+        found, terminals = "end of file", set(e.expected)
         (line, column), width = _end(text), 0
     else:  # pragma: no cover - Lark has no other kinds today
-        found, expected = "input", []
-    hints = []
+        found = "input"
+    span = Span(path, line, column, line, column + width)
+    if tok is not None and tok.type != "$END":
+        better = _explain(tok, terminals, text, path)
+        if better is not None:
+            return better
+    hints, notes = [], []
     if isinstance(e, UnexpectedCharacters) and _foreign_digit(text[e.pos_in_stream]):
         hints.append("numbers are written with the ASCII digits 0-9")
-    if expected and len(expected) <= 8:
-        hints.append("expected " + ", ".join(expected))
+    kind = "$END" if tok is None or tok.type == "$END" else tok.type
+    if "RBRACE" in terminals and kind in _DEFINITION_START:
+        opener = _unclosed_brace(text, len(text) if kind == "$END" else tok.start_pos, path)
+        if opener is not None:
+            what, note = opener
+            hints.append(f"a `{{` is not closed: add the `}}` that ends {what}")
+            notes.append(note)
+            return SpecSyntaxError(f"unexpected {found}", span, hints=hints, notes=notes)
+    if terminals and len(terminals) <= 8:
+        hints.append("expected " + _expected_words(terminals))
     if found == "`=`":
         hints.append("keyword arguments go inside a call's parentheses: `conv2d(64, 3, stride=2)`")
-    span = Span(path, line, column, line, column + width)
-    return SpecSyntaxError(f"unexpected {found}", span, hints=hints)
+    return SpecSyntaxError(f"unexpected {found}", span, hints=hints, notes=notes)
+
+
+def _explain(tok: Token, terminals: set, text: str, path: str) -> SpecSyntaxError | None:
+    """A better diagnostic for a common mistake, or None: a Python conditional, a misspelt
+    keyword, a chain stage without its `->`."""
+    before = _tokens_before(text, tok.start_pos)
+    prev = before[-1] if before else None
+    if tok.type == "IF" and prev is not None and prev.type in _EXPR_END:
+        return SpecSyntaxError("unexpected `if`", _tok_span(tok, path), hints=[_CONDITIONAL_HINT])
+    if tok.type == "ELSE" and "LBRACE" in terminals:  # `y = a if c else b`: an `if` statement
+        i = max((i for i, t in enumerate(before) if t.type == "IF"), default=0)
+        if i and before[i - 1].type in _EXPR_END and before[i - 1].end_line == before[i].line:
+            return SpecSyntaxError(
+                "unexpected `if`", _tok_span(before[i], path), hints=[_CONDITIONAL_HINT]
+            )
+    if tok.type == "NAME":  # `netwrok net()`, `retrun`
+        keywords = [_describe_terminal(t).strip("`") for t in terminals if t.isalpha()]
+        close = DidYouMean([k for k in keywords if k in KEYWORDS]).hint(str(tok))
+        if close:
+            return SpecSyntaxError(f"`{tok}` is not a keyword", _tok_span(tok, path), hints=close)
+    if terminals == {"COMMA", "EQUAL"} and prev is not None and prev.type == "NAME":
+        # A statement began with the name `prev` (an assignment) that goes on with `tok`.
+        first = before[-2] if len(before) > 1 else None
+        same_line = tok.line == prev.end_line
+        if same_line and tok.type not in ("LPAR", "COLON", "__ANON_0"):
+            close = DidYouMean(_STATEMENT_KEYWORDS).hint(str(prev))
+            if close:  # `retrun y`, `fro i in ...`
+                return SpecSyntaxError(
+                    f"`{prev}` is not a keyword", _tok_span(prev, path), hints=close
+                )
+        elif first is not None and first.type in _EXPR_END:
+            # `x -> conv2d(8, 3)` then `relu` (alone, called, labelled or chained on): a stage
+            stage = f"{prev}: ..." if tok.type == "COLON" else f"{prev}"
+            return SpecSyntaxError(
+                f"unexpected `{prev}`", _tok_span(prev, path),
+                hints=[f"did you mean `->`? a chain goes on with `... -> {stage}`"],
+            )  # fmt: skip
+    return None
+
+
+def _unclosed_brace(text: str, pos: int, path: str) -> tuple[str, Note] | None:
+    """The `{` that is most likely not closed when a definition (or the end) comes inside a
+    body at offset ``pos``: one whose `}` is indented less than its own line (that `}` closed
+    an outer `{`), else the innermost `{` still open."""
+    stack: list[int] = []
+    for m in _BRACKETS.finditer(text, 0, pos):
+        char = m.group()
+        if char == "{":
+            stack.append(m.start())
+        elif char == "}" and stack:
+            opener = stack.pop()
+            line_start = text.rfind("\n", 0, m.start()) + 1
+            if text[line_start : m.start()].strip():
+                continue  # not the first thing on its line: its indentation says nothing
+            if m.start() - line_start < _indent(text, opener):
+                closer = text.count("\n", 0, m.start()) + 1
+                why = f"the `}}` on line {closer} is indented as for an outer `{{`"
+                return _brace_note(text, opener, path, why)
+    if not stack:
+        return None
+    return _brace_note(text, stack[-1], path, "")
+
+
+def _indent(text: str, pos: int) -> int:
+    line_start = text.rfind("\n", 0, pos) + 1
+    line = text[line_start:pos]
+    return len(line) - len(line.lstrip(" \t"))
+
+
+def _brace_note(text: str, opener: int, path: str, why: str) -> tuple[str, Note]:
+    line_start = text.rfind("\n", 0, opener) + 1
+    first = re.match(r"[ \t]*(\}[ \t]*)?([A-Za-z_]+)", text[line_start:opener])
+    word = first.group(2) if first else ""
+    if word == "inline":
+        word = "block"
+    span = _at(text, opener, path)
+    what = f"the `{word}` body of line {span.line}" if word in KEYWORDS else \
+        f"the body opened on line {span.line}"  # fmt: skip
+    message = "this `{` is not closed" + (f" ({why})" if why else "")
+    return what, Note(message, span)
 
 
 # --- tree -> AST ------------------------------------------------------------------------------
