@@ -21,12 +21,13 @@ from resdsl.elaborate import constant
 from resdsl.syntax.parser import MAX_SPEC_SIZE, MAX_STRING
 from resdsl.tools import analysis
 
-from .conftest import EXAMPLES
+from .conftest import EXAMPLES, cpu_scale
 from .test_limits import measured
 
 NET = "network n() (x: (16,)) {\n"
 PATH = "hostile.res"
-SECONDS, BYTES = 1.0, 200 * 2**20
+# CPU-time bounds scale with the machine (tests/conftest.py: cpu_scale)
+SECONDS, BYTES = 1.0 * cpu_scale(), 200 * 2**20
 REPORT_SPEC = "network n() (x: (16,)) { y = x repeat 5000 { y = y + (y -> linear(16)) } return y }"
 
 

@@ -20,11 +20,12 @@ import resdsl
 from resdsl import loader
 from resdsl.syntax.parser import MAX_DEPTH
 
-from .conftest import EXAMPLES
+from .conftest import EXAMPLES, cpu_scale
 
 NET = "network n() (x: (3, 8, 8)) {\n"  # line 1; note its `{` is one open bracket
 PATH = "hostile.res"
-SECONDS, BYTES = 1.0, 200 * 2**20
+# CPU-time bounds scale with the machine (tests/conftest.py: cpu_scale)
+SECONDS, BYTES = 1.0 * cpu_scale(), 200 * 2**20
 
 
 def col(text: str, line: int, token: str, start: int = 0) -> int:
