@@ -218,3 +218,11 @@ def in_adjacency(graph: Any) -> dict[Any, dict[Any, dict[Any, dict[str, Any]]]]:
     (``benchmarks/search.py``). Read only; never written through.
     """
     return graph._pred
+
+
+def install_module(name: str, module: ModuleType) -> None:
+    """Make ``module`` importable as ``name``: ``sys.modules[name] = module``, as the
+    importlib documentation does for a module built by hand ("Importing a source file
+    directly"). The PyTorch backend's generated modules live there so that pickle finds
+    their classes (``resdsl.backends.torch._load``)."""
+    sys.modules[name] = module

@@ -28,6 +28,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .._compat import install_module
 from ..errors import SpecError
 from ..ir import Graph, Node
 from ..names import reserved
@@ -515,7 +516,7 @@ def _load(source: str) -> types.ModuleType:
         if _GENERATED not in sys.modules:  # a namespace only: nothing to import under it
             parent = types.ModuleType(_GENERATED, "Modules that resdsl generated in-process.")
             parent.__path__ = []
-            sys.modules[_GENERATED] = parent
+            install_module(_GENERATED, parent)
         filename = f"<{name}>"
         linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
         module = types.ModuleType(name)
@@ -529,7 +530,7 @@ def _load(source: str) -> types.ModuleType:
                 and value.__module__ == name  # set by exec from the module's __name__
             ):
                 value.__reduce_ex__ = _reduce_ex
-        sys.modules[name] = module
+        install_module(name, module)
         setattr(sys.modules[_GENERATED], name.rpartition(".")[2], module)
         return module
 
