@@ -375,8 +375,9 @@ def test_hostile_specs_take_under_1_s_and_200_mb():
     assert len(texts) == len(HOSTILE_TESTS) >= 15  # one spec per test
     results = measured(texts)
     assert len(results) == len(texts)
+    seconds = max(SECONDS, cpu_scale())  # the machine may have slowed since the import
     over = {i: (round(t, 2), m // 2**20) for i, (t, m, _) in enumerate(results)
-            if t >= SECONDS or m >= BYTES}  # fmt: skip
+            if t >= seconds or m >= BYTES}  # fmt: skip
     assert not over, f"(CPU seconds, MB) of the specs over the bounds: {over}"
     # the measurement sees real allocations: building 20,000 nodes takes some MB
     assert max(m for _, m, _ in results) > 10 * 2**20

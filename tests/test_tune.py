@@ -229,6 +229,15 @@ def test_tuning_measures_on_the_threads_artifacts_run_on():
     assert out[0] == out[1]
 
 
+def _children() -> set[int]:
+    """This process's child processes, zombies included. Other tests may leave long-lived
+    children behind (multiprocessing's resource tracker after a spawn), so the guarded
+    builder is checked for adding none, not for there being none at all."""
+    import psutil
+
+    return {c.pid for c in psutil.Process().children()}
+
+
 def test_guarded_drops_a_build_that_hangs_or_crashes():
     def build(i: int) -> None:
         if i == 2:
@@ -238,6 +247,7 @@ def test_guarded_drops_a_build_that_hangs_or_crashes():
         if i == 5:
             raise ValueError("does not build")
 
+    before = _children()
     start = time.monotonic()
     results = list(tuning.guarded(7, build, timeout=1.0))
     assert results == [
@@ -245,8 +255,7 @@ def test_guarded_drops_a_build_that_hangs_or_crashes():
         (4, "the compiler crashed"), (5, "ValueError: does not build"), (6, None),
     ]  # fmt: skip
     assert time.monotonic() - start < 30
-    with pytest.raises(ChildProcessError):  # every child was reaped
-        os.waitpid(-1, os.WNOHANG)
+    assert _children() <= before  # every child was reaped
 
 
 def test_guarded_builds_in_children_side_by_side(tmp_path):
@@ -255,6 +264,7 @@ def test_guarded_builds_in_children_side_by_side(tmp_path):
         time.sleep(0.5)
         (tmp_path / f"{i}").write_text(f"{os.getpid()} {time.monotonic()}")
 
+    before = _children()
     start = time.monotonic()
     results = list(tuning.guarded(6, build, timeout=30.0, workers=2))
     elapsed = time.monotonic() - start
@@ -262,20 +272,19 @@ def test_guarded_builds_in_children_side_by_side(tmp_path):
     pids = {int((tmp_path / f"{i}").read_text().split()[0]) for i in range(6)}
     assert len(pids) == 2 and os.getpid() not in pids  # two children, each reused
     assert elapsed < 6 * 0.5  # side by side: about 1.5 s, not 3
-    with pytest.raises(ChildProcessError):
-        os.waitpid(-1, os.WNOHANG)
+    assert _children() <= before
 
 
 def test_guarded_leaves_what_is_not_built_by_the_deadline():
     def build(i: int) -> None:
         time.sleep(0.3 if i < 2 else 600)
 
+    before = _children()
     start = time.monotonic()
     results = list(tuning.guarded(5, build, timeout=300.0, deadline=start + 2.0))
     assert results == [(0, None), (1, None)] + [(i, tuning.OUT_OF_TIME) for i in (2, 3, 4)]
     assert time.monotonic() - start < 10  # the hung build was stopped at the deadline
-    with pytest.raises(ChildProcessError):
-        os.waitpid(-1, os.WNOHANG)
+    assert _children() <= before
     # unguarded, a build is not interrupted, but none starts after the deadline
     unguarded = list(tuning.guarded(3, lambda i: None, timeout=None, deadline=start))
     assert unguarded == [(i, tuning.OUT_OF_TIME) for i in range(3)]
