@@ -33,30 +33,6 @@ import numpy as np
 TORCH_TOL, OTHER_TOL = 1e-5, 1e-4
 
 
-def randomise(model, seed: int = 0):
-    """Every floating tensor replaced: weights N(0, 1/fan_in), biases and BN means N(0, 0.1),
-    BN variances U(0.5, 1.5), norm scales 1 + N(0, 0.1), anything else N(0, 0.5)."""
-    import torch
-
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, t in model.state_dict().items():
-            if not t.is_floating_point():
-                continue
-            leaf = name.rpartition(".")[2]
-            if leaf == "running_var":
-                t.copy_(torch.rand(t.shape, generator=gen) + 0.5)
-            elif leaf in ("running_mean", "bias"):
-                t.copy_(torch.randn(t.shape, generator=gen) * 0.1)
-            elif leaf.endswith("weight") and t.dim() > 1:  # in_proj_weight too
-                t.copy_(torch.randn(t.shape, generator=gen) / t[0].numel() ** 0.5)
-            elif leaf == "weight":
-                t.copy_(1 + torch.randn(t.shape, generator=gen) * 0.1)
-            else:
-                t.copy_(torch.randn(t.shape, generator=gen) * 0.5)
-    return model.eval()
-
-
 def rel(got: np.ndarray, want: np.ndarray) -> float:
     return float(np.abs(got - want).max() / np.abs(want).max())
 
@@ -66,12 +42,13 @@ def row(name: str, args: argparse.Namespace) -> tuple[list[str], bool]:
     import torchvision
 
     import resdsl
-    from resdsl.loader import zoo_models
+    from resdsl.backends.check import randomise_state
+    from resdsl.loader import zoo_models, zoo_text
 
     net = resdsl.load(f"zoo:{name}")
     family = zoo_models()[name]
-    lines = len(resdsl.loader._zoo_text(family).splitlines())
-    reference = randomise(torchvision.models.get_model(name, weights=None))
+    lines = len(zoo_text(family).splitlines())
+    reference = randomise_state(torchvision.models.get_model(name, weights=None))
     model = resdsl.create_model(name).eval()
     cells = [name, f"{net.num_params:,}", f"{net.macs / 1e9:.2f} G", f"{lines} ({family})"]
     ok = True
@@ -138,8 +115,6 @@ def _tvm(net, weights, x, want, tmp: str, target: str, batch: int) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import fnmatch
-
     import resdsl
     from resdsl.loader import zoo_models
 
@@ -153,9 +128,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     names = resdsl.list_models(args.pattern)
     if args.one_per_family:
-        firsts: dict[str, str] = {}
+        files, firsts = zoo_models(), {}
         for name in names:
-            firsts.setdefault(zoo_models()[name], name)
+            firsts.setdefault(files[name], name)
         names = sorted(firsts.values())
     header = ["model", "params", "MACs", "spec lines", "load", "torch", "onnx", "tvm llvm",
               "cuda"]  # fmt: skip
@@ -163,8 +138,6 @@ def main(argv: list[str] | None = None) -> int:
     print("|" + "---|" * len(header))
     failed = []
     for name in names:
-        if not fnmatch.fnmatchcase(name, args.pattern):
-            continue
         cells, ok = row(name, args)
         print("| " + " | ".join(cells) + " |", flush=True)
         if not ok:

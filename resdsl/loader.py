@@ -11,6 +11,7 @@ model zoo shipped in ``resdsl/zoo`` (:func:`resolve_spec`); its spans say ``zoo/
 from __future__ import annotations
 
 import errno
+import functools
 import hashlib
 import os
 import re
@@ -178,20 +179,28 @@ def zoo_files() -> list[str]:
     return sorted(f.name for f in files if f.name.endswith(".res"))
 
 
-def _zoo_text(file: str) -> str:
+def zoo_text(file: str) -> str:
+    """The text of one of the zoo's family files (``resnet.res``)."""
     return resources.files("resdsl.zoo").joinpath(file).read_text(encoding="utf-8")
+
+
+@functools.cache
+def _zoo_index() -> tuple[tuple[str, str], ...]:
+    """(model, family file) of every network in the zoo, sorted; read once per process (the
+    package's files do not change while it runs)."""
+    models = {}
+    for file in zoo_files():
+        module = parse_cached(zoo_text(file), f"zoo/{file}")
+        for definition in module.definitions:
+            if definition.kind == "network":
+                models[definition.name] = file
+    return tuple(sorted(models.items()))
 
 
 def zoo_models() -> dict[str, str]:
     """Every model of the zoo: its name (the network's, torchvision's builder's) -> the
     family file that defines it."""
-    models = {}
-    for file in zoo_files():
-        module = parse_cached(_zoo_text(file), f"zoo/{file}")
-        for definition in module.definitions:
-            if definition.kind == "network":
-                models[definition.name] = file
-    return dict(sorted(models.items()))
+    return dict(_zoo_index())
 
 
 def resolve_spec(path: str) -> tuple[str, str, str | None]:
@@ -207,7 +216,7 @@ def resolve_spec(path: str) -> tuple[str, str, str | None]:
             hints=DidYouMean(list(models)).hint(name)
             or [f"`resdsl models` lists the {len(models)} models"],
         )
-    return _zoo_text(models[name]), f"zoo/{models[name]}", name
+    return zoo_text(models[name]), f"zoo/{models[name]}", name
 
 
 def _resolve(imp: ast.Import, importer: str) -> str:

@@ -2,10 +2,9 @@
 torchvision's, torchvision's state_dict loads strictly, and on a randomised state both give
 the same outputs (relative max difference <= 1e-5, batch 2, eval mode).
 
-"Randomised" replaces every floating tensor of the torchvision model, buffers included:
-weights N(0, 1/fan_in), biases and BN means N(0, 0.1), BN variances U(0.5, 1.5), BN
-scales 1 + N(0, 0.1), and every other tensor (layer scales, class tokens, position
-embeddings) N(0, 0.5): no zero head or 1e-6 layer scale can hide a mistake. Models over
+"Randomised" replaces every floating tensor of the torchvision model, buffers included
+(``resdsl.backends.check.randomise_state``): no zero head or 1e-6 layer scale can hide a
+mistake. Models over
 300M parameters are marked slow (RESDSL_SLOW=1 runs them).
 """
 
@@ -16,6 +15,7 @@ import fnmatch
 import pytest
 
 import resdsl
+from resdsl.backends.check import randomise_state
 
 torch = pytest.importorskip("torch")
 torchvision = pytest.importorskip("torchvision")
@@ -47,28 +47,6 @@ def test_list_models_filters_by_pattern():
     assert resdsl.list_models("no_such_*") == []
 
 
-def randomise(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    """Every floating tensor of ``model`` replaced (see the module docstring)."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, t in model.state_dict().items():
-            if not t.is_floating_point():
-                continue
-            leaf = name.rpartition(".")[2]
-            if leaf == "running_var":
-                t.copy_(torch.rand(t.shape, generator=gen) + 0.5)
-            elif leaf in ("running_mean", "bias"):
-                t.copy_(torch.randn(t.shape, generator=gen) * 0.1)
-            elif leaf.endswith("weight") and t.dim() > 1:  # in_proj_weight too
-                fan_in = t[0].numel()
-                t.copy_(torch.randn(t.shape, generator=gen) / fan_in**0.5)
-            elif leaf == "weight":  # a norm's scale
-                t.copy_(1 + torch.randn(t.shape, generator=gen) * 0.1)
-            else:
-                t.copy_(torch.randn(t.shape, generator=gen) * 0.5)
-    return model.eval()
-
-
 def input_shape(net: resdsl.Network) -> tuple[int, ...]:
     (name,) = net.graph.inputs
     return net.graph.info(name).shape
@@ -79,7 +57,7 @@ def input_shape(net: resdsl.Network) -> tuple[int, ...]:
 )
 def test_zoo_model_is_torchvisions(name):
     net = resdsl.load(f"zoo:{name}")
-    reference = randomise(torchvision.models.get_model(name, weights=None))
+    reference = randomise_state(torchvision.models.get_model(name, weights=None))
     params = sum(p.numel() for p in reference.parameters())
     assert net.num_params == params
     model = resdsl.create_model(name).eval()
@@ -96,7 +74,7 @@ def test_create_model_sets_num_classes_and_loads_a_checkpoint(tmp_path):
     model = resdsl.create_model("resnet18", num_classes=10)
     assert model.fc.out_features == 10
     path = tmp_path / "w.pt"
-    torch.save(randomise(model).state_dict(), path)
+    torch.save(randomise_state(model).state_dict(), path)
     again = resdsl.create_model("resnet18", num_classes=10, weights=path)
     for (k, a), (_, b) in zip(model.state_dict().items(), again.state_dict().items(), strict=True):
         assert torch.equal(a, b), k

@@ -37,6 +37,33 @@ def random_inputs(shapes: Sequence[Sequence[int]], seed: int) -> list[np.ndarray
     return [rng.standard_normal(tuple(s)).astype(np.float32) for s in shapes]
 
 
+def randomise_state(module, seed: int = 0):
+    """``module`` in eval mode with every floating tensor of its state replaced, for a
+    parity check that no zero head or 1e-6 layer scale can pass by accident: weights
+    N(0, 1/fan_in) (``in_proj_weight`` too), biases and batch-norm means N(0, 0.1), batch-norm
+    variances U(0.5, 1.5), norm scales 1 + N(0, 0.1), anything else (layer scales, tokens,
+    position embeddings) N(0, 0.5)."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, t in module.state_dict().items():
+            if not t.is_floating_point():
+                continue
+            leaf = name.rpartition(".")[2]
+            if leaf == "running_var":
+                t.copy_(torch.rand(t.shape, generator=gen) + 0.5)
+            elif leaf in ("running_mean", "bias"):
+                t.copy_(torch.randn(t.shape, generator=gen) * 0.1)
+            elif leaf.endswith("weight") and t.dim() > 1:
+                t.copy_(torch.randn(t.shape, generator=gen) / t[0].numel() ** 0.5)
+            elif leaf == "weight":  # a norm's scale
+                t.copy_(1 + torch.randn(t.shape, generator=gen) * 0.1)
+            else:
+                t.copy_(torch.randn(t.shape, generator=gen) * 0.5)
+    return module.eval()
+
+
 def reference(net: Network, weights: Weights, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
     """The PyTorch backend's outputs (eval mode) with ``weights`` loaded.
 

@@ -353,11 +353,9 @@ def _groupnorm(b: Builder, node: Node, args: list[str], shapes: list[Shape]) -> 
     if not node.attrs["affine"]:
         return _reshape_to(b, node, y, shapes[0])
     y = b.op("Reshape", [y, b.ints(node, "shape", [0, *shapes[0]])], node, "ungrouped")
-    per_channel = [1, c, *(1,) * (len(shapes[0]) - 1)]
-    scale = b.op("Reshape", [b.weight(node, "weight"), b.ints(node, "affine_shape", per_channel)],
-                 node, "scale")  # fmt: skip
-    shift = b.op("Reshape", [b.weight(node, "bias"), b.ints(node, "affine_shape2", per_channel)],
-                 node, "shift")  # fmt: skip
+    per_channel = b.ints(node, "affine_shape", [1, c, *(1,) * (len(shapes[0]) - 1)])
+    scale = b.op("Reshape", [b.weight(node, "weight"), per_channel], node, "scale")
+    shift = b.op("Reshape", [b.weight(node, "bias"), per_channel], node, "shift")
     return b.op("Add", [b.op("Mul", [y, scale], node, "scaled"), shift], node)
 
 

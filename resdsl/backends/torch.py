@@ -166,11 +166,11 @@ def _expand_parameter(node: Node, args: Sequence[str], mod: str | None) -> str:
     return f"{mod}{view}.expand({args[0]}{', -1' * len(shape)})"
 
 
-def _binary(symbol: str) -> Callable[[Node, Sequence[str], Sequence[Shape]], str]:
+def _binary(symbol: str) -> Callable[[Node, Sequence[str], str | None, Sequence[Shape]], str]:
     """A broadcasting binary op: per-sample shapes align on the last axis, the batch on the
     first, so the operand of lower rank gains unit axes after its batch axis."""
 
-    def call(node: Node, args: Sequence[str], shapes: Sequence[Shape]) -> str:
+    def call(node: Node, args: Sequence[str], mod: str | None, shapes: Sequence[Shape]) -> str:
         a, b = (
             v if view is None else f"{v}[:{', None' * (len(view) - 1 - len(s))}]"
             for v, s, view in zip(args, shapes, aligned(shapes), strict=True)
@@ -185,7 +185,7 @@ def _clamp(node: Node, args: Sequence[str], mod: str | None) -> str:
     return f"{args[0]}.clamp({', '.join(bounds)})"
 
 
-def _slice(node: Node, args: Sequence[str], shapes: Sequence[Shape]) -> str:
+def _slice(node: Node, args: Sequence[str], mod: str | None, shapes: Sequence[Shape]) -> str:
     axis, start, stop, step = slice_bounds(node.attrs, shapes[0])
     rest = f":{step}" if step != 1 else ""
     return f"{args[0]}[{':, ' * (axis + 1)}{start}:{stop}{rest}]"
@@ -196,13 +196,13 @@ def _pad(node: Node, args: Sequence[str], mod: str | None) -> str:
     return f"F.pad({args[0]}, {node.attrs['pads']!r}{value})"
 
 
-def _reduce(node: Node, args: Sequence[str], shapes: Sequence[Shape]) -> str:
+def _reduce(node: Node, args: Sequence[str], mod: str | None, shapes: Sequence[Shape]) -> str:
     dims = tuple(a + 1 for a in reduced_axes(node.op, node.attrs, shapes[0]))
     keep = ", keepdim=True" if node.attrs["keepdim"] else ""
     return f"{args[0]}.{node.op}({dims[0] if len(dims) == 1 else dims!r}{keep})"
 
 
-def _softmax(node: Node, args: Sequence[str], shapes: Sequence[Shape]) -> str:
+def _softmax(node: Node, args: Sequence[str], mod: str | None, shapes: Sequence[Shape]) -> str:
     return f"{args[0]}.softmax({batch_axis(node.attrs['axis'], len(shapes[0]))})"
 
 
@@ -231,14 +231,14 @@ EMITTERS: dict[str, Emitter] = {
     "flatten": Emitter(lambda n, a, m: f"{a[0]}.flatten({n.attrs['start'] + 1})"),
     "add": Emitter(lambda n, a, m: " + ".join(a)),
     "concat": Emitter(lambda n, a, m: f"torch.cat([{', '.join(a)}], dim={n.attrs['axis'] + 1})"),
-    "mul": Emitter(lambda n, a, m, s: _binary("*")(n, a, s), shaped=True),
-    "matmul": Emitter(lambda n, a, m, s: _binary("@")(n, a, s), shaped=True),
+    "mul": Emitter(_binary("*"), shaped=True),
+    "matmul": Emitter(_binary("@"), shaped=True),
     "sub": Emitter(lambda n, a, m: f"{a[0]} - {a[1]}"),
     "scale_shift": Emitter(lambda n, a, m: _scale_shift(a[0], n.attrs["scale"], n.attrs["shift"])),
     "clamp": Emitter(_clamp),
     "sigmoid": Emitter(lambda n, a, m: f"torch.sigmoid({a[0]})"),
     "gelu": Emitter(_gelu),
-    "softmax": Emitter(lambda n, a, m, s: _softmax(n, a, s), shaped=True),
+    "softmax": Emitter(_softmax, shaped=True),
     # native forms of composites: PyTorch's own functions read (and run) better
     "relu6": Emitter(lambda n, a, m: f"F.relu6({a[0]})"),
     "hardtanh": Emitter(
@@ -264,10 +264,10 @@ EMITTERS: dict[str, Emitter] = {
         lambda n, a, m: f"{a[0]}.permute(0, {_ints(tuple(i + 1 for i in n.attrs['axes']))})"
     ),
     "select": Emitter(lambda n, a, m: f"{a[0]}.select({n.attrs['axis'] + 1}, {n.attrs['index']})"),
-    "slice": Emitter(lambda n, a, m, s: _slice(n, a, s), shaped=True),
+    "slice": Emitter(_slice, shaped=True),
     "pad": Emitter(_pad),
-    "sum": Emitter(lambda n, a, m, s: _reduce(n, a, s), shaped=True),
-    "mean": Emitter(lambda n, a, m, s: _reduce(n, a, s), shaped=True),
+    "sum": Emitter(_reduce, shaped=True),
+    "mean": Emitter(_reduce, shaped=True),
 }
 
 # Helpers that generated files define when they use them (kept readable and dependency-free).

@@ -227,11 +227,10 @@ class Expressions:
                 and all(x >= y for x, y in zip(a.shape[1:], b.shape[1:], strict=True))
             )
 
-        (skip, skip_expr), (res, res_expr) = sorted(
-            ((left, expr.left), (right, expr.right)),
-            key=lambda p: (not widens(*((p[0], right) if p[0] is left else (p[0], left))),
-                           order[p[0].node]),
-        )  # fmt: skip
+        operands = [(left, expr.left, right), (right, expr.right, left)]  # (value, expr, other)
+        (skip, skip_expr, _), (res, res_expr, _) = sorted(
+            operands, key=lambda p: (not widens(p[0], p[2]), order[p[0].node])
+        )
         fix = projection_hint(skip.shape, res.shape)
         if fix is None:
             return []

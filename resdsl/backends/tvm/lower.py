@@ -121,13 +121,17 @@ def _add(ctx: Context, node: Node, args, shapes) -> relax.Expr:
     return y
 
 
-def _mul(ctx: Context, node: Node, args, shapes) -> relax.Expr:
-    """Broadcasting product; per-sample shapes align on the last axis, batches on the first."""
-    a, b = (
+def _aligned(ctx: Context, args, shapes) -> list[relax.Expr]:
+    """Operands of a broadcasting op: per-sample shapes align on the last axis, batches on
+    the first, so one of lower rank gains unit axes after its batch axis."""
+    return [
         v if view is None else ctx.emit(R.reshape(v, (ctx.batch, *view[1:])))
         for v, view in zip(args, aligned(shapes), strict=True)
-    )
-    return ctx.emit(R.multiply(a, b))
+    ]
+
+
+def _mul(ctx: Context, node: Node, args, shapes) -> relax.Expr:
+    return ctx.emit(R.multiply(*_aligned(ctx, args, shapes)))
 
 
 def _scale_shift(ctx: Context, node: Node, args, shapes) -> relax.Expr:
@@ -207,11 +211,7 @@ def _reduce(fn: Callable[..., relax.Expr]) -> Emitter:
 
 
 def _matmul(ctx: Context, node: Node, args, shapes) -> relax.Expr:
-    a, b = (
-        v if view is None else ctx.emit(R.reshape(v, (ctx.batch, *view[1:])))
-        for v, view in zip(args, aligned(shapes), strict=True)
-    )
-    return ctx.products(R.matmul(a, b, out_dtype=ctx.accumulator))
+    return ctx.products(R.matmul(*_aligned(ctx, args, shapes), out_dtype=ctx.accumulator))
 
 
 EMITTERS: dict[str, Emitter] = {
