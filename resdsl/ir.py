@@ -68,6 +68,8 @@ class Graph:
         self.nx = nx.MultiDiGraph()
         self.inputs: list[str] = []
         self.outputs: list[tuple[str, str]] = []  # (output name, producing node)
+        # outputs produced only in training mode (auxiliary classifiers): `training(aux)`
+        self.training_outputs: list[tuple[str, str]] = []
         # weights an expanded composite derives from its own: key -> (fn, source keys)
         self.derived: dict[str, tuple[Any, tuple[str, ...]]] = {}
 
@@ -151,7 +153,30 @@ class Graph:
         other = Graph(self.name)
         other.nx = self.nx.copy()
         other.inputs, other.outputs = list(self.inputs), list(self.outputs)
+        other.training_outputs = list(self.training_outputs)
         other.derived = dict(self.derived)
+        return other
+
+    def training_only(self) -> set[str]:
+        """Nodes that only training outputs read (an auxiliary classifier's branch)."""
+        if not self.training_outputs:
+            return set()
+        live = set(self.inputs)
+        for _, node in self.outputs:
+            live |= {node, *nx.ancestors(self.nx, node)}
+        extra = set()
+        for _, node in self.training_outputs:
+            extra |= {node, *nx.ancestors(self.nx, node)}
+        return extra - live
+
+    def inference(self) -> Graph:
+        """This graph as inference sees it: without the training-only outputs and the nodes
+        only they read (what the ONNX and TVM backends compile). ``self`` when it has none."""
+        if not self.training_outputs:
+            return self
+        other = self.copy()
+        other.nx.remove_nodes_from(self.training_only())
+        other.training_outputs = []
         return other
 
     # --- counting -----------------------------------------------------------------------------

@@ -24,6 +24,7 @@ class Layer:
     shape: Shape
     params: int
     macs: int
+    training: bool = False  # only a training-only output reads it (its MACs are not counted)
 
 
 class Network:
@@ -41,11 +42,11 @@ class Network:
 
     @cached_property
     def layers(self) -> list[Layer]:
-        g, layers = self.graph, []
+        g, layers, training = self.graph, [], self.graph.training_only()
         for n in g.nodes():
             op, inputs, out = OPS[n.op], g.input_shapes(n.name), g.info(n.name).shape
             params, macs = op.params(n.attrs, inputs), op.count_macs(n.attrs, inputs, out)
-            layers.append(Layer(n.name, n.op, out, params, macs))
+            layers.append(Layer(n.name, n.op, out, params, macs, n.name in training))
         return layers
 
     @property
@@ -55,8 +56,9 @@ class Network:
 
     @property
     def macs(self) -> int:
-        """Multiply-accumulates for one sample (conv2d and linear; see docs/language.md)."""
-        return sum(layer.macs for layer in self.layers)
+        """Multiply-accumulates of one sample's inference (conv2d and linear; see
+        docs/language.md); a training-only output's branch is not counted."""
+        return sum(layer.macs for layer in self.layers if not layer.training)
 
     @property
     def projections(self) -> tuple[Projection, ...]:
@@ -71,6 +73,11 @@ class Network:
     @property
     def output_shapes(self) -> dict[str, Shape]:
         return {name: self.graph.info(node).shape for name, node in self.graph.outputs}
+
+    @property
+    def training_output_shapes(self) -> dict[str, Shape]:
+        """Outputs produced only in training mode (``training(aux)``), by name."""
+        return {name: self.graph.info(node).shape for name, node in self.graph.training_outputs}
 
     def to_torch(self, seed: int | None = 0) -> torch.nn.Module:
         """A ``torch.nn.Module`` whose submodule names are the IR names."""

@@ -121,7 +121,11 @@ CASES: dict[str, Case] = {
         "return x -> flatten(1), x -> flatten",
         lambda x, w: (x.flatten(2), x.flatten(1)),
     ),
-    "add": Case("x: (3, 4)", "return add(x, relu(x), x)", lambda x, w: (x + F.relu(x) + x,)),
+    "add": Case(
+        "x: (3, 4), g: (2, 3, 1), h: (4,)",
+        "return add(x, relu(x), x), x + g, add(x, h, g)",
+        lambda x, g, h, w: (x + F.relu(x) + x, x[:, None] + g, x[:, None] + h[:, None, None] + g),
+    ),
     "concat": Case(
         "x: (2, 3, 4)",
         "return concat(x, relu(x), axis=1), concat(x, x, relu(x))",
@@ -132,7 +136,31 @@ CASES: dict[str, Case] = {
         "return x * g, x * h",
         lambda x, g, h, w: (x * g, x * h[:, None, None, :]),
     ),
-    "sub": Case("x: (3, 4)", "return x - relu(x)", lambda x, w: (x - F.relu(x),)),
+    "sub": Case(
+        "x: (3, 4), g: (3, 1), h: (4,)",
+        "return x - relu(x), x - g, g - h",
+        lambda x, g, h, w: (x - F.relu(x), x - g, g - h[:, None]),
+    ),
+    "div": Case(
+        "x: (3, 4), g: (3, 1)",
+        "return div(x, g), div(g, x -> abs -> clamp(min=0.5))",
+        lambda x, g, w: (x / g, g / x.abs().clamp(min=0.5)),
+    ),
+    "tanh": Case("x: (3, 4)", "return x -> tanh", lambda x, w: (torch.tanh(x),)),
+    "exp": Case("x: (3, 4)", "return x -> exp", lambda x, w: (torch.exp(x),)),
+    "abs": Case("x: (3, 4)", "return x -> abs", lambda x, w: (torch.abs(x),)),
+    "sqrt": Case("x: (3, 4)", "return x -> abs -> sqrt", lambda x, w: (torch.sqrt(x.abs()),)),
+    "normalize": Case(
+        "x: (3, 4, 5)",
+        "return x -> normalize, x -> normalize(axis=0, eps=0.5)",
+        lambda x, w: (F.normalize(x, dim=-1), F.normalize(x, dim=1, eps=0.5)),
+    ),
+    "take": Case(
+        "x: (3, 4)",
+        'return x -> take(i: buffer((5,), values=(2, 0, 1, 1, 2), dtype="int64")), '
+        'take(x, j: buffer((2,), values=(3, 0), dtype="int64", stored=(2,)), axis=1)',
+        lambda x, w: (x[:, w["i"][0]], x[:, :, w["j"]]),
+    ),
     "scale_shift": Case(
         "x: (3, 4)", "return x * 0.5 + 1, 1 - x", lambda x, w: (x * 0.5 + 1, 1 - x)
     ),
@@ -196,8 +224,13 @@ CASES: dict[str, Case] = {
     ),
     "buffer": Case(
         "x: (4, 2, 3)",
-        'return x * b: buffer((4, 1, 1), stored=(4,), init="ones"), c: buffer((3,))',
-        lambda x, w: (x * w["b"].reshape(1, 4, 1, 1), w["c"].expand(x.shape[0], 3)),
+        'return x * b: buffer((4, 1, 1), stored=(4,), init="ones"), c: buffer((3,)), '
+        "x + d: buffer((2, 3), values=(1, 2.5, 3, 4, 5, -6), persistent=false)",
+        lambda x, w: (
+            x * w["b"].reshape(1, 4, 1, 1),
+            w["c"].expand(x.shape[0], 3),
+            x + torch.tensor([[1, 2.5, 3], [4, 5, -6]]),
+        ),
     ),
     "reshape": Case(
         "x: (4, 2, 3)", "return x -> reshape((4, -1))", lambda x, w: (x.reshape(-1, 4, 6),)

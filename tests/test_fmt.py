@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 import resdsl
 from resdsl.cli import main
-from resdsl.errors import SpecSyntaxError
+from resdsl.errors import SpecError, SpecSyntaxError
 from resdsl.syntax import parse
 from resdsl.tools import fmt
 
@@ -95,7 +95,10 @@ def test_spacing_and_one_statement_per_line():
         "    y = x -> conv1: conv2d(c, 3, padding=1) -> relu\n"
         "    z = -y ** -2 * (1 + 2) // 3 % 4\n"
         "    t = (1,)\n"
-        "    u = (1, 2)\n"
+        "    u = (\n"  # a magic trailing comma: one item per line
+        "        1,\n"
+        "        2,\n"
+        "    )\n"
         "    v = ()\n"
         "    return y + x\n"
         "}\n",
@@ -214,10 +217,87 @@ def test_long_chain_breaks_before_every_arrow_aligned_under_the_first():
         "    return y\n"
         "}\n",
     )
-    # a chain that fits stays on one line however it was written
+    # a chain written on one line that fits stays on one line
+    check(
+        "block b() (x) {\n  return x   -> relu ->relu\n}",
+        "block b() (x) {\n    return x -> relu -> relu\n}\n",
+    )
+
+
+def test_chains_keep_the_authors_line_breaks():
+    """As gofmt keeps line breaks: where the author broke a chain, it stays broken, and
+    stages the author kept on one line stay together (the tutorial's style)."""
+    check(
+        "block b() (x) {\n  y = x -> conv1: conv2d(8, 3)\n -> bn1: batchnorm2d -> relu\n"
+        "  return y\n}",
+        "block b() (x) {\n"
+        "    y = x -> conv1: conv2d(8, 3)\n"
+        "          -> bn1: batchnorm2d -> relu\n"
+        "    return y\n"
+        "}\n",
+    )
+    # a break before the first arrow aligns the arrows under the head
     check(
         "block b() (x) {\n  return x\n   -> relu\n   -> relu\n}",
-        "block b() (x) {\n    return x -> relu -> relu\n}\n",
+        "block b() (x) {\n    return x\n           -> relu\n           -> relu\n}\n",
+    )
+    # a chain in parentheses (a residual branch) breaks the same way
+    check(
+        "block b() (x) {\n  return x + (x -> n: layernorm\n -> a: attention(2))\n}",
+        "block b() (x) {\n"
+        "    return x + (x -> n: layernorm\n"
+        "                  -> a: attention(2))\n"
+        "}\n",
+    )
+
+
+def test_long_calls_and_tuples_split_at_their_brackets():
+    """As black: the items on one indented line when they fit, filled when they are plain
+    values, one per line with a trailing comma otherwise; a trailing comma written by the
+    author (black's magic trailing comma) keeps one item per line."""
+    args = ", ".join(f"argument_{i}" for i in range(7))
+    check(
+        f"block b() (x) {{ y = x -> c: conv2d({args}) -> relu return y }}",
+        "block b() (x) {\n"
+        "    y = x -> c: conv2d(\n"
+        f"                 {args}\n"
+        "             )\n"
+        "          -> relu\n"
+        "    return y\n"
+        "}\n",
+    )
+    numbers = ", ".join(str(1000 + i) for i in range(30))
+    check(
+        f"block b() (x) {{ t = ({numbers}) return x }}",
+        "block b() (x) {\n"
+        "    t = (\n"
+        "        1000, 1001, 1002, 1003, 1004, 1005, 1006, 1007, 1008, 1009, 1010, 1011, 1012,"
+        " 1013, 1014,\n"
+        "        1015, 1016, 1017, 1018, 1019, 1020, 1021, 1022, 1023, 1024, 1025, 1026, 1027,"
+        " 1028, 1029\n"
+        "    )\n"
+        "    return x\n"
+        "}\n",
+    )
+    check(
+        "block b() (x) { return buffer((3,), values=(1, 2, 3), persistent=false,) }",
+        "block b() (x) {\n"
+        "    return buffer(\n"
+        "        (3,),\n"
+        "        values=(1, 2, 3),\n"
+        "        persistent=false,\n"
+        "    )\n"
+        "}\n",
+    )
+    long = " ".join(["(i * i + j * j for i in range(100)", *["for j in range(100)"] * 4]) + ")"
+    check(
+        f"block b() (x) {{ t = {long} return x }}",
+        "block b() (x) {\n"
+        "    t = (\n"
+        "        i * i + j * j\n"
+        "        for i in range(100)\n" + "        for j in range(100)\n" * 4 + "    )\n"
+        "    return x\n"
+        "}\n",
     )
 
 
@@ -369,7 +449,7 @@ def test_comments_inside_chains_stay_on_their_stage():
     # ... unless one of them is inside a stage: then they all go above
     check(
         "block b() (x) {\n    return x -> a  # c1\n      -> f(1, # c2\n 2)\n}",
-        "block b() (x) {\n    # c1\n    # c2\n    return x -> a -> f(1, 2)\n}\n",
+        "block b() (x) {\n    # c1\n    # c2\n    return x -> a\n             -> f(1, 2)\n}\n",
     )
 
 
@@ -431,10 +511,12 @@ def interleave(toks: list[str], seps: list[str]) -> str:
 @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_fuzzed_whitespace_gives_one_layout(path, data):
-    """Without comments or blank lines, the layout does not depend on the input's."""
+    """Without comments or blank lines, the layout depends on the input's only through the
+    line breaks before arrows (an authored chain layout): with none, it is one layout."""
     toks = tokens(path)
     seps = data.draw(st.lists(st.sampled_from(SPACES), min_size=len(toks) + 1,
                               max_size=len(toks) + 1))  # fmt: skip
+    seps = [" " if k < len(toks) and toks[k] == "->" else s for k, s in enumerate(seps)]
     assert fmt.format_text(interleave(toks, seps)) == formatted_tokens(path)
 
 
@@ -600,3 +682,44 @@ def test_generated_specs_keep_their_meaning(text):
     once = fmt.format_text(text, str(path))
     assert fmt.format_text(once, str(path)) == once
     assert fingerprints(once, path) == before
+
+
+# --- code in the docs --------------------------------------------------------------------------
+
+DOC_FENCE = re.compile(r"(?:<!-- from (?P<source>\S+) -->\n)?```res\n(?P<body>.*?)```", re.S)
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+
+def doc_snippets() -> list[tuple[str, str]]:
+    """Every ```res block of README.md and docs/*.md that is not an excerpt of a shipped
+    file (an excerpt is checked against its file): (where, text)."""
+    out = []
+    for path in DOCS:
+        text = path.read_text()
+        for m in DOC_FENCE.finditer(text):
+            if m["source"] is None:
+                line = text[: m.start("body")].count("\n") + 1
+                out.append((f"{path.relative_to(ROOT)}:{line}", m["body"]))
+    return out
+
+
+def _wrapped(body: str) -> str:
+    """Statements shown on their own, as the body of a block (to format them)."""
+    inner = "".join(f"    {line}" if line.strip() else line for line in body.splitlines(True))
+    return f"block doc() (x) {{\n{inner}}}\n"
+
+
+@pytest.mark.parametrize("where, body", doc_snippets(), ids=[w for w, _ in doc_snippets()])
+def test_docs_code_is_in_the_canonical_layout(where, body):
+    """A whole file is formatted as it is; statements shown on their own as a block body.
+    `{ ... }` stands for a body the text leaves out."""
+    body = body.replace("{ ... }", "{}")
+    try:
+        fmt.format_text(body)
+    except SpecError:
+        body = _wrapped(body)
+    assert fmt.format_text(body) == body, f"{where}: run resdsl fmt on it"
+
+
+def test_docs_have_code_to_check():
+    assert len(doc_snippets()) >= 15

@@ -31,10 +31,7 @@ SLOW = {
 }  # fmt: skip
 # Builders the zoo does not have yet (issue 17 is open); the test fails when one is added
 # without being removed here, so this list is always exact.
-MISSING = {
-    "googlenet", "inception_v3", "maxvit_t", "swin_b", "swin_s", "swin_t", "swin_v2_b",
-    "swin_v2_s", "swin_v2_t",
-}  # fmt: skip
+MISSING = set()
 
 
 def test_zoo_names_are_torchvisions_builders():

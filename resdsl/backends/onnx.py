@@ -26,6 +26,7 @@ from .._io import atomic_write
 from ..errors import SpecError
 from ..ir import Graph, Node
 from ..ops import Shape
+from ..ops.layers import tensor_value
 from ..ops.lowering import aligned, batch_axis, conv_padding
 from ..ops.tensors import pad_widths, reduced_axes, slice_bounds
 from ..passes import decompose, derive_weights
@@ -176,7 +177,14 @@ def _parameter(b: Builder, node: Node, args: list[str], shapes: list[Shape]) -> 
     of the first input instead: ``Where(cond, p, p)`` broadcasts ``p`` against it and is
     ``p`` whatever the condition's values are.
     """
-    p, rank = b.weight(node, ""), 1 + len(node.attrs["shape"])
+    rank = 1 + len(node.attrs["shape"])
+    if node.op == "buffer" and node.attrs["dtype"] == "int64":  # an index: read by `take`
+        index = tensor_value(node.attrs).reshape(node.attrs["shape"])
+        return b.op("Identity", [b.const(node, "index", index, np.int64)], node)
+    if node.op == "buffer" and not node.attrs["persistent"]:  # a constant, not a weight
+        p = b.const(node, "value", tensor_value(node.attrs))
+    else:
+        p = b.weight(node, "")
     if node.attrs["stored"] not in (None, (1, *node.attrs["shape"])):
         p = b.op("Reshape", [p, b.ints(node, "stored_shape", [1, *node.attrs["shape"]])], node,
                  "unstored")  # fmt: skip
@@ -291,7 +299,7 @@ def _reshape_to(b: Builder, node: Node, x: str, shape: Shape) -> str:
 
 
 def _add(b: Builder, node: Node, args: list[str], shapes: list[Shape]) -> str:
-    return b.op("Add" if len(args) == 2 else "Sum", args, node)
+    return b.op("Add" if len(args) == 2 else "Sum", _aligned(b, node, args, shapes), node)
 
 
 def _aligned(b: Builder, node: Node, args: list[str], shapes: list[Shape]) -> list[str]:
@@ -393,7 +401,13 @@ EMITTERS: dict[str, Emitter] = {
     "add": _add,
     "concat": lambda b, n, a, s: b.op("Concat", a, n, axis=n.attrs["axis"] + 1),
     "mul": _mul,
-    "sub": _unary("Sub"),
+    "sub": lambda b, n, a, s: b.op("Sub", _aligned(b, n, a, s), n),
+    "div": lambda b, n, a, s: b.op("Div", _aligned(b, n, a, s), n),
+    "exp": _unary("Exp"),
+    "tanh": _unary("Tanh"),
+    "abs": _unary("Abs"),
+    "sqrt": _unary("Sqrt"),
+    "take": lambda b, n, a, s: b.op("Gather", a, n, axis=n.attrs["axis"] % len(s[0]) + 1),
     "scale_shift": _scale_shift,
     "clamp": _clamp,
     "sigmoid": _unary("Sigmoid"),
@@ -464,12 +478,14 @@ def to_onnx(
 
     if batch is not None and batch < 1:
         raise ValueError(f"batch must be at least 1, got {batch}")
-    graph = decompose(graph, EMITTERS)
+    graph = decompose(graph.inference(), EMITTERS)
     weights = derive_weights(graph, weights)
     b = _lower(graph, weights, BATCH if batch is None else batch)
 
     def info(value: str, node: str):
-        shape = [b.batch, *graph.info(node).shape]
+        shape, dtype = [b.batch, *graph.info(node).shape], graph.info(node).dtype
+        if dtype == "int64":  # an index (a buffer read by `take`): per sample, no batch
+            return helper.make_tensor_value_info(value, TensorProto.INT64, shape[1:])
         return helper.make_tensor_value_info(value, TensorProto.FLOAT, shape)
 
     outputs = {out for out, _ in graph.outputs}

@@ -145,6 +145,9 @@ def _initial(node: Node) -> str:
     broadcasts over the batch), initialised per ``init``."""
     a = node.attrs
     size, init = _ints(_stored(node)), a["init"]
+    if a.get("values") is not None:  # the elements: a constant of the generated file
+        dtype = "torch.int64" if a["dtype"] == "int64" else "torch.float32"
+        return f"torch.tensor({_constant_name(a['values'])}, dtype={dtype}).reshape({size})"
     if init == "normal":
         return f"torch.empty({size}).normal_(std={a['std']!r})"
     if init == "uniform":
@@ -154,6 +157,31 @@ def _initial(node: Node) -> str:
     if init == "kaiming":  # as nn.Linear initialises its weight
         return f"nn.init.kaiming_uniform_(torch.empty({size}), a=5**0.5)"
     return f"torch.{init}({size})"  # zeros or ones
+
+
+def _constant_name(values: tuple) -> str:
+    """The module-level name a generated file gives a buffer's elements (one definition
+    per distinct tuple: Swin's blocks share one relative position index)."""
+    return "VALUES_" + hashlib.sha256(repr(values).encode()).hexdigest()[:8].upper()
+
+
+def _constant_lines(graph: Graph) -> list[str]:
+    """``VALUES_... = (...)`` for each distinct ``values`` of the graph's buffers, wrapped."""
+    import textwrap
+
+    out: dict[str, tuple] = {}
+    for node in graph.nodes():
+        if node.op == "buffer" and node.attrs["values"] is not None:
+            out.setdefault(_constant_name(node.attrs["values"]), node.attrs["values"])
+    lines = []
+    for name, values in sorted(out.items()):
+        body = textwrap.wrap(", ".join(map(repr, values)), _WIDTH - 4)
+        lines += [f"{name} = (", *(f"    {line}" for line in body), ")", "", ""]
+    return lines
+
+
+def _take(node: Node, args: Sequence[str], mod: str | None) -> str:
+    return f"{args[0]}.index_select({node.attrs['axis'] + 1}, {args[1]}[0])"
 
 
 def _parameter(node: Node, shapes: Sequence[Shape]) -> str:
@@ -171,13 +199,18 @@ def _binary(symbol: str) -> Callable[[Node, Sequence[str], str | None, Sequence[
     first, so the operand of lower rank gains unit axes after its batch axis."""
 
     def call(node: Node, args: Sequence[str], mod: str | None, shapes: Sequence[Shape]) -> str:
-        a, b = (
+        return f" {symbol} ".join(
             v if view is None else f"{v}[:{', None' * (len(view) - 1 - len(s))}]"
             for v, s, view in zip(args, shapes, aligned(shapes), strict=True)
         )
-        return f"{a} {symbol} {b}"
 
     return call
+
+
+def _sum(node: Node, args: Sequence[str], mod: str | None, shapes: Sequence[Shape]) -> str:
+    if len(set(shapes)) == 1:  # the residual add
+        return " + ".join(args)
+    return _binary("+")(node, args, mod, shapes)
 
 
 def _clamp(node: Node, args: Sequence[str], mod: str | None) -> str:
@@ -229,14 +262,27 @@ EMITTERS: dict[str, Emitter] = {
     ),
     "global_avgpool": Emitter(lambda n, a, m: f"F.adaptive_avg_pool2d({a[0]}, 1).flatten(1)"),
     "flatten": Emitter(lambda n, a, m: f"{a[0]}.flatten({n.attrs['start'] + 1})"),
-    "add": Emitter(lambda n, a, m: " + ".join(a)),
+    "add": Emitter(_sum, shaped=True),
     "concat": Emitter(lambda n, a, m: f"torch.cat([{', '.join(a)}], dim={n.attrs['axis'] + 1})"),
     "mul": Emitter(_binary("*"), shaped=True),
     "matmul": Emitter(_binary("@"), shaped=True),
-    "sub": Emitter(lambda n, a, m: f"{a[0]} - {a[1]}"),
+    "sub": Emitter(_binary("-"), shaped=True),
+    "div": Emitter(_binary("/"), shaped=True),
     "scale_shift": Emitter(lambda n, a, m: _scale_shift(a[0], n.attrs["scale"], n.attrs["shift"])),
     "clamp": Emitter(_clamp),
     "sigmoid": Emitter(lambda n, a, m: f"torch.sigmoid({a[0]})"),
+    "exp": Emitter(lambda n, a, m: f"torch.exp({a[0]})"),
+    "tanh": Emitter(lambda n, a, m: f"torch.tanh({a[0]})"),
+    "abs": Emitter(lambda n, a, m: f"torch.abs({a[0]})"),
+    "sqrt": Emitter(lambda n, a, m: f"torch.sqrt({a[0]})"),
+    "normalize": Emitter(
+        lambda n, a, m, s: (
+            f"F.normalize({a[0]}, dim={batch_axis(n.attrs['axis'], len(s[0]))}"
+            f", eps={n.attrs['eps']!r})"
+        ),
+        shaped=True,
+    ),
+    "take": Emitter(_take),
     "gelu": Emitter(_gelu),
     "softmax": Emitter(_softmax, shaped=True),
     # native forms of composites: PyTorch's own functions read (and run) better
@@ -381,6 +427,7 @@ def generate(graph: Graph, source_path: str | None = None) -> str:
     from .. import __version__
 
     graph = decompose(graph, EMITTERS)
+    training = graph.training_only()
     init, forward, scopes, taken, helpers = [], [], set(), set(_RESERVED), set()
     var = {}
     for node in graph.nodes():
@@ -401,20 +448,30 @@ def generate(graph: Graph, source_path: str | None = None) -> str:
             for seg in node.name.split("."):  # elaboration refuses these names already
                 if reason := reserved(seg):
                     raise SpecError(f"{reason} (target torch)", node.span)
-            init += _declare(node.name, emitter.module(node, shapes), scopes)
+            persistent = node.op != "buffer" or node.attrs["persistent"]
+            init += _declare(node.name, emitter.module(node, shapes), scopes, persistent)
             tensor = node.op in ("parameter", "buffer")
             ref = _parameter_ref(node.name) if tensor else _module_ref(node.name)
+        # a training-only branch (an auxiliary classifier) runs under `if self.training:`
+        indent = " " * (12 if node.name in training else 8)
+        if node.name in training and (not forward or not forward[-1][1].startswith(indent)):
+            forward.append((node.scope, "        if self.training:"))
         if node.scope and (not forward or forward[-1][0] != node.scope):
-            forward.append((node.scope, f"        # {node.scope}: {node.block}"))
+            forward.append((node.scope, f"{indent}# {node.scope}: {node.block}"))
         var[node.name] = _variable(node.name, taken)
         call = emitter.call(node, args, ref, *([shapes] if emitter.shaped else []))
-        line = f"        {var[node.name]} = {call}"
+        line = f"{indent}{var[node.name]} = {call}"
         comment = f"# {_shape(graph.info(node.name).shape)}"
         if len(line) + len(comment) + 2 <= _WIDTH:
             forward.append((node.scope, f"{line}  {comment}"))
         else:  # keep lines within the width: the shape goes on its own line above
-            forward += [(node.scope, f"        {comment}"), (node.scope, line)]
+            forward += [(node.scope, f"{indent}{comment}"), (node.scope, line)]
     outputs = [var[node] for _, node in graph.outputs]
+    returns = [f"        return {', '.join(outputs)}"]
+    if graph.training_outputs:  # in training mode, as torchvision: (logits, aux, ...)
+        everything = outputs + [var[node] for _, node in graph.training_outputs]
+        returns = ["        if self.training:", f"            return {', '.join(everything)}",
+                   *returns]  # fmt: skip
     params = ", ".join(var[name] for name in graph.inputs)
     shapes = ", ".join(f"{var[n]}: {_shape(graph.info(n).shape)}" for n in graph.inputs)
     origin = f" from {_docstring_text(source_path)}" if source_path else ""
@@ -437,6 +494,7 @@ def generate(graph: Graph, source_path: str | None = None) -> str:
         "from torch import nn",
         "",
         "",
+        *_constant_lines(graph),
         *(line for name in sorted(helpers) for line in [*HELPERS[name], "", ""]),
         "class Scope(nn.Module):",
         '    """A block instance of the spec: a named group of layers."""',
@@ -453,7 +511,7 @@ def generate(graph: Graph, source_path: str | None = None) -> str:
         f"    def forward(self, {params}):",
         f"        # {shapes}",
         *(line for _, line in forward),
-        f"        return {', '.join(outputs)}",
+        *returns,
         "",
         "",
         "def build():",
@@ -464,7 +522,7 @@ def generate(graph: Graph, source_path: str | None = None) -> str:
     return "\n".join(lines)
 
 
-def _declare(name: str, constructor: str, scopes: set[str]) -> list[str]:
+def _declare(name: str, constructor: str, scopes: set[str], persistent: bool = True) -> list[str]:
     """Lines creating ``name``'s parent scopes (once) and then the layer itself."""
     lines = []
     segments = name.split(".")
@@ -477,7 +535,8 @@ def _declare(name: str, constructor: str, scopes: set[str]) -> list[str]:
         parent = _module_ref(".".join(segments[: depth - 1])) if depth > 1 else "self"
         seg = segments[depth - 1]
         if value.startswith("torch."):  # a buffer: only register_buffer makes it one
-            lines.append(f'        {parent}.register_buffer("{seg}", {value})')
+            extra = "" if persistent else ", persistent=False"
+            lines.append(f'        {parent}.register_buffer("{seg}", {value}{extra})')
         elif _is_attribute(seg):
             lines.append(f"        {parent}.{seg} = {value}")
         elif value.startswith("nn.Parameter("):

@@ -75,6 +75,7 @@ def _info_text(net, path: str, verbose: bool = False) -> list[str]:
         f"network  {net.name}  ({_shown(path)})",
         "inputs   " + ", ".join(f"{k}: {_shape(v)}" for k, v in net.input_shapes.items()),
         "outputs  " + ", ".join(f"{k}: {_shape(v)}" for k, v in net.output_shapes.items()),
+        *_training_line(net),
         f"params   {net.num_params:,}",
         f"MACs     {net.macs:,} ({_giga(net.macs)})",
         f"ops      {len(net.graph)}",
@@ -92,6 +93,14 @@ def _info_text(net, path: str, verbose: bool = False) -> list[str]:
     return out
 
 
+def _training_line(net) -> list[str]:
+    training = net.training_output_shapes
+    if not training:
+        return []
+    shapes = ", ".join(f"{k}: {_shape(v)}" for k, v in training.items())
+    return [f"training {shapes} (training mode only; their MACs are not counted)"]
+
+
 def _shape(shape: tuple[int, ...]) -> str:
     from ..ops import fmt_shape
 
@@ -107,12 +116,13 @@ def _info_json(net) -> dict[str, Any]:
         "parameters": net.params,
         "inputs": {k: list(v) for k, v in net.input_shapes.items()},
         "outputs": {k: list(v) for k, v in net.output_shapes.items()},
+        "training_outputs": {k: list(v) for k, v in net.training_output_shapes.items()},
         "num_params": net.num_params,
         "macs": net.macs,
         "projections": projection_dicts(net.projections),
         "layers": [
             {"name": la.name, "op": la.op, "shape": list(la.shape), "params": la.params,
-             "macs": la.macs}
+             "macs": la.macs, **({"training": True} if la.training else {})}
             for la in net.layers
         ],
     }  # fmt: skip

@@ -37,6 +37,7 @@ from .values import (
     MissingLabel,
     OpRef,
     Partial,
+    TrainingOutput,
     _Poisoned,
     _Return,
     _tensors,
@@ -62,6 +63,12 @@ class Calls:
                 raise ArgumentError(f"keyword `{key}` is given twice", key_span)
             # the span covers `key=value`, so an unknown or mistyped keyword is underlined whole
             kwargs[key] = (self.eval(value, frame), _through(key_span, value.span))
+        for value, span in [*args, *kwargs.values()]:
+            if isinstance(value, TrainingOutput):
+                raise TypeMismatchError(
+                    "`training(...)` marks a network output, it is not a tensor to compute with",
+                    span, hints=["compute with the tensor; mark it in the network's `return`"],
+                )  # fmt: skip
         target = frame.vars.get(call.func)
         if target is POISON:
             raise _Poisoned
@@ -85,7 +92,9 @@ class Calls:
             return self.call_block(target.definition, call, args, kwargs, frame)
         if call.func in MACROS:
             return MACROS[call.func](self, call, args, kwargs, frame)
-        if call.func in OPS and call.func != "input":
+        # `abs` and `sqrt` are ops on tensors and builtins on numbers
+        numeric = call.func in self.builtins and not (args and isinstance(args[0][0], TensorValue))
+        if call.func in OPS and call.func != "input" and not numeric:
             return self._call_op(call, args, kwargs, frame)
         if call.func in self.builtins:
             if call.label is not None:
@@ -155,12 +164,27 @@ class Calls:
         self._tick(NODE_STEPS + len(shape) + sum(sizes), span)  # long shapes, attrs: work
         for weight in op.weights(attrs, [i.shape for i in inputs]):
             self._check_size(weight.shape, span, f"weight `{weight.name}`")
+        dtype = self._dtype(op_name, attrs, inputs, span)
         name = self._name(frame, label, op_name, span)
         node = Node(op_name, freeze(attrs), name, span, frame.prefix, frame.block)
-        self.graph.add(node, [i.node for i in inputs], TensorInfo(shape))
+        self.graph.add(node, [i.node for i in inputs], TensorInfo(shape, dtype))
         if len(self.graph) > self.limits.max_nodes:
             raise LimitError(f"the network has more than {self.limits.max_nodes} ops", span)
         return TensorValue(name, shape, span)
+
+    def _dtype(self, op: str, attrs: dict, inputs: list[TensorValue], span: Span) -> str:
+        """The output's dtype: float32, but for an int64 ``buffer``. An int64 tensor (an
+        index) is read only as ``take``'s index, and ``take`` reads nothing else."""
+        dtypes = [self.graph.info(i.node).dtype for i in inputs]
+        for port, (value, dtype) in enumerate(zip(inputs, dtypes, strict=True)):
+            index = op == "take" and port == 1
+            if (dtype == "int64") != index:
+                raise TypeMismatchError(
+                    f"`take` needs an int64 index, got a {dtype} tensor" if index else
+                    f"`{op}` computes with float tensors, got an int64 index", value.span or span,
+                    hints=['an index is a `buffer(..., dtype="int64")` read by `take`'],
+                )  # fmt: skip
+        return attrs.get("dtype", "float32") if op == "buffer" else "float32"
 
     def _attr_error(self, op: str, e: AttrError, attr_args, kwargs, span: Span) -> SpecError:
         at_span = span

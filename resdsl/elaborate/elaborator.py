@@ -28,7 +28,7 @@ from .limits import LimitChecks, Limits
 from .macros import Projection
 from .naming import Naming
 from .statements import Statements, _error_order
-from .values import PARAM_TYPES, Frame, _Poisoned, _Return, _Stop, describe
+from .values import PARAM_TYPES, Frame, TrainingOutput, _Poisoned, _Return, _Stop, describe
 
 Edge = tuple[str, str, int, dict[str, Any]]  # source, target, parallel-edge key, data
 
@@ -136,13 +136,24 @@ class Elaborator(Statements, Expressions, Calls, Naming, LimitChecks):
 
     def _outputs(self, ret: ast.Return, value: Any) -> None:
         values = value if isinstance(value, tuple) and len(ret.values) > 1 else (value,)
+        taken: set[str] = set()
         for i, (v, expr) in enumerate(zip(values, ret.values, strict=True)):
+            training = isinstance(v, TrainingOutput)
+            if training:  # `training(aux)`: named after the marked expression
+                v, expr = v.tensor, (expr.args[0] if isinstance(expr, ast.Call) else expr)
             if not isinstance(v, TensorValue):
                 raise TypeMismatchError(f"a network returns tensors, got {describe(v)}", expr.span)
             name = expr.id if isinstance(expr, ast.Name) else "output"
-            if len(values) > 1 and (name == "output" or name in dict(self.graph.outputs)):
+            if len(values) > 1 and (name == "output" or name in taken):
                 name = f"output{i}"  # unnamed, or the same value returned twice
-            self.graph.outputs.append((name, v.node))
+            taken.add(name)
+            outputs = self.graph.training_outputs if training else self.graph.outputs
+            outputs.append((name, v.node))
+        if not self.graph.outputs:
+            raise TypeMismatchError(
+                "a network needs an output that is not training-only", ret.span,
+                hints=["return the inference output first: `return logits, training(aux)`"],
+            )  # fmt: skip
 
     # --- hooks: recording and replaying what a block instance adds ------------------------------
 

@@ -52,6 +52,8 @@ class Expressions:
                 value = tuple(self.eval(i, frame) for i in items)
                 self._check_elements(value, expr.span)
                 return value
+            case ast.Comprehension():
+                return self._comprehension(expr, frame)
             case ast.BinOp(op="and", left=left, right=right):
                 return self._bool(left, frame) and self._bool(right, frame)
             case ast.BinOp(op="or", left=left, right=right):
@@ -239,6 +241,34 @@ class Expressions:
             f"project the shortcut: `{r} + shortcut({s}, like={r})` is identity when the "
             f"shapes match and `{s} -> {fix}` here"
         ]
+
+    def _comprehension(self, expr: ast.Comprehension, frame: Frame) -> tuple:
+        """The elements in loop order; the loop variables are visible only inside, each
+        pass counts a step, and the result is bounded like any tuple."""
+        inner = Frame(dict(frame.vars), frame.prefix, frame.block)
+        out: list[Any] = []
+
+        def loop(depth: int) -> None:
+            if depth == len(expr.loops):
+                out.append(self.eval(expr.element, inner))
+                if len(out) > self.limits.max_loop:
+                    self._check_elements(tuple(out), expr.span)
+                return
+            name, iterable = expr.loops[depth]
+            values = self.eval(iterable, inner)
+            if not isinstance(values, tuple | range):
+                raise TypeMismatchError(
+                    f"`for {name} in ...` needs a range or a tuple, got {describe(values)}",
+                    iterable.span,
+                )
+            for value in values:
+                inner.vars[name] = value
+                loop(depth + 1)
+
+        loop(0)
+        value = tuple(out)
+        self._check_elements(value, expr.span)
+        return value
 
     def _attribute(self, expr: ast.Attribute, frame: Frame) -> Any:
         value = self.eval(expr.value, frame)

@@ -10,7 +10,7 @@ from ..errors import ArgumentError, DidYouMean, TypeMismatchError, UnknownNameEr
 from ..ir import TensorValue
 from ..ops import OPS
 from ..syntax import ast
-from .values import OpRef, Partial, _label_part, describe, is_block
+from .values import OpRef, Partial, TrainingOutput, _label_part, describe, is_block
 
 if TYPE_CHECKING:
     from .elaborator import Elaborator
@@ -141,6 +141,30 @@ def builtin_functions(el: Elaborator) -> dict[str, Callable]:
             bound[key] = (value, span)
         return OpRef(op.op, tuple((k, v, s) for k, (v, s) in bound.items()))
 
+    def relative_position_index(call, args, kwargs):
+        if len(args) != 1 or kwargs:
+            raise ArgumentError("`relative_position_index` takes one window size", call.span)
+        window, span = args[0]
+        if type(window) is int:
+            window = (window, window)
+        if not (isinstance(window, tuple) and len(window) == 2
+                and all(type(w) is int and w >= 1 for w in window)):  # fmt: skip
+            raise TypeMismatchError(
+                f"the window is an int or a pair of positive ints, got {describe(window)}", span
+            )
+        n = window[0] * window[1]
+        el._loop_bound(n * n, call.span)  # a tuple of n * n elements, built in as many steps
+        el._tick(n * n, call.span)
+        return _relative_position_index(*window)
+
+    def training(call, args, kwargs):
+        if len(args) != 1 or kwargs or not isinstance(args[0][0], TensorValue):
+            got = describe(args[0][0]) if len(args) == 1 and not kwargs else "other arguments"
+            raise TypeMismatchError(
+                f"`training` marks one tensor as a training-only output, got {got}", call.span
+            )
+        return TrainingOutput(args[0][0])
+
     def str_(call, args, kwargs):
         if len(args) != 1 or kwargs:
             raise ArgumentError("`str` takes one argument", call.span)
@@ -164,6 +188,8 @@ def builtin_functions(el: Elaborator) -> dict[str, Callable]:
         "range": range_,
         "len": len_,
         "str": str_,
+        "training": training,
+        "relative_position_index": relative_position_index,
     }
 
 
@@ -171,6 +197,18 @@ def _nonneg(v: float, call: ast.Call) -> float:
     if v < 0:
         raise ValueRangeError("`sqrt` of a negative number", call.span)
     return v
+
+
+def _relative_position_index(height: int, width: int) -> tuple[int, ...]:
+    """Swin's and MaxViT's index of each (query, key) pair of a window into the table of
+    relative offsets: ``(dy + height - 1) * (2 * width - 1) + dx + width - 1`` with
+    ``(dy, dx)`` the query's position minus the key's, row-major over the window."""
+    cells = [(i // width, i % width) for i in range(height * width)]
+    return tuple(
+        (yi - yj + height - 1) * (2 * width - 1) + xi - xj + width - 1
+        for yi, xi in cells
+        for yj, xj in cells
+    )
 
 
 def _make_divisible(v: float, divisor: int, min_value: int, round_limit: float) -> int:

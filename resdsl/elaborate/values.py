@@ -71,6 +71,14 @@ def is_block(value: Any) -> bool:
 
 
 @dataclass(frozen=True)
+class TrainingOutput:
+    """``training(aux)``: a network output produced only in training mode (GoogLeNet's and
+    Inception's auxiliary classifiers); valid only in a network's ``return``."""
+
+    tensor: TensorValue
+
+
+@dataclass(frozen=True)
 class MissingLabel:
     """The value of ``label`` inside an inline block called without one: using it is an
     error (whose note on the block's instance points at the call)."""
@@ -137,6 +145,8 @@ def describe(value: Any) -> str:
         return f"block `{value.definition.name}`"
     if isinstance(value, OpRef):
         return f"op `{value.op}`"
+    if isinstance(value, TrainingOutput):
+        return f"a training-only output of shape {fmt_shape(value.tensor.shape)}"
     if isinstance(value, Partial):
         keys = ", ".join(f"{k}=" for k, _, _ in value.kwargs)
         return f"block `{value.definition.name}` with {keys} bound by `partial`"

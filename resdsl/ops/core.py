@@ -148,6 +148,12 @@ def _as_ints(attr: Attr, v: Any) -> tuple[int, ...]:
     raise _expect(attr, v, "an int or a tuple of ints")
 
 
+def _as_numbers(attr: Attr, v: Any) -> tuple[int | float, ...]:
+    if isinstance(v, tuple) and all(type(i) in (int, float) for i in v):
+        return v
+    raise _expect(attr, v, "a tuple of numbers")
+
+
 def _as_optional_pair(attr: Attr, v: Any) -> tuple[int, int] | None:
     return None if v is None else _as_pair(attr, v)
 
@@ -171,6 +177,7 @@ _COERCE: dict[str, Callable[[Attr, Any], Any]] = {
     "optional_float": _as_optional_float,
     "optional_int": _as_optional_int,
     "optional_ints": lambda attr, v: None if v is None else _as_ints(attr, v),
+    "optional_numbers": lambda attr, v: None if v is None else _as_numbers(attr, v),
     "padding": _as_padding,
 }
 
@@ -195,6 +202,7 @@ class Weight:
     std: float = 0.02
     value: float | None = None
     required: bool = True  # False: may be absent from a checkpoint (unused at inference)
+    values: tuple[float, ...] | None = None  # init "values": the elements, row-major
 
 
 def weight_key(node: str, weight: str) -> str:

@@ -57,14 +57,6 @@ def _mul_shape(a: Attrs, inputs: Sequence[Shape]) -> Shape:
     return broadcast(inputs[0], inputs[1])
 
 
-def _sub_shape(a: Attrs, inputs: Sequence[Shape]) -> Shape:
-    if inputs[0] != inputs[1]:
-        raise OpShapeError(
-            f"cannot subtract tensors of shape {fmt_shape(inputs[0])} and {fmt_shape(inputs[1])}"
-        )
-    return inputs[0]
-
-
 MUL = register(
     OpDef(
         "mul",
@@ -79,12 +71,25 @@ MUL = register(
 SUB = register(
     OpDef(
         "sub",
-        "Elementwise difference of tensors of one shape.",
+        "Elementwise difference with broadcasting.",
         Group.MERGE,
-        _sub_shape,
+        _mul_shape,
         inputs=2,
         receptive=always(Receptive.POINTWISE),
         symbol="\N{MINUS SIGN}",
+    )
+)
+
+
+DIV = register(
+    OpDef(
+        "div",
+        "Elementwise quotient with broadcasting.",
+        Group.MERGE,
+        _mul_shape,
+        inputs=2,
+        receptive=always(Receptive.POINTWISE),
+        symbol="/",
     )
 )
 
@@ -110,6 +115,10 @@ CLAMP = _unary(
     attrs=(Attr("min", "optional_float", None), Attr("max", "optional_float", None)),
 )
 SIGMOID = _unary("sigmoid", "1 / (1 + exp(-x)), elementwise.")
+TANH = _unary("tanh", "The hyperbolic tangent, elementwise.")
+EXP = _unary("exp", "e ** x, elementwise (Swin V2's learned logit scale).")
+ABS = _unary("abs", "The absolute value, elementwise.")
+SQRT = _unary("sqrt", "The square root, elementwise.")
 GELU = _unary(
     "gelu",
     'Gaussian error linear unit: exact (erf) or, with approximate="tanh", the tanh form.',
@@ -177,6 +186,34 @@ SOFTMAX = register(
         receptive=lambda a, i: (
             Receptive.POINTWISE if len(i[0]) == 3 and a["axis"] in (0, -3) else Receptive.GLOBAL
         ),
+    )
+)
+
+
+def _normalize_shape(a: Attrs, inputs: Sequence[Shape]) -> Shape:
+    (x,) = inputs
+    if not -len(x) <= a["axis"] < len(x):
+        raise OpShapeError(f"`normalize` axis {a['axis']} is not an axis of {fmt_shape(x)}")
+    return x
+
+
+def _normalize(d: Decomposition, a: Attrs) -> Value:
+    (x,) = d.inputs
+    squares = d.op("sum", d.op("mul", x, x), axis=(a["axis"],), keepdim=True)
+    norm = d.op("clamp", d.op("sqrt", squares), min=a["eps"])
+    return d.op("div", x, norm)
+
+
+NORMALIZE = register(
+    OpDef(
+        "normalize",
+        "x / max(norm(x), eps), the L2 norm along a per-sample axis (F.normalize): "
+        "Swin V2's cosine attention.",
+        Group.ELEMENTWISE,
+        _normalize_shape,
+        attrs=(Attr("axis", "int", -1), Attr("eps", "float", 1e-12, minimum=0)),
+        decompose=_normalize,
+        receptive=lambda a, i: Receptive.GLOBAL,
     )
 )
 

@@ -6,6 +6,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
 
 from .core import (
     Attr,
@@ -269,14 +273,41 @@ def _parameter_shape(a: Attrs, inputs: Sequence[Shape]) -> Shape:
 
 def _tensor_weights(trainable: bool):
     def weights(a: Attrs, inputs: Sequence[Shape]) -> tuple[Weight, ...]:
+        if not a.get("persistent", True):
+            return ()  # not in the state_dict: a constant (tensor_value gives it)
         stored = a["stored"] if a["stored"] is not None else (1, *a["shape"])
+        dtype = a.get("dtype", "float32")
+        if a.get("values") is not None:
+            return (Weight("", stored, trainable, dtype, init="values", values=a["values"]),)
         if a["init"] == "kaiming":  # PyTorch's layers' own: kaiming_uniform_(a=sqrt(5))
             fan_in = math.prod(stored[1:]) if len(stored) > 1 else 1
             return (Weight("", stored, trainable, init="uniform", fan_in=fan_in),)
         value = a["value"] if a["init"] in ("constant", "uniform") else None
-        return (Weight("", stored, trainable, init=a["init"], std=a["std"], value=value),)
+        return (Weight("", stored, trainable, dtype, init=a["init"], std=a["std"], value=value),)
 
     return weights
+
+
+def _buffer_shape(a: Attrs, inputs: Sequence[Shape]) -> Shape:
+    shape = _parameter_shape(a, inputs)
+    if a["values"] is not None and len(a["values"]) != math.prod(shape):
+        raise OpShapeError(
+            f"`buffer` of shape {fmt_shape(shape)} holds {math.prod(shape)} elements, "
+            f"`values` has {len(a['values'])}"
+        )
+    if a["dtype"] == "int64" and a["values"] is None and a["init"] not in ("zeros", "ones"):
+        raise OpShapeError('an int64 `buffer` takes `values` (or init="zeros" or "ones")')
+    if a["dtype"] == "int64" and any(type(v) is not int for v in a["values"] or ()):
+        raise OpShapeError("an int64 `buffer` holds ints")
+    if (
+        not a["persistent"]
+        and a["values"] is None
+        and a["init"] in ("normal", "uniform", "kaiming")
+    ):
+        raise OpShapeError(
+            "a `buffer` with persistent=false is a constant: give `values` or a fixed init"
+        )
+    return shape
 
 
 _INITS = ("zeros", "ones", "normal", "constant", "uniform", "kaiming")
@@ -305,14 +336,34 @@ PARAMETER = register(
 BUFFER = register(
     OpDef(
         "buffer",
-        "A tensor that is saved in the state_dict but not learned (a persistent buffer), the "
-        "same for every sample; attributes as `parameter`.",
+        "A tensor that is not learned, the same for every sample: saved in the state_dict "
+        "(a persistent buffer) unless persistent=false. Attributes as `parameter`, and "
+        "`values` (its elements, row-major: a relative position index) and `dtype`.",
         Group.LAYER,
-        _parameter_shape,
-        attrs=PARAMETER.attrs,
+        _buffer_shape,
+        attrs=(
+            *PARAMETER.attrs,
+            Attr("values", "optional_numbers", None, doc="the elements, row-major"),
+            Attr("dtype", "str", "float32", choices=("float32", "int64")),
+            Attr("persistent", "bool", True, doc="false: not in the state_dict"),
+        ),
         inputs=0,
         min_inputs=0,
         weights=_tensor_weights(False),
         receptive=always(Receptive.POINTWISE),
     )
 )
+
+
+def tensor_value(attrs: Attrs) -> np.ndarray:
+    """A buffer's initial value when it is fixed (``values``, zeros, ones, a constant), as
+    stored (with its leading 1 unless ``stored`` says otherwise)."""
+    import numpy as np
+
+    stored = attrs["stored"] if attrs["stored"] is not None else (1, *attrs["shape"])
+    dtype = attrs.get("dtype", "float32")
+    if attrs.get("values") is not None:
+        return np.asarray(attrs["values"], dtype=dtype).reshape(stored)
+    if attrs["init"] == "constant":
+        return np.full(stored, attrs["value"], dtype=dtype)
+    return (np.ones if attrs["init"] == "ones" else np.zeros)(stored, dtype=dtype)

@@ -363,24 +363,30 @@ def projection_stride(source: Shape, target: Shape) -> int | None:
 
 
 def _add_shape(a: Attrs, inputs: Sequence[Shape]) -> Shape:
-    first = inputs[0]
+    """Equal shapes (the residual connection), or shapes that broadcast (attention's
+    position bias and mask); a mismatch gets the projection a shortcut would need."""
+    from .elementwise import broadcast
+
+    out = inputs[0]
     for other in inputs[1:]:
-        if other != first:
+        try:
+            out = broadcast(out, other)
+        except OpShapeError:
             hints = []
-            fix = projection_hint(other, first) or projection_hint(first, other)
+            fix = projection_hint(other, out) or projection_hint(out, other)
             if fix:
                 hints.append(f"project the shortcut: `shortcut(x, like=y)` inserts `{fix}`")
             raise OpShapeError(
-                f"cannot add tensors of shape {fmt_shape(first)} and {fmt_shape(other)}",
-                hints,
-            )
-    return first
+                f"cannot add tensors of shape {fmt_shape(out)} and {fmt_shape(other)}", hints
+            ) from None
+    return out
 
 
 ADD = register(
     OpDef(
         "add",
-        "Elementwise sum of tensors of one shape (the residual connection).",
+        "Elementwise sum of tensors of one shape (the residual connection), or of shapes "
+        "that broadcast.",
         Group.MERGE,
         _add_shape,
         inputs=None,

@@ -284,6 +284,29 @@ SUM = _reduce("sum", "Sum over per-sample axes (`keepdim` keeps them as size 1).
 MEAN = _reduce("mean", "Mean over per-sample axes (`keepdim` keeps them as size 1).")
 
 
+def _take_shape(a: Attrs, inputs: Sequence[Shape]) -> Shape:
+    data, index = inputs
+    axis = axis_of("take", a["axis"], data)
+    if len(index) != 1:
+        raise OpShapeError(f"`take` needs a rank-1 index, got {fmt_shape(index)}")
+    return (*data[:axis], index[0], *data[axis + 1 :])
+
+
+TAKE = register(
+    OpDef(
+        "take",
+        "Gather along a per-sample axis: `take(table, index, axis)` is table[..., index, ...] "
+        "for a rank-1 int64 `index` (a buffer: the same for every sample). Relative position "
+        "biases (Swin, MaxViT) read their table so.",
+        Group.MOVEMENT,
+        _take_shape,
+        attrs=(Attr("axis", "int", 0),),
+        inputs=2,
+        receptive=always(Receptive.REARRANGE),
+    )
+)
+
+
 def _matmul_shape(a: Attrs, inputs: Sequence[Shape]) -> Shape:
     x, y = inputs
     if len(x) < 2 or len(y) < 2 or x[-1] != y[-2]:

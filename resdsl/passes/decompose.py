@@ -51,6 +51,7 @@ def decompose(graph: Graph, native: Collection[str]) -> Graph:
     for node in graph.nodes():
         _add(out, node, graph.inputs_of(node.name), graph.info(node.name), native)
     out.outputs = list(graph.outputs)
+    out.training_outputs = list(graph.training_outputs)
     return out
 
 

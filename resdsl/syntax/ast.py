@@ -30,6 +30,14 @@ class TupleExpr(Expr):
 
 
 @dataclass(frozen=True, slots=True)
+class Comprehension(Expr):
+    """``(e for i in range(n) for j in range(m))``: a tuple, the last loop varying fastest."""
+
+    element: Expr
+    loops: tuple[tuple[str, Expr], ...]  # (variable, iterable), outermost first
+
+
+@dataclass(frozen=True, slots=True)
 class BinOp(Expr):
     op: str  # + - * / // % ** == != < <= > >= and or
     left: Expr

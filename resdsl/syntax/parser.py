@@ -576,6 +576,14 @@ class _ToAst(Transformer):
     def tuple_lit(self, meta, children):
         return ast.TupleExpr(self._span(meta), tuple(c for c in children if c is not None))
 
+    def comprehension(self, meta, children):
+        element, *loops = children
+        return ast.Comprehension(self._span(meta), element, tuple(loops))
+
+    def comp_for(self, meta, children):
+        name, iterable = children
+        return (str(name), iterable)
+
     def call(self, meta, children):
         func, args = children
         args, kwargs = args or ((), ())

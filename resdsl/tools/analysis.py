@@ -54,12 +54,13 @@ class Stage:
 def stages(graph: Graph) -> list[Stage]:
     """Per-stage totals, stages in the order they first appear."""
     totals: dict[str, list[int]] = {}
+    training = graph.training_only()
     for node in graph.nodes():
         info = graph.info(node.name)
         row = totals.setdefault(node.name.split(".", 1)[0], [0, 0, 0, 0])
         row[0] += 1
         row[1] += graph.params_of(node.name)
-        row[2] += graph.macs_of(node.name)
+        row[2] += 0 if node.name in training else graph.macs_of(node.name)
         row[3] += math.prod(info.shape) * DTYPE_BYTES[info.dtype]
     return [Stage(name, *row) for name, row in totals.items()]
 

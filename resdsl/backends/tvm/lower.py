@@ -20,6 +20,7 @@ from tvm.relax import op as R  # noqa: N812 - the name TVM itself uses
 from ...errors import SpecError
 from ...ir import Graph, Node
 from ...ops import Shape
+from ...ops.layers import tensor_value
 from ...ops.lowering import aligned, batch_axis, batchnorm_affine, conv_padding
 from ...ops.tensors import pad_widths, reduced_axes, slice_bounds
 from ...passes import decompose, derive_weights
@@ -115,8 +116,8 @@ def _pool(fn: Callable[..., relax.Expr], **extra: str) -> Emitter:
 
 
 def _add(ctx: Context, node: Node, args, shapes) -> relax.Expr:
-    y = args[0]
-    for other in args[1:]:
+    y, *rest = _aligned(ctx, args, shapes)
+    for other in rest:
         y = ctx.emit(R.add(y, other))
     return y
 
@@ -181,7 +182,13 @@ def _groupnorm(ctx: Context, node: Node, args, shapes) -> relax.Expr:
 
 def _parameter(ctx: Context, node: Node, args, shapes) -> relax.Expr:
     shape = node.attrs["shape"]
-    return ctx.emit(R.broadcast_to(ctx.weight(node, "", (1, *shape)), (ctx.batch, *shape)))
+    if node.op == "buffer" and node.attrs["dtype"] == "int64":  # an index: read by `take`
+        return relax.const(tensor_value(node.attrs).reshape(shape), "int64")
+    if node.op == "buffer" and not node.attrs["persistent"]:  # a constant, not a weight
+        value = ctx.const(tensor_value(node.attrs).reshape((1, *shape)))
+    else:
+        value = ctx.weight(node, "", (1, *shape))
+    return ctx.emit(R.broadcast_to(value, (ctx.batch, *shape)))
 
 
 def _select(ctx: Context, node: Node, args, shapes) -> relax.Expr:
@@ -231,7 +238,15 @@ EMITTERS: dict[str, Emitter] = {
     "add": _add,
     "concat": lambda ctx, n, a, s: ctx.emit(R.concat(a, axis=n.attrs["axis"] + 1)),
     "mul": _mul,
-    "sub": lambda ctx, n, a, s: ctx.emit(R.subtract(a[0], a[1])),
+    "sub": lambda ctx, n, a, s: ctx.emit(R.subtract(*_aligned(ctx, a, s))),
+    "div": lambda ctx, n, a, s: ctx.emit(R.divide(*_aligned(ctx, a, s))),
+    "exp": lambda ctx, n, a, s: ctx.emit(R.exp(a[0])),
+    "tanh": lambda ctx, n, a, s: ctx.emit(R.tanh(a[0])),
+    "abs": lambda ctx, n, a, s: ctx.emit(R.abs(a[0])),
+    "sqrt": lambda ctx, n, a, s: ctx.emit(R.sqrt(a[0])),
+    "take": lambda ctx, n, a, s: ctx.emit(  # clip: never out of bounds
+        R.take(a[0], a[1], axis=n.attrs["axis"] % len(s[0]) + 1, mode="clip")
+    ),
     "scale_shift": _scale_shift,
     "clamp": _clamp,
     "sigmoid": lambda ctx, n, a, s: ctx.emit(R.sigmoid(a[0])),
@@ -292,7 +307,7 @@ def to_relax(
     construct; this keeps the module small whatever the batch, at the cost of one more copy
     of the inputs and outputs per level (the split and the concatenation).
     """
-    graph = decompose(graph, EMITTERS)
+    graph = decompose(graph.inference(), EMITTERS)
     weights = derive_weights(graph, weights)
     for node in graph.nodes():
         if node.op != "input" and node.op not in EMITTERS:

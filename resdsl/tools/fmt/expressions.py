@@ -29,6 +29,8 @@ def expr(node: Tree | Token) -> str:
     if kind == "tuple_lit":
         items = [expr(c) for c in ch[1:-1] if not is_token(c, "COMMA")]
         return "(" + items[0] + ",)" if len(items) == 1 else "(" + ", ".join(items) + ")"
+    if kind == "comprehension":  # ( element for i in range(n) ... )
+        return "(" + " ".join(expr(c) for c in ch[1:-1]) + ")"
     if kind == "kwarg":
         return "".join(expr(c) for c in ch)
     if kind == "std_import":  # import std.NAME

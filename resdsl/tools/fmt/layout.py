@@ -245,6 +245,12 @@ class Printer(Source, Lines):
         if any(i not in breaks for i in range(a + 1, b + 1) if i in self.gaps):
             self.own_lines(self.take(a + 1, b), indent)
         if not breaks:
+            single = tree.data in ("assign", "return_stmt") and not is_token(children[-2], "COMMA")
+            if single:  # a long call or tuple splits at its brackets
+                head = self.prefix(children[:-1])
+                head += "" if head.endswith(" ") else " "
+                self.lines += self.layout(value, indent, head, "")
+                return
             one_line = self.prefix(children) if tree.data != "import_stmt" else self.expr(tree)
             self.emit(indent, one_line if tree.data != "std_import" else self.expr(tree))
         elif tree.data == "assert_stmt":
@@ -261,29 +267,156 @@ class Printer(Source, Lines):
         return out + (" " if children and is_token(children[-1], "EQUAL") else "")
 
     def chain(self, tree: Tree, prefix: str, indent: int) -> None:
-        """A statement whose value is a chain, with comments only at the arrows."""
+        """A statement whose value is a chain, with comments only at the arrows (where they
+        stay, one stage per line)."""
         if not prefix.endswith(" "):
             prefix += " "
-        head = self.expr(tree.children[0])
-        stages = ["-> " + self.expr(s) for s in tree.children[2::2]]
         # Comments before or after an arrow follow the stage before it (the first line holds
         # the head and the first stage).
+        stages = tree.children[2::2]
         slots: list[list[Comment]] = [[] for _ in stages]
         for n, arrow in enumerate(tree.children[1::2]):
             i = self.index[arrow.start_pos]
             slots[max(n - 1, 0)] += self.take(i, i + 1)
-        one_line = " " * indent + prefix + head + " " + " ".join(stages)
-        if not any(slots) and (len(one_line) <= WIDTH or len(stages) == 1):
-            self.lines.append(one_line)
+        if not any(slots):
+            self.lines += self.chain_lines(tree, indent, prefix, "")
             return
-        align = indent + len(prefix) + len(head) + 1
-        for n, (stage, comments) in enumerate(zip(stages, slots, strict=True)):
-            if n == 0:
-                self.emit(indent, prefix + head + " " + stage)
-            else:
-                self.emit(align, stage)
+        rows = [[0], *([n] for n in range(1, len(stages)))]
+        per_row, align = self.chain_rows(tree, indent, prefix, "", rows)
+        for k, lines in enumerate(per_row):
+            self.lines += lines
             # after the last line, comments are the statement's own: at its indent
-            self.slot(comments, align if n + 1 < len(stages) else indent)
+            self.slot(slots[rows[k][-1]], align if k + 1 < len(rows) else indent)
+
+    def chain_lines(self, tree: Tree, indent: int, prefix: str, suffix: str) -> list[str]:
+        """``prefix`` chain ``suffix`` as lines. One line when it fits. A chain the author
+        broke keeps the author's breaks (several stages may share a line, as ``-> bn1:
+        batchnorm2d -> relu``); otherwise a chain too long for one line puts each stage on
+        its own line. Continuation lines align with the first arrow, or with the head when
+        the first arrow starts a line."""
+        head, arrows, stages = tree.children[0], tree.children[1::2], tree.children[2::2]
+        texts = ["-> " + self.expr(s) for s in stages]
+        one_line = " " * indent + prefix + self.expr(head) + " " + " ".join(texts) + suffix
+        authored = [self.broken_before(self.index[a.start_pos]) for a in arrows]
+        free = not any(authored) and not any(self.has_magic(n) for n in (head, *stages))
+        if free and len(one_line) <= WIDTH:
+            return [one_line]
+        rows: list[list[int]] = [[]]  # the stages on each line; the first line holds the head
+        for n, broken in enumerate(authored):
+            if broken or (not any(authored) and n > 0):
+                rows.append([])
+            rows[-1].append(n)
+        return [line for lines in self.chain_rows(tree, indent, prefix, suffix, rows)[0]
+                for line in lines]  # fmt: skip
+
+    def chain_rows(
+        self, tree: Tree, indent: int, prefix: str, suffix: str, rows: list[list[int]]
+    ) -> tuple[list[list[str]], int]:
+        """The lines of each row of the chain (``rows[0]``: the stages beside the head) and
+        the column the arrows of the continuation lines align at."""
+        head, stages = tree.children[0], tree.children[2::2]
+        first = rows[0]
+        align = indent + len(prefix) + (len(self.expr(head)) + 1 if first else 0)
+        out = []
+        for k, row in enumerate(rows):
+            nodes = [head, *(stages[n] for n in row)] if k == 0 else [stages[n] for n in row]
+            words = [self.expr(nodes[0]) if k == 0 else "-> " + self.expr(nodes[0])]
+            words += ["-> " + self.expr(n) for n in nodes[1:]]
+            text = (prefix if k == 0 else "") + " ".join(words)
+            before = text[: len(text) - len(self.expr(nodes[-1]))]
+            end = suffix if k + 1 == len(rows) else ""
+            at = indent if k == 0 else align
+            # a split call's items indent from the statement when the chain is one line,
+            # else from its stage's column (so the arrows below stay aligned)
+            base = indent if len(rows) == 1 else align + 3 if (k or first) else indent + len(prefix)
+            out.append(self.layout(nodes[-1], at, before, end, base))
+        return out, align
+
+    def broken_before(self, i: int) -> bool:
+        """Whether the source starts a new line at token ``i``."""
+        return self.tokens[i].line != self.tokens[i - 1].end_line
+
+    # --- brackets -----------------------------------------------------------------------------
+
+    def bracketed(self, node: Tree | Token) -> tuple[str, list, bool] | None:
+        """A call, labelled call, chain stage, tuple or comprehension as (its text up to and
+        including the opening bracket, its items, whether it has a magic trailing comma)."""
+        if isinstance(node, Token):
+            return None
+        kind, ch = node.data, node.children
+        if kind == "labeled":
+            inner = self.bracketed(ch[-1])
+            return None if inner is None else (f"{self.expr(ch[0])}: {inner[0]}", *inner[1:])
+        if kind in ("call", "stage"):
+            lpar = next((k for k, c in enumerate(ch) if is_token(c, "LPAR")), None)
+            if lpar is None:
+                return None
+            args = next((c for c in ch if isinstance(c, Tree) and c.data == "args"), None)
+            items = [c for c in args.children if not is_token(c, "COMMA")] if args else []
+            magic = args is not None and is_token(args.children[-1], "COMMA")
+            return expressions.call(ch[: lpar + 1]), items, magic
+        if kind == "tuple_lit":
+            items = [c for c in ch[1:-1] if not is_token(c, "COMMA")]
+            return "(", items, len(items) > 1 and is_token(ch[-2], "COMMA")
+        if kind == "comprehension":
+            return "(", ch[1:-1], False
+        return None
+
+    def has_magic(self, node: Tree | Token) -> bool:
+        """Whether ``node`` must break: it holds a call or tuple written with a trailing
+        comma, or a chain the author broke."""
+        if isinstance(node, Token):
+            return False
+        arrows = node.children[1::2] if node.data == "chain" else []
+        if any(self.broken_before(self.index[a.start_pos]) for a in arrows):
+            return True  # a chain the author broke keeps its breaks
+        b = self.bracketed(node) if node.data in ("call", "stage", "tuple_lit") else None
+        return bool(b and b[2]) or any(self.has_magic(c) for c in node.children)
+
+    def layout(
+        self, node: Tree | Token, indent: int, prefix: str, suffix: str, base: int | None = None
+    ) -> list[str]:
+        """``prefix`` ``node`` ``suffix`` at ``indent``: one line when it fits and holds no
+        magic trailing comma; otherwise split at ``node``'s brackets, as black does. The
+        items go one indent past ``base`` (``indent`` unless given), the closing bracket at
+        ``base``: all on one line when they fit, filled when they are plain values (a
+        tuple of numbers), else one per line with a trailing comma."""
+        base = indent if base is None else base
+        text = prefix + self.expr(node) + suffix
+        if indent + len(text) <= WIDTH and not self.has_magic(node):
+            return [" " * indent + text]
+        if isinstance(node, Tree) and node.data == "kwarg":  # name=value: split the value
+            name, value = node.children[0], node.children[-1]
+            return self.layout(value, indent, f"{prefix}{name}=", suffix, base)
+        if isinstance(node, Tree) and node.data == "chain":
+            return self.chain_lines(node, indent, prefix, suffix)
+        if isinstance(node, Tree) and node.data == "atom" and is_token(node.children[0], "LPAR"):
+            return self.layout(node.children[1], indent, prefix + "(", ")" + suffix, base)
+        if isinstance(node, Tree) and node.data in ("binop", "compare", "and_", "or_"):
+            left = " ".join(self.expr(c) for c in node.children[:-1])  # split the right operand
+            return self.layout(node.children[-1], indent, f"{prefix}{left} ", suffix, base)
+        b = self.bracketed(node)
+        if b is None or not b[1]:
+            return [" " * indent + text]
+        opening, items, magic = b
+        inner, comprehension = base + INDENT, node.data == "comprehension"
+        texts = [self.expr(i) for i in items]
+        hug = (" " if comprehension else ", ").join(texts)
+        plain = all(isinstance(i, Token) or len(i.children) == 1 for i in items)
+        if not magic and not any(map(self.has_magic, items)) and inner + len(hug) <= WIDTH:
+            body = [" " * inner + hug]
+        elif not magic and plain and not comprehension:
+            body = [" " * inner]
+            for k, t in enumerate(texts):
+                piece = t + ("," if k + 1 < len(texts) else "")
+                if len(body[-1]) + 1 + len(piece) > WIDTH and body[-1].strip():
+                    body[-1] = body[-1].rstrip()
+                    body.append(" " * inner)
+                body[-1] += ("" if not body[-1].strip() else " ") + piece
+        else:
+            sep = "" if comprehension else ","
+            body = [line for i in items for line in self.layout(i, inner, "", sep)]
+        return [" " * indent + prefix + opening, *body, " " * base + ")" + suffix]
 
     def assert_stmt(self, tree: Tree, indent: int) -> None:
         """``assert test,`` and the message under the test when it does not fit."""
