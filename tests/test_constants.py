@@ -67,10 +67,9 @@ def test_relative_position_index_is_torchvisions(window):
     want = swin.ShiftedWindowAttention(8, pair, [0, 0], 2).relative_position_index
     n = pair[0] * pair[1]
     text = "(" + ", ".join(map(str, pair)) + ")"
-    body = (
-        f"    i = idx: buffer(({n * n},), stored=({n * n},), values=relative_position_index({text}), "
-        'dtype="int64")\n    return x'
-    )
+    index = f"values=relative_position_index({text})"
+    body = f'    i = idx: buffer(({n * n},), stored=({n * n},), {index}, dtype="int64")'
+    body += "\n    return x"
     module = net(body).to_torch()
     assert module.idx.dtype == torch.int64
     assert torch.equal(module.idx, want)
