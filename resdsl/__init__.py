@@ -31,6 +31,7 @@ from .errors import (
 if TYPE_CHECKING:
     from .api import create_model, list_models, load, loads
     from .elaborate import Limits
+    from .importers import from_torch, import_model
     from .network import Network
     from .search import SearchSpace, load_space
 
@@ -42,6 +43,8 @@ _LAZY = {
     "load": "api",
     "loads": "api",
     "Limits": "elaborate",
+    "import_model": "importers",
+    "from_torch": "importers",
     "Network": "network",
     "load_space": "search",
     "SearchSpace": "search",
@@ -73,6 +76,8 @@ __all__ = [
     "ValueRangeError",
     "__version__",
     "create_model",
+    "from_torch",
+    "import_model",
     "list_models",
     "load",
     "load_space",

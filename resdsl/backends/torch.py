@@ -260,7 +260,7 @@ EMITTERS: dict[str, Emitter] = {
     "adaptive_avgpool2d": Emitter(
         lambda n, a, m: f"F.adaptive_avg_pool2d({a[0]}, {n.attrs['output_size']!r})"
     ),
-    "global_avgpool": Emitter(lambda n, a, m: f"F.adaptive_avg_pool2d({a[0]}, 1).flatten(1)"),
+    "global_avgpool": Emitter(lambda n, a, m: f"{a[0]}.mean((2, 3))"),
     "flatten": Emitter(lambda n, a, m: f"{a[0]}.flatten({n.attrs['start'] + 1})"),
     "add": Emitter(_sum, shaped=True),
     "concat": Emitter(lambda n, a, m: f"torch.cat([{', '.join(a)}], dim={n.attrs['axis'] + 1})"),

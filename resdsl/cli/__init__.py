@@ -37,6 +37,7 @@ from .common import (
     seed_arg,
 )
 from .compile import add_compile_command
+from .importing import add_import_command
 from .info import add_draw_command, add_info_command, add_models_command
 from .run import _write_outputs, add_run_command
 from .sample import add_sample_command
@@ -116,7 +117,7 @@ def _parser() -> argparse.ArgumentParser:
     for add_command in (
         add_check_command, add_info_command, add_draw_command, add_compile_command,
         add_run_command, add_sample_command, add_fmt_command, add_diff_command,
-        add_models_command,
+        add_models_command, add_import_command,
     ):  # fmt: skip
         add_command(sub)
     return parser

@@ -24,22 +24,7 @@ from .core import (
     register,
     same_shape,
 )
-from .table import fmt_shape
-
-
-def broadcast(left: Shape, right: Shape) -> Shape:
-    """NumPy broadcasting of per-sample shapes (aligned on the last axis)."""
-    out = []
-    for i in range(1, max(len(left), len(right)) + 1):
-        a = left[-i] if i <= len(left) else 1
-        b = right[-i] if i <= len(right) else 1
-        if a != b and 1 not in (a, b):
-            raise OpShapeError(
-                f"cannot broadcast {fmt_shape(left)} with {fmt_shape(right)}",
-                ["each axis must match or be 1, e.g. a (C, 1, 1) gate scales a (C, H, W) map"],
-            )
-        out.append(max(a, b))
-    return tuple(reversed(out))
+from .table import broadcast, fmt_shape
 
 
 def _unary(name: str, doc: str, **more) -> OpDef:

@@ -362,11 +362,24 @@ def projection_stride(source: Shape, target: Shape) -> int | None:
     return None
 
 
+def broadcast(left: Shape, right: Shape) -> Shape:
+    """NumPy broadcasting of per-sample shapes (aligned on the last axis)."""
+    out = []
+    for i in range(1, max(len(left), len(right)) + 1):
+        a = left[-i] if i <= len(left) else 1
+        b = right[-i] if i <= len(right) else 1
+        if a != b and 1 not in (a, b):
+            raise OpShapeError(
+                f"cannot broadcast {fmt_shape(left)} with {fmt_shape(right)}",
+                ["each axis must match or be 1, e.g. a (C, 1, 1) gate scales a (C, H, W) map"],
+            )
+        out.append(max(a, b))
+    return tuple(reversed(out))
+
+
 def _add_shape(a: Attrs, inputs: Sequence[Shape]) -> Shape:
     """Equal shapes (the residual connection), or shapes that broadcast (attention's
     position bias and mask); a mismatch gets the projection a shortcut would need."""
-    from .elementwise import broadcast
-
     out = inputs[0]
     for other in inputs[1:]:
         try:

@@ -22,8 +22,7 @@ from .core import (
     always,
     register,
 )
-from .elementwise import broadcast
-from .table import fmt_shape
+from .table import broadcast, fmt_shape
 
 
 def axis_of(op: str, axis: int, shape: Shape) -> int:

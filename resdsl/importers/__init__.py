@@ -1,0 +1,71 @@
+"""``resdsl import``: existing models as idiomatic specs.
+
+Each importer reads one kind of source into an :class:`~.graph.Imported` graph of op-table
+calls; :mod:`.writer` writes it as spec text. Sources:
+
+* ``torchvision:NAME``, ``timm:NAME``, ``package.module:factory`` or an ``nn.Module``
+  (:mod:`.torch_fx`, torch.fx symbolic tracing). Only this kind runs code: the factory's
+  and the module's (docs/security.md); ``.res``, ``.onnx`` and ``.prototxt`` input never;
+* ``model.onnx`` (:mod:`.onnx_model`, onnx's own parser and shape inference);
+* ``deploy.prototxt`` (:mod:`.caffe`, Caffe's text format read with a Lark grammar).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from .graph import Call, Imported, ModelImportError, Unsupported, tidy
+
+__all__ = [
+    "Call",
+    "Imported",
+    "ModelImportError",
+    "Unsupported",
+    "from_torch",
+    "import_graph",
+    "import_model",
+    "write",
+]
+
+
+def import_model(
+    source: Any, example: Any = None, *, input_shape: tuple[int, ...] | None = None
+) -> str:
+    """Spec text for ``source``: ``torchvision:NAME``, ``timm:NAME``,
+    ``package.module:factory`` (runs that code), an ``nn.Module``, ``model.onnx`` or
+    ``deploy.prototxt``. Raises :class:`ModelImportError` listing everything unsupported."""
+    return write(import_graph(source, example, input_shape=input_shape))
+
+
+def from_torch(module: Any, example_input: Any) -> str:
+    """Spec text for an ``nn.Module``, traced with ``example_input`` (a batched tensor)."""
+    return import_model(module, example_input)
+
+
+def import_graph(
+    source: Any, example: Any = None, *, input_shape: tuple[int, ...] | None = None
+) -> Imported:
+    """The :class:`Imported` graph of ``source``: a path (``.onnx``, ``.prototxt``), a
+    ``torchvision:``/``timm:``/``module:factory`` reference, or an ``nn.Module`` (with an
+    ``example`` input, or ``input_shape`` per sample)."""
+    if isinstance(source, str | os.PathLike):
+        text = os.fspath(source)
+        if text.endswith(".onnx"):
+            from .onnx_model import import_onnx
+
+            return tidy(import_onnx(text))
+        if text.endswith(".prototxt"):
+            from .caffe import import_prototxt
+
+            return tidy(import_prototxt(text))
+    from .torch_fx import import_torch
+
+    return tidy(import_torch(source, example, input_shape=input_shape))
+
+
+def write(graph: Imported) -> str:
+    """Spec text for ``graph``: blocks for repeated module classes, loops for their runs."""
+    from .writer import write_structured
+
+    return write_structured(graph)

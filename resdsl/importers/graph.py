@@ -1,0 +1,116 @@
+"""What every importer produces: the source model as resdsl ops, before it is written as a
+spec (:mod:`resdsl.importers.writer`).
+
+An :class:`Imported` graph lists op calls in a topological order. Each :class:`Call` is one
+op of the op table with its attributes in the table's terms (per-sample shapes, axes
+without the batch), the values it reads, the label path its weights live under (the
+source's module path, so the source's state_dict keys are the spec's), and where in the
+source it came from, for errors. ``scopes`` names the class of each module path that holds
+calls (``layer1.0`` -> ``Bottleneck``): the writer turns instances of one class into one
+block.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import SpecError
+
+
+@dataclass
+class Call:
+    """One op: ``id`` names its value; ``inputs`` are ids of calls or graph inputs."""
+
+    id: str
+    op: str
+    attrs: dict[str, Any]
+    inputs: list[str]
+    label: str | None = None  # the label path of an op that owns weights ("layer1.0.conv1")
+    scope: str = ""  # the module path it runs in ("layer1.0"), "" at the top
+    source: str = ""  # where it came from: a module path, an ONNX node, a prototxt line
+
+
+@dataclass
+class Imported:
+    """A model as op calls: the network's name, its inputs' per-sample shapes, the calls in
+    a topological order, the ids it returns, and the class of each module path."""
+
+    name: str
+    inputs: list[tuple[str, tuple[int, ...]]]
+    calls: list[Call] = field(default_factory=list)
+    outputs: list[str] = field(default_factory=list)
+    scopes: dict[str, str] = field(default_factory=dict)
+    origin: str = ""  # what was imported, for the spec's header comment
+    shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)  # per-sample, by id
+
+
+@dataclass(frozen=True)
+class Unsupported:
+    """One thing of the source that has no resdsl equivalent."""
+
+    where: str  # a module path, an ONNX node name, "file.prototxt:12"
+    what: str  # the op or module ("torch.nn.functional.glu", "ONNX op Einsum")
+
+
+class ModelImportError(SpecError):
+    """The source cannot be imported: every unsupported op at once, each with where it is."""
+
+    code = "E0901"
+
+    def __init__(self, source: str, items: list[Unsupported], message: str = "") -> None:
+        lines = [f"  {u.where}: {u.what}" for u in items]
+        text = message or (
+            f"{source}: {len(items)} op(s) or module(s) have no resdsl equivalent"
+            + ("\n" + "\n".join(lines) if lines else "")
+        )
+        super().__init__(text)
+        self.items = items
+
+
+def tidy(g: Imported) -> Imported:
+    """Rewrites every importer's output gets, to the form a spec writes: ``mean`` over the
+    map of a (C, H, W) tensor is ``global_avgpool``; two ``scale_shift`` in a row are one;
+    a pooling stride equal to the kernel is left out; a slice to the end has no end."""
+    uses: dict[str, int] = {}
+    for c in g.calls:
+        for i in c.inputs:
+            uses[i] = uses.get(i, 0) + 1
+    for o in g.outputs:
+        uses[o] = uses.get(o, 0) + 1
+    by_id = {c.id: c for c in g.calls}
+    calls: list[Call] = []
+    for c in g.calls:
+        first = by_id.get(c.inputs[0]) if c.inputs else None
+        if c.op == "mean" and sorted(c.attrs["axis"]) == [1, 2] and not c.attrs.get("keepdim"):
+            rank = g_rank(g, c)
+            if rank == 3:
+                c = Call(c.id, "global_avgpool", {}, c.inputs, c.label, c.scope, c.source)
+        if c.op in ("maxpool2d", "avgpool2d") and _pair(c.attrs.get("stride")) == _pair(
+            c.attrs["kernel"]
+        ):  # fmt: skip
+            c.attrs = {k: v for k, v in c.attrs.items() if k != "stride"}
+        if (
+            c.op == "scale_shift" and first is not None and first.op == "scale_shift"
+            and uses.get(first.id) == 1 and first in calls
+        ):  # fmt: skip
+            a, b = first.attrs.get("scale", 1.0), first.attrs.get("shift", 0.0)
+            s, t = c.attrs.get("scale", 1.0), c.attrs.get("shift", 0.0)
+            calls.remove(first)
+            c = Call(c.id, "scale_shift", {"scale": a * s, "shift": b * s + t}, first.inputs,
+                     c.label, first.scope, first.source)  # fmt: skip
+            by_id[c.id] = c
+        calls.append(c)
+    g.calls = calls
+    return g
+
+
+def g_rank(g: Imported, call: Call) -> int | None:
+    """The per-sample rank of ``call``'s first input, when the importer recorded shapes."""
+    shapes = getattr(g, "shapes", {})
+    shape = shapes.get(call.inputs[0]) if call.inputs else None
+    return None if shape is None else len(shape)
+
+
+def _pair(v: Any) -> Any:
+    return (v, v) if isinstance(v, int) else tuple(v) if isinstance(v, list) else v

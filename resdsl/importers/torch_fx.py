@@ -1,0 +1,858 @@
+"""Importing a PyTorch module by torch.fx symbolic tracing.
+
+Modules the op table has (``nn.Conv2d``, ``nn.BatchNorm2d``, torchvision's
+``LayerNorm2d``, ...) are leaves of the trace and become one call each, labelled with their
+module path, so the module's state_dict keys are the spec's. Every other module is traced
+through: its functions and tensor methods map to ops, and the module path it ran in (fx's
+``nn_module_stack``) becomes the call's scope, which the writer turns into blocks. Shapes
+come from one run of the traced graph on the example input (``ShapeProp``).
+
+Anything without an equivalent is collected, with the module path it ran in, and reported
+in one :class:`~.graph.ModelImportError`. This is the one importer that runs code: the
+module's own ``forward`` (traced), and for ``package.module:factory`` the factory.
+"""
+
+from __future__ import annotations
+
+import importlib
+import operator
+import re
+from collections.abc import Callable
+from typing import Any
+
+from .graph import Call, Imported, ModelImportError, Unsupported
+
+
+def import_torch(
+    source: Any, example: Any = None, *, input_shape: tuple[int, ...] | None = None
+) -> Imported:
+    """``source``: an ``nn.Module``, ``torchvision:NAME``, ``timm:NAME`` or
+    ``package.module:factory``; ``example`` a batched input (default: 2 random samples of
+    ``input_shape``, else of the model's usual input, 3 x 224 x 224)."""
+    import torch
+
+    module, name, origin = _resolve(source)
+    module = module.eval()
+    if example is None:
+        shape = input_shape or _default_shape(name)
+        example = torch.randn(2, *shape, generator=torch.Generator().manual_seed(0))
+    return _Converter(module, name, origin).run(example)
+
+
+def _resolve(source: Any) -> tuple[Any, str, str]:
+    import torch
+
+    if isinstance(source, torch.nn.Module):
+        cls = type(source).__name__
+        return source, re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", cls).lower(), f"a {cls} module"
+    text = str(source)
+    kind, _, name = text.partition(":")
+    if kind == "torchvision":
+        import torchvision
+
+        if name not in torchvision.models.list_models(module=torchvision.models):
+            raise ModelImportError(text, [], f"{text}: torchvision has no model `{name}`")
+        return torchvision.models.get_model(name, weights=None), name, text
+    if kind == "timm":
+        try:
+            import timm
+        except ImportError:
+            raise ModelImportError(text, [], f"{text}: timm is not installed") from None
+        if not timm.is_model(name):
+            raise ModelImportError(text, [], f"{text}: timm has no model `{name}`")
+        return timm.create_model(name, pretrained=False), name, text
+    if name and ("." in kind or kind.isidentifier()):
+        try:
+            factory = getattr(importlib.import_module(kind), name)
+        except (ImportError, AttributeError) as e:
+            raise ModelImportError(text, [], f"{text}: cannot find the factory: {e}") from None
+        module = factory()
+        if not isinstance(module, torch.nn.Module):
+            raise ModelImportError(
+                text, [], f"{text}: the factory returned {type(module).__name__}, not a module"
+            )
+        return module, name, text
+    raise ModelImportError(
+        text, [], f"{text}: not a model reference (torchvision:NAME, timm:NAME, "
+        "package.module:factory, model.onnx or deploy.prototxt)",
+    )  # fmt: skip
+
+
+def _default_shape(name: str) -> tuple[int, ...]:
+    return {"inception_v3": (3, 299, 299)}.get(name, (3, 224, 224))
+
+
+# --- leaves: modules that are one op -----------------------------------------------------------
+
+
+def _pair(v: Any) -> Any:
+    return tuple(v) if isinstance(v, tuple | list) else (v, v)
+
+
+def _conv(m: Any) -> tuple[str, dict]:
+    if m.padding_mode != "zeros":
+        raise UnmappedError(f"padding_mode={m.padding_mode!r}")
+    op = "conv2d" if m.weight.dim() == 4 else "conv1d"
+    single = (lambda v: v[0]) if op == "conv1d" else _pair
+    padding = m.padding if isinstance(m.padding, str) else single(m.padding)
+    return op, {
+        "out_channels": m.out_channels, "kernel": single(m.kernel_size),
+        "stride": single(m.stride), "padding": padding, "dilation": single(m.dilation),
+        "groups": m.groups, "bias": m.bias is not None,
+    }  # fmt: skip
+
+
+def _batchnorm(m: Any) -> tuple[str, dict]:
+    if not m.track_running_stats:
+        raise UnmappedError("track_running_stats=False")
+    momentum = 0.1 if m.momentum is None else m.momentum
+    return "batchnorm2d", {"eps": m.eps, "momentum": momentum, "affine": m.affine}
+
+
+def _layernorm(m: Any) -> tuple[str, dict]:
+    if len(m.normalized_shape) != 1 or not m.elementwise_affine or m.bias is None:
+        raise UnmappedError("a layer norm over more than the last axis, or without affine weights")
+    return "layernorm", {"eps": m.eps}
+
+
+def _linear(m: Any) -> tuple[str, dict]:
+    return "linear", {"out_features": m.out_features, "bias": m.bias is not None}
+
+
+def _groupnorm(m: Any) -> tuple[str, dict]:
+    return "groupnorm", {"groups": m.num_groups, "eps": m.eps, "affine": m.affine}
+
+
+def _leaves() -> dict[type, Callable[[Any], tuple[str, dict]]]:
+    from torch import nn
+
+    out: dict[type, Callable[[Any], tuple[str, dict]]] = {
+        nn.Conv2d: _conv,
+        nn.Conv1d: _conv,
+        nn.BatchNorm2d: _batchnorm,
+        nn.Linear: _linear,
+        nn.LayerNorm: _layernorm,
+        nn.GroupNorm: _groupnorm,
+        nn.ReLU: lambda m: ("relu", {}),
+        nn.ReLU6: lambda m: ("relu6", {}),
+        nn.SiLU: lambda m: ("silu", {}),
+        nn.GELU: lambda m: ("gelu", {"approximate": m.approximate}),
+        nn.Sigmoid: lambda m: ("sigmoid", {}),
+        nn.Tanh: lambda m: ("tanh", {}),
+        nn.Hardswish: lambda m: ("hardswish", {}),
+        nn.Hardsigmoid: lambda m: ("hardsigmoid", {}),
+        nn.Hardtanh: lambda m: ("hardtanh", {"min_val": m.min_val, "max_val": m.max_val}),
+        nn.Dropout: lambda m: ("dropout", {"p": m.p}),
+        nn.MaxPool2d: lambda m: ("maxpool2d", {
+            "kernel": _pair(m.kernel_size), "stride": _pair(m.stride), "padding": _pair(m.padding),
+            "dilation": _pair(m.dilation), "ceil_mode": m.ceil_mode,
+        }),
+        nn.AvgPool2d: lambda m: ("avgpool2d", {
+            "kernel": _pair(m.kernel_size), "stride": _pair(m.stride), "padding": _pair(m.padding),
+            "ceil_mode": m.ceil_mode, "count_include_pad": m.count_include_pad,
+        }),
+        nn.AdaptiveAvgPool2d: lambda m: ("adaptive_avgpool2d", {"output_size": _pair(m.output_size)}),  # noqa: E501
+        nn.Flatten: lambda m: ("flatten", {"start": m.start_dim - 1}),
+        nn.Softmax: lambda m: ("softmax", {"axis": m.dim - 1 if m.dim > 0 else m.dim}),
+        nn.Identity: lambda m: ("identity", {}),
+    }  # fmt: skip
+    try:
+        from torchvision.models.convnext import LayerNorm2d
+        from torchvision.ops import StochasticDepth
+        from torchvision.ops.misc import Permute
+
+        out[LayerNorm2d] = lambda m: ("layernorm2d", {"eps": m.eps})
+        out[StochasticDepth] = _stochastic_depth
+        out[Permute] = lambda m: ("permute", {"axes": _per_sample_axes(m.dims)})
+    except ImportError:  # pragma: no cover - torchvision is installed with torch here
+        pass
+    return out
+
+
+def _std_conv(m: Any) -> tuple[str, dict]:
+    _, attrs = _conv(m)
+    gamma = float(m.scale * m.weight[0].numel() ** 0.5)
+    return "std_conv2d", {**attrs, "gamma": gamma, "eps": m.eps}
+
+
+# Helper classes of resdsl's generated PyTorch files (backends/torch.py HELPERS), by name.
+_GENERATED: dict[str, Callable[[Any], tuple[str, dict]]] = {
+    "LayerNorm2d": lambda m: ("layernorm2d", {"eps": m.eps}),
+    "ScaledStdConv2d": _std_conv,
+}
+
+
+def _stochastic_depth(m: Any) -> tuple[str, dict]:
+    if m.mode != "row":
+        raise UnmappedError(f"stochastic depth in mode {m.mode!r}")
+    return "drop_path", {"p": m.p}
+
+
+def _per_sample_axes(dims: Any) -> tuple[int, ...]:
+    dims = list(dims)
+    if dims[0] != 0:
+        raise UnmappedError("a permutation that moves the batch axis")
+    return tuple(d - 1 for d in dims[1:])
+
+
+class _Skipped(Exception):  # noqa: N818 - control flow, not an error
+    """A node reads one that failed: skipped without an error of its own."""
+
+
+class UnmappedError(Exception):
+    """This call has no resdsl equivalent: the message says what of it."""
+
+
+# --- the trace -----------------------------------------------------------------------------------
+
+
+class _Converter:
+    def __init__(self, module: Any, name: str, origin: str) -> None:
+        self.module, self.name, self.origin = module, name, origin
+        self.leaves = _leaves()
+        self.calls: list[Call] = []
+        self.alias: dict[str, str] = {}  # fx node -> the id of the value it is
+        self.consts: dict[str, Any] = {}  # fx node -> a Python value (sizes, tuples of ids)
+        self.scopes: dict[str, str] = {}
+        self.unsupported: list[Unsupported] = []
+        self.failed: set[str] = set()  # nodes that could not be converted
+        self.shapes: dict[str, tuple[int, ...]] = {}
+
+    def run(self, example: Any) -> Imported:
+        import torch.fx
+        from torch.fx.passes.shape_prop import ShapeProp
+
+        leaves = tuple(self.leaves)
+
+        class Tracer(torch.fx.Tracer):
+            def is_leaf_module(self, m: Any, qualname: str) -> bool:
+                generated = type(m).__name__ in _GENERATED
+                return isinstance(m, leaves) or generated or super().is_leaf_module(m, qualname)
+
+        tracer = Tracer(autowrap_functions=tuple(_wrapped(self.module)))
+        try:
+            graph = tracer.trace(self.module)
+        except Exception as e:  # data-dependent control flow, unsupported Python
+            raise ModelImportError(
+                self.origin, [], f"{self.origin}: torch.fx cannot trace it: {type(e).__name__}: "
+                f"{str(e).splitlines()[0] if str(e) else ''}",
+            ) from None  # fmt: skip
+        gm = torch.fx.GraphModule(tracer.root, graph)
+        with torch.no_grad():
+            ShapeProp(gm).propagate(example)
+        self.gm = gm
+        inputs, outputs = [], []
+        for node in gm.graph.nodes:
+            if node.op == "placeholder":
+                shape = tuple(node.meta["tensor_meta"].shape)[1:]
+                inputs.append((node.name, shape))
+                self.alias[node.name] = node.name
+            else:
+                try:
+                    if node.op == "output":
+                        outputs = [self.value(a, node) for a in _flatten(node.args[0])]
+                    else:
+                        self.convert(node)
+                except UnmappedError as e:
+                    self.failed.add(node.name)
+                    self.unsupported.append(
+                        Unsupported(self.where(node), f"{self.what(node)}: {e}")
+                    )
+                except _Skipped:
+                    self.failed.add(node.name)
+        if self.unsupported:
+            raise ModelImportError(self.origin, self.unsupported)
+        for name, shape in inputs:
+            self.shapes[name] = shape
+        return Imported(
+            self.name, inputs, self.calls, outputs, self.scopes, self.origin, self.shapes
+        )
+
+    # --- helpers -----------------------------------------------------------------------------
+
+    def where(self, node: Any) -> str:
+        if node.op == "call_module":
+            return node.target
+        stack = node.meta.get("nn_module_stack") or {}
+        path = _module_path(stack)
+        return f"{path or '(top level)'} ({node.name})"
+
+    def what(self, node: Any) -> str:
+        if node.op == "call_module":
+            return f"module {type(self.gm.get_submodule(node.target)).__qualname__}"
+        target = node.target
+        if callable(target):
+            module = getattr(target, "__module__", "") or ""
+            return f"{module}.{getattr(target, '__name__', target)}".lstrip(".")
+        return f"Tensor.{target}" if node.op == "call_method" else str(target)
+
+    def scope_of(self, node: Any) -> str:
+        stack = node.meta.get("nn_module_stack") or {}
+        path = _module_path(stack)
+        for key, (qual, cls) in stack.items():
+            path_k = _clean(qual if isinstance(qual, str) else key)
+            if path_k:
+                self.scopes.setdefault(
+                    path_k, getattr(cls, "__name__", str(cls)).rsplit(".", 1)[-1]
+                )
+        if node.op == "call_module":  # a leaf: its scope is its parent
+            return node.target.rpartition(".")[0]
+        return path
+
+    def shape(self, node: Any) -> tuple[int, ...]:
+        meta = node.meta.get("tensor_meta")
+        if meta is None or not hasattr(meta, "shape"):
+            raise UnmappedError("an op whose result is not one tensor")
+        return tuple(meta.shape)
+
+    def value(self, arg: Any, user: Any) -> str:
+        """The id of the tensor ``arg`` (an fx node)."""
+        import torch.fx
+
+        if isinstance(arg, torch.fx.Node) and arg.name in self.failed:
+            raise _Skipped  # its own error is reported; its users' would only repeat it
+        if not isinstance(arg, torch.fx.Node) or arg.name not in self.alias:
+            raise UnmappedError(f"an input that is not a tensor ({arg!r})")
+        return self.alias[arg.name]
+
+    def const(self, arg: Any) -> Any:
+        """A Python value of the trace (an int, a size from `x.shape`, a tuple of them)."""
+        import torch.fx
+
+        if isinstance(arg, torch.fx.Node):
+            if arg.name in self.failed:
+                raise _Skipped
+            if arg.name in self.consts:
+                return self.consts[arg.name]
+            raise UnmappedError(f"a value computed from tensors ({arg.name})")
+        if isinstance(arg, tuple | list):
+            return type(arg)(self.const(a) for a in arg)
+        return arg
+
+    def emit(
+        self, node: Any, op: str, attrs: dict, inputs: list[str], label: str | None = None
+    ) -> None:
+        from ..ops import OPS
+
+        OPS[op].bind([], attrs)  # the attributes are the table's (a bug here, not the model's)
+        meta = node.meta.get("tensor_meta")
+        if meta is not None and hasattr(meta, "shape"):
+            self.shapes[node.name] = tuple(meta.shape)[1:]
+        self.calls.append(
+            Call(node.name, op, attrs, inputs, label, self.scope_of(node), self.where(node))
+        )
+        self.alias[node.name] = node.name
+
+    # --- nodes ---------------------------------------------------------------------------------
+
+    def convert(self, node: Any) -> None:
+        import torch
+
+        if node.op == "get_attr":
+            self.tensor_attr(node)
+            return
+        if node.op == "call_module":
+            m = self.gm.get_submodule(node.target)
+            if isinstance(m, torch.nn.MultiheadAttention):
+                self.attention(node, m)
+                return
+            rule = next((r for t, r in self.leaves.items() if type(m) is t), None)
+            rule = rule or _GENERATED.get(type(m).__name__)
+            if rule is None:
+                raise UnmappedError("no op for this module")
+            op, attrs = rule(m)
+            if op == "identity":
+                self.alias[node.name] = self.value(node.args[0], node)
+                return
+            owns = any(True for _ in m.parameters(recurse=False)) or any(
+                True for _ in m.buffers(recurse=False)
+            )
+            self.emit(
+                node, op, attrs, [self.value(node.args[0], node)], node.target if owns else None
+            )
+            return
+        meta = node.meta.get("tensor_meta")
+        if meta is None or not hasattr(meta, "shape") or not isinstance(meta.shape, torch.Size):
+            self.scalar(node)
+            return
+        if node.op == "call_function" and getattr(node.target, "__name__", "") == "drop_path":
+            a = _bound(node, ["x", "p", "training"], {"p": 0.0})
+            p = float(self.const(a["p"]))
+            self.emit(node, "drop_path", {"p": p}, [self.value(a["x"], node)])
+            return
+        fn = (
+            _FUNCTIONS.get(node.target) if node.op == "call_function" else _METHODS.get(node.target)
+        )
+        if fn is None:
+            raise UnmappedError("no op for this function")
+        fn(self, node)
+
+    def attention(self, node: Any, m: Any) -> None:
+        """``mha(x, x, x, need_weights=False)``: self-attention, batch first; its result is
+        a pair whose first element is the output."""
+        q, k, v = (node.args + (None,) * 3)[:3]
+        if not (q is k is v) or not m.batch_first or node.kwargs.get("need_weights", True):
+            raise UnmappedError("only batch-first self-attention with need_weights=False")
+        if m.in_proj_weight is None or m.bias_k is not None or not m._qkv_same_embed_dim:
+            raise UnmappedError("only the packed in_proj layout without bias_k/bias_v")
+        x = self.value(q, node)
+        attrs = {"heads": m.num_heads, "dropout": m.dropout}
+        self.calls.append(
+            Call(
+                node.name,
+                "attention",
+                attrs,
+                [x],
+                node.target,
+                self.scope_of(node),
+                self.where(node),
+            )
+        )
+        self.consts[node.name] = ("pieces", [node.name, None])
+
+    def scalar(self, node: Any) -> None:
+        """A node whose value is not one tensor: sizes (``x.shape[0]``), tuples of tensors
+        (``x.chunk(2)``) and what picks from them."""
+        target, args = node.target, node.args
+        if node.op == "call_function" and target is getattr and args[1] == "shape":
+            self.consts[node.name] = ("shape", self.shape(args[0]))
+            return
+        if node.op == "call_method" and target == "size":
+            shape = self.shape(args[0])
+            self.consts[node.name] = shape[args[1]] if len(args) > 1 else ("shape", shape)
+            return
+        if node.op == "call_function" and target is operator.getitem:
+            base = self.consts.get(args[0].name) if hasattr(args[0], "name") else None
+            if isinstance(base, tuple) and base and base[0] == "shape":
+                self.consts[node.name] = base[1][args[1]]
+                return
+            if isinstance(base, tuple) and base and base[0] == "pieces":
+                self.alias[node.name] = base[1][args[1]]
+                return
+        if target in ("chunk", "split", _torch("chunk"), _torch("split")):
+            self.split(node)
+            return
+        if node.op == "call_method" and target == "dim":
+            self.consts[node.name] = len(self.shape(args[0]))
+            return
+        if node.op == "call_function" and target in _STATIC:
+            values = [self.const(a) for a in args]
+            if target is _torch("_assert"):  # a shape check of the source: true when traced
+                if not values[0]:
+                    raise UnmappedError("an assertion that fails on the example input")
+                return
+            self.consts[node.name] = target(*values)
+            return
+        raise UnmappedError("a value that is not a tensor")
+
+    def tensor_attr(self, node: Any) -> None:
+        t = self.gm
+        for part in node.target.split("."):
+            t = getattr(t, part)
+        shape = tuple(t.shape)
+        per_sample = shape[1:] if len(shape) > 1 and shape[0] == 1 else shape
+        stored = None if per_sample != shape else shape
+        is_param = any(t is p for p in self.module.parameters())
+        attrs = {"shape": per_sample, **({"stored": stored} if stored else {})}
+        if not is_param:
+            if t.dtype == __import__("torch").int64:
+                attrs.update(values=tuple(int(v) for v in t.flatten().tolist()), dtype="int64")
+            elif not t.is_floating_point():
+                raise UnmappedError(f"a {t.dtype} buffer")
+        self.emit(node, "parameter" if is_param else "buffer", attrs, [], node.target)
+
+    def split(self, node: Any) -> None:
+        """``x.chunk(n, dim)``, ``x.split(size or sizes, dim)``: one ``slice`` per piece."""
+        args = [*node.args, None, None, None]
+        x, how = args[0], self.const(args[1])
+        dim = self.const(args[2] if args[2] is not None else node.kwargs.get("dim", 0))
+        shape = self.shape(x)
+        axis, size = _axis(node, dim, len(shape)), shape[dim]
+        name = node.target if isinstance(node.target, str) else node.target.__name__
+        if name == "chunk":
+            step = -(-size // how)
+            sizes = [min(step, size - k) for k in range(0, size, step)]
+        elif isinstance(how, tuple | list):
+            sizes = list(how)
+        else:
+            sizes = [min(how, size - k) for k in range(0, size, how)]
+        ids, start = [], 0
+        for k, n in enumerate(sizes):
+            ids.append(f"{node.name}_{k}")
+            attrs = {"axis": axis, "start": start, "end": start + n}
+            self.calls.append(Call(ids[-1], "slice", attrs, [self.value(x, node)], None,
+                                   self.scope_of(node), self.where(node)))  # fmt: skip
+            start += n
+        self.consts[node.name] = ("pieces", ids)
+
+
+def _wrapped(module: Any) -> list[Callable]:
+    """Functions the trace keeps as one call: ``drop_path`` of the model's own module (a
+    resdsl-generated module's helper, timm's), which is the op of that name."""
+    import sys
+
+    out = []
+    for cls in type(module).__mro__:
+        fn = getattr(sys.modules.get(cls.__module__), "drop_path", None)
+        if callable(fn) and fn not in out:
+            out.append(fn)
+    return out
+
+
+def _torch(name: str) -> Any:
+    import torch
+
+    return getattr(torch, name)
+
+
+def _flatten(value: Any) -> list:
+    if isinstance(value, tuple | list):
+        return [v for item in value for v in _flatten(item)]
+    return [value]
+
+
+def _clean(path: str) -> str:
+    """fx's module path (``layer1.0``; older versions wrote ``L__self___layer1_0``)."""
+    return path
+
+
+def _module_path(stack: dict) -> str:
+    if not stack:
+        return ""
+    key, value = list(stack.items())[-1]
+    qual = value[0] if isinstance(value, tuple) else key
+    return _clean(qual)
+
+
+# --- functions and methods -----------------------------------------------------------------------
+
+
+def _axis(node: Any, dim: int, rank: int) -> int:
+    """A batched dim as a per-sample axis."""
+    dim = dim % rank
+    if dim == 0:
+        raise UnmappedError("an op along the batch axis")
+    return dim - 1
+
+
+def _binary(op: str) -> Callable[[_Converter, Any], None]:
+    def convert(c: _Converter, node: Any) -> None:
+        a, b = node.args[0], node.args[1]
+        tensors = [hasattr(v, "name") and v.name in c.alias for v in (a, b)]
+        if all(tensors):
+            c.emit(node, op, {}, [c.value(a, node), c.value(b, node)])
+            return
+        number = c.const(b if tensors[0] else a)
+        x = c.value(a if tensors[0] else b, node)
+        if not isinstance(number, int | float):
+            raise UnmappedError("an operand that is neither a tensor nor a number")
+        if op == "add":
+            attrs = {"shift": float(number)}
+        elif op == "mul":
+            attrs = {"scale": float(number)}
+        elif op == "sub":
+            attrs = (
+                {"shift": -float(number)} if tensors[0] else {"scale": -1.0, "shift": float(number)}
+            )
+        elif op == "div" and tensors[0]:
+            attrs = {"scale": 1.0 / float(number)}
+        else:
+            raise UnmappedError("a number divided by a tensor")
+        c.emit(node, "scale_shift", attrs, [x])
+
+    return convert
+
+
+def _unary(op: str, **attrs: Any) -> Callable[[_Converter, Any], None]:
+    def convert(c: _Converter, node: Any) -> None:
+        c.emit(node, op, dict(attrs), [c.value(node.args[0], node)])
+
+    return convert
+
+
+def _alias(c: _Converter, node: Any) -> None:
+    c.alias[node.name] = c.value(node.args[0], node)
+
+
+def _flatten_fn(c: _Converter, node: Any) -> None:
+    x = node.args[0]
+    start = node.args[1] if len(node.args) > 1 else node.kwargs.get("start_dim", 0)
+    end = node.args[2] if len(node.args) > 2 else node.kwargs.get("end_dim", -1)
+    rank = len(c.shape(x))
+    if end % rank != rank - 1:
+        c.emit(node, "reshape", {"shape": c.shape(node)[1:]}, [c.value(x, node)])
+        return
+    c.emit(node, "flatten", {"start": _axis(node, start, rank)}, [c.value(x, node)])
+
+
+def _reshape(c: _Converter, node: Any) -> None:
+    out = c.shape(node)
+    source = next((k for k in c.calls if k.id == c.alias.get(node.args[0].name)), None)
+    if source is not None and source.op in ("parameter", "buffer") and out[:1] == (1,):
+        # a parameter stored without its batch axis, given one: the parameter's own shape
+        stored = source.attrs.get("stored") or source.attrs["shape"]
+        source.attrs["shape"] = out[1:]
+        source.attrs["stored"] = stored if tuple(stored) != (1, *out[1:]) else None
+        source.attrs = {k: v for k, v in source.attrs.items() if v is not None}
+        c.alias[node.name] = source.id
+        c.shapes[source.id] = out[1:]
+        return
+    if not out or out[0] != c.shape(node.args[0])[0]:
+        raise UnmappedError("a reshape that moves the batch")
+    c.emit(node, "reshape", {"shape": out[1:]}, [c.value(node.args[0], node)])
+
+
+def _permute(c: _Converter, node: Any) -> None:
+    dims = node.args[1:] if len(node.args) > 2 or isinstance(node.args[1], int) else node.args[1]
+    rank = len(c.shape(node.args[0]))
+    dims = [d % rank for d in c.const(tuple(dims))]
+    c.emit(node, "permute", {"axes": _per_sample_axes(dims)}, [c.value(node.args[0], node)])
+
+
+def _transpose(c: _Converter, node: Any) -> None:
+    rank = len(c.shape(node.args[0]))
+    a, b = (c.const(d) % rank for d in node.args[1:3])
+    dims = list(range(rank))
+    dims[a], dims[b] = dims[b], dims[a]
+    c.emit(node, "permute", {"axes": _per_sample_axes(dims)}, [c.value(node.args[0], node)])
+
+
+def _cat(c: _Converter, node: Any) -> None:
+    tensors = node.args[0]
+    dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
+    rank = len(c.shape(node))
+    c.emit(node, "concat", {"axis": _axis(node, dim, rank)}, [c.value(t, node) for t in tensors])
+
+
+def _mean(c: _Converter, node: Any) -> None:
+    x = node.args[0]
+    dims = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
+    keep = node.args[2] if len(node.args) > 2 else node.kwargs.get("keepdim", False)
+    rank = len(c.shape(x))
+    dims = (dims,) if isinstance(dims, int) else tuple(dims)
+    c.emit(node, "mean", {"axis": tuple(_axis(node, d, rank) for d in dims), "keepdim": keep},
+           [c.value(x, node)])  # fmt: skip
+
+
+def _adaptive_avg(c: _Converter, node: Any) -> None:
+    size = node.args[1] if len(node.args) > 1 else node.kwargs["output_size"]
+    c.emit(
+        node,
+        "adaptive_avgpool2d",
+        {"output_size": _pair(c.const(size))},
+        [c.value(node.args[0], node)],
+    )
+
+
+def _softmax(c: _Converter, node: Any) -> None:
+    dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
+    rank = len(c.shape(node))
+    c.emit(node, "softmax", {"axis": _axis(node, dim, rank)}, [c.value(node.args[0], node)])
+
+
+def _dropout(c: _Converter, node: Any) -> None:
+    p = node.args[1] if len(node.args) > 1 else node.kwargs.get("p", 0.5)
+    c.emit(node, "dropout", {"p": float(p)}, [c.value(node.args[0], node)])
+
+
+def _getitem(c: _Converter, node: Any) -> None:
+    """``x[:, 0]`` (select) and ``x[:, a:b]`` (slice) on tensors; a piece of a split."""
+    x, index = node.args
+    pieces = c.consts.get(x.name) if hasattr(x, "name") else None
+    if isinstance(pieces, tuple) and pieces and pieces[0] == "pieces":
+        c.alias[node.name] = pieces[1][index]
+        return
+    index = index if isinstance(index, tuple) else (index,)
+    if not index or index[0] != slice(None):
+        raise UnmappedError("indexing along the batch axis")
+    value = c.value(x, node)
+    rank = len(c.shape(x))
+    axis, ids = 0, value
+    for k, item in enumerate(index[1:]):
+        if item == slice(None):
+            axis += 1
+            continue
+        step_id = f"{node.name}_{k}" if k + 2 < len(index) else node.name
+        if isinstance(item, int):
+            c.calls.append(Call(step_id, "select", {"axis": axis, "index": item}, [ids], None,
+                                c.scope_of(node), c.where(node)))  # fmt: skip
+        elif isinstance(item, slice):
+            attrs = {"axis": axis, "start": item.start or 0, "step": item.step or 1}
+            if item.stop is not None and item.stop < c.shape(x)[axis + 1]:
+                attrs["end"] = item.stop
+            c.calls.append(
+                Call(step_id, "slice", attrs, [ids], None, c.scope_of(node), c.where(node))
+            )
+            axis += 1
+        else:
+            raise UnmappedError(f"indexing with {item!r}")
+        ids = step_id
+    del rank
+    c.alias[node.name] = ids
+
+
+def _bound(node: Any, names: list[str], defaults: dict[str, Any]) -> dict[str, Any]:
+    """A call's arguments by name: positional ones in ``names`` order, then keywords."""
+    out = dict(defaults)
+    out.update(zip(names, node.args, strict=False))
+    out.update(node.kwargs)
+    return out
+
+
+def _max_pool(c: _Converter, node: Any) -> None:
+    a = _bound(node, ["input", "kernel_size", "stride", "padding", "dilation", "ceil_mode"],
+               {"stride": None, "padding": 0, "dilation": 1, "ceil_mode": False})  # fmt: skip
+    if a.get("return_indices"):
+        raise UnmappedError("max pooling that returns indices")
+    kernel = _pair(c.const(a["kernel_size"]))
+    stride = kernel if a["stride"] in (None, []) else _pair(c.const(a["stride"]))
+    attrs = {
+        "kernel": kernel,
+        "stride": stride,
+        "padding": _pair(c.const(a["padding"])),
+        "dilation": _pair(c.const(a["dilation"])),
+        "ceil_mode": bool(a["ceil_mode"]),
+    }
+    c.emit(node, "maxpool2d", attrs, [c.value(a["input"], node)])
+
+
+def _avg_pool(c: _Converter, node: Any) -> None:
+    a = _bound(node, ["input", "kernel_size", "stride", "padding", "ceil_mode", "count_include_pad",
+                      "divisor_override"], {"stride": None, "padding": 0, "ceil_mode": False,
+                      "count_include_pad": True, "divisor_override": None})  # fmt: skip
+    if a["divisor_override"] is not None:
+        raise UnmappedError("average pooling with divisor_override")
+    kernel = _pair(c.const(a["kernel_size"]))
+    stride = kernel if a["stride"] in (None, []) else _pair(c.const(a["stride"]))
+    attrs = {
+        "kernel": kernel,
+        "stride": stride,
+        "padding": _pair(c.const(a["padding"])),
+        "ceil_mode": bool(a["ceil_mode"]),
+        "count_include_pad": bool(a["count_include_pad"]),
+    }
+    c.emit(node, "avgpool2d", attrs, [c.value(a["input"], node)])
+
+
+def _pad(c: _Converter, node: Any) -> None:
+    a = _bound(node, ["input", "pad", "mode", "value"], {"mode": "constant", "value": None})
+    if a["mode"] != "constant":
+        raise UnmappedError(f"padding in mode {a['mode']!r}")
+    pads = tuple(c.const(a["pad"]))
+    if len(pads) > 2 * (len(c.shape(a["input"])) - 1):
+        raise UnmappedError("padding of the batch axis")
+    c.emit(
+        node, "pad", {"pads": pads, "value": float(a["value"] or 0.0)}, [c.value(a["input"], node)]
+    )
+
+
+def _roll(c: _Converter, node: Any) -> None:
+    a = _bound(node, ["input", "shifts", "dims"], {"dims": None})
+    if a["dims"] is None:
+        raise UnmappedError("a roll of the flattened tensor")
+    rank = len(c.shape(a["input"]))
+    shifts, dims = c.const(a["shifts"]), c.const(a["dims"])
+    shifts = (shifts,) if isinstance(shifts, int) else tuple(shifts)
+    dims = (dims,) if isinstance(dims, int) else tuple(dims)
+    c.emit(node, "roll", {"shifts": shifts, "axes": tuple(_axis(node, d, rank) for d in dims)},
+           [c.value(a["input"], node)])  # fmt: skip
+
+
+def _clamp(c: _Converter, node: Any) -> None:
+    a = _bound(node, ["input", "min", "max"], {"min": None, "max": None})
+    attrs = {k: float(c.const(a[k])) for k in ("min", "max") if a[k] is not None}
+    c.emit(node, "clamp", attrs, [c.value(a["input"], node)])
+
+
+def _select(c: _Converter, node: Any) -> None:
+    a = _bound(node, ["input", "dim", "index"], {})
+    rank = len(c.shape(a["input"]))
+    attrs = {"axis": _axis(node, c.const(a["dim"]), rank), "index": c.const(a["index"])}
+    c.emit(node, "select", attrs, [c.value(a["input"], node)])
+
+
+def _hardtanh(c: _Converter, node: Any) -> None:
+    a = _bound(node, ["input", "min_val", "max_val"], {"min_val": -1.0, "max_val": 1.0})
+    attrs = {"min_val": float(a["min_val"]), "max_val": float(a["max_val"])}
+    c.emit(node, "hardtanh", attrs, [c.value(a["input"], node)])
+
+
+def _normalize(c: _Converter, node: Any) -> None:
+    a = _bound(node, ["input", "p", "dim", "eps"], {"p": 2.0, "dim": 1, "eps": 1e-12})
+    if a["p"] != 2:
+        raise UnmappedError(f"a p={a['p']} norm")
+    rank = len(c.shape(a["input"]))
+    attrs = {"axis": _axis(node, c.const(a["dim"]), rank), "eps": float(a["eps"])}
+    c.emit(node, "normalize", attrs, [c.value(a["input"], node)])
+
+
+def _layer_norm_fn(c: _Converter, node: Any) -> None:
+    raise UnmappedError("functional layer_norm (a module is imported)")
+
+
+def _expand(c: _Converter, node: Any) -> None:
+    """``t.expand(n, -1, -1)`` of a parameter broadcast over the batch: the parameter is."""
+    if c.shape(node)[1:] != c.shape(node.args[0])[1:]:
+        raise UnmappedError("an expand that changes a per-sample shape")
+    _alias(c, node)
+
+
+def _functions() -> tuple[dict, dict]:
+    import torch
+    import torch.nn.functional as F  # noqa: N812
+
+    functions: dict[Any, Callable[[_Converter, Any], None]] = {
+        operator.add: _binary("add"), torch.add: _binary("add"),
+        operator.sub: _binary("sub"), torch.sub: _binary("sub"),
+        operator.mul: _binary("mul"), torch.mul: _binary("mul"),
+        operator.truediv: _binary("div"), torch.div: _binary("div"),
+        operator.matmul: _binary("matmul"), torch.matmul: _binary("matmul"),
+        operator.getitem: _getitem,
+        torch.flatten: _flatten_fn, torch.cat: _cat, torch.concat: _cat,
+        torch.relu: _unary("relu"), F.relu: _unary("relu"), F.relu6: _unary("relu6"),
+        torch.sigmoid: _unary("sigmoid"), F.sigmoid: _unary("sigmoid"),
+        torch.tanh: _unary("tanh"), F.silu: _unary("silu"), F.gelu: _unary("gelu"),
+        F.hardswish: _unary("hardswish"), F.hardsigmoid: _unary("hardsigmoid"),
+        torch.exp: _unary("exp"), torch.abs: _unary("abs"), torch.sqrt: _unary("sqrt"),
+        F.adaptive_avg_pool2d: _adaptive_avg, torch.mean: _mean,
+        F.softmax: _softmax, torch.softmax: _softmax, F.dropout: _dropout,
+        torch.permute: _permute, torch.transpose: _transpose, torch.reshape: _reshape,
+        F.layer_norm: _layer_norm_fn, F.max_pool2d: _max_pool, F.avg_pool2d: _avg_pool,
+        F.pad: _pad, torch.roll: _roll, torch.clamp: _clamp, F.hardtanh: _hardtanh,
+        F.normalize: _normalize, torch.select: _select,
+    }  # fmt: skip
+    methods: dict[str, Callable[[_Converter, Any], None]] = {
+        "view": _reshape, "reshape": _reshape, "flatten": _flatten_fn, "permute": _permute,
+        "transpose": _transpose, "mean": _mean, "contiguous": _alias, "clone": _alias,
+        "expand": _expand, "softmax": _softmax, "relu": _unary("relu"),
+        "sigmoid": _unary("sigmoid"), "add": _binary("add"), "mul": _binary("mul"),
+        "matmul": _binary("matmul"), "div": _binary("div"), "clamp": _clamp,
+        "abs": _unary("abs"), "exp": _unary("exp"), "tanh": _unary("tanh"), "sub": _binary("sub"),
+        "select": _select,
+    }  # fmt: skip
+    return functions, methods
+
+
+class _Table(dict):
+    """The function and method tables, built on first use (they need torch)."""
+
+    def __init__(self, index: int) -> None:
+        super().__init__()
+        self.index = index
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        if not self:
+            self.update(_functions()[self.index])
+        try:
+            return super().get(key, default)
+        except TypeError:  # an unhashable target
+            return default
+
+
+_STATIC = {
+    operator.add, operator.sub, operator.mul, operator.floordiv, operator.truediv,
+    operator.eq, operator.ne, operator.lt, operator.le, operator.gt, operator.ge,
+    operator.and_, operator.or_, operator.not_, operator.getitem, _torch("_assert"),
+}  # fmt: skip
+_FUNCTIONS = _Table(0)
+_METHODS = _Table(1)

@@ -1,0 +1,147 @@
+"""`resdsl import` of PyTorch models (torch.fx): torchvision models come back as specs whose
+PyTorch module loads the original state_dict strictly and computes the same outputs on a
+randomised state; the specs have blocks and loops; resdsl's own modules round-trip to the
+same graph; what cannot be imported is reported all at once, with module paths."""
+
+from __future__ import annotations
+
+import re
+import sys
+
+import pytest
+
+import resdsl
+from resdsl.backends.check import randomise_state
+from resdsl.cli import main
+from resdsl.importers import ModelImportError, import_model
+from resdsl.search.fingerprint import fingerprint
+from resdsl.tools.fmt import format_text
+
+from .conftest import ROOT
+
+torch = pytest.importorskip("torch")
+torchvision = pytest.importorskip("torchvision")
+
+# fast ones; benchmarks/import.py runs all 80
+FAST = ["resnet18", "mobilenet_v3_small", "squeezenet1_1", "shufflenet_v2_x0_5", "mnasnet0_5",
+        "regnet_x_400mf", "efficientnet_b0"]  # fmt: skip
+
+
+@pytest.mark.parametrize("name", FAST)
+def test_torchvision_model_imports_with_parity(name):
+    reference = randomise_state(torchvision.models.get_model(name, weights=None)).eval()
+    x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(3))
+    text = import_model(reference, x)
+    assert format_text(text) == text  # passes `resdsl fmt --check`
+    net = resdsl.loads(text)
+    assert net.num_params == sum(p.numel() for p in reference.parameters())
+    module = net.to_torch().eval()
+    module.load_state_dict(reference.state_dict(), strict=True)
+    with torch.no_grad():
+        want, got = reference(x), module(x)
+    assert float((got - want).abs().max() / want.abs().max()) <= 1e-5
+
+
+def test_imported_resnet50_reads_like_the_hand_written_one():
+    """A block per module class, a `for` over each stage, within 2x the lines of
+    examples/resnet50.res and the std/resnet.res blocks it uses."""
+    text = import_model("torchvision:resnet50")
+    hand = len((ROOT / "examples" / "resnet50.res").read_text().splitlines())
+    hand += len((ROOT / "resdsl" / "std" / "resnet.res").read_text().splitlines())
+    assert len(text.splitlines()) <= 2 * hand
+    assert "block bottleneck(channels: int, stride: int) (x) {" in text
+    assert 'x = x -> "{i}": bottleneck(channels, if i == 0 then stride else 1)' in text
+    assert "downsample: shortcut(x, like=" in text  # the projection, only where shapes change
+    loop = r'y = y -> "layer\{i \+ 1\}": bottlenecks\(\s*'
+    assert re.search(loop + r"\(64, 128, 256, 512\)\[i\], \(3, 4, 6, 3\)\[i\]", text)
+
+
+@pytest.mark.parametrize("name, family", [("efficientnet_b0", "efficientnet"),
+                                          ("convnext_tiny", "convnext")])  # fmt: skip
+def test_imported_modern_models_are_within_twice_the_zoo_spec(name, family):
+    text = import_model(f"torchvision:{name}")
+    zoo = (ROOT / "resdsl" / "zoo" / f"{family}.res").read_text()
+    assert len(text.splitlines()) <= 2 * len(zoo.splitlines())
+
+
+@pytest.mark.parametrize(
+    "spec", ["resnet18", "resnet50", "se_resnet", "preact_resnet18", "mobilenet_v2",
+             "highway", "long_skips", "stochastic_depth", "regnet_y_400mf", "cifar_resnet20"],
+)  # fmt: skip
+def test_round_trip_through_pytorch_keeps_the_graph(spec):
+    """import(to_torch(load(spec))) elaborates to the spec's graph (same fingerprint)."""
+    net = resdsl.load(ROOT / "examples" / f"{spec}.res")
+    xs = [torch.randn(2, *net.graph.info(i).shape) for i in net.graph.inputs]
+    back = resdsl.loads(import_model(net.to_torch(), *xs))
+    assert fingerprint(back) == fingerprint(net)
+
+
+class Gated(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 3)
+        self.act = torch.nn.PReLU()
+
+    def forward(self, x):
+        y = torch.nn.functional.glu(self.conv(x), dim=1)
+        return torch.cumsum(self.act(y), 2)
+
+
+def test_everything_unsupported_is_reported_at_once():
+    with pytest.raises(ModelImportError) as e:
+        import_model(Gated(), torch.randn(2, 3, 8, 8))
+    text = str(e.value)
+    assert "3 op(s) or module(s)" in text
+    assert "glu" in text and "cumsum" in text and "act: module PReLU" in text
+
+
+class Branchy(torch.nn.Module):
+    def forward(self, x):
+        if x.sum() > 0:  # data-dependent control flow: fx cannot trace it
+            return x
+        return -x
+
+
+def test_untraceable_control_flow_is_a_clear_error():
+    with pytest.raises(ModelImportError, match=r"torch\.fx cannot trace it"):
+        import_model(Branchy(), torch.randn(2, 3))
+
+
+def test_cli_import_writes_a_spec_that_checks(tmp_path, capsys):
+    out = tmp_path / "r18.res"
+    assert main(["import", "torchvision:resnet18", "-o", str(out)]) == 0
+    assert "imported torchvision:resnet18: " in capsys.readouterr().err
+    assert main(["check", str(out)]) == 0
+    assert "11,689,512 params" in capsys.readouterr().out
+    assert main(["fmt", "--check", str(out)]) == 0
+
+
+def test_cli_import_refusals(capsys):
+    assert main(["import", "torchvision:no_such_net"]) == 1
+    assert "torchvision has no model `no_such_net`" in capsys.readouterr().err
+    assert main(["import", "not a reference"]) == 1
+    assert "not a model reference" in capsys.readouterr().err
+    assert main(["import", "torchvision:resnet18", "--input-shape", "3,x"]) == 2
+
+
+def test_a_factory_is_imported_by_module_path(tmp_path, monkeypatch):
+    """`package.module:factory` runs that factory (the one place resdsl runs user code)."""
+    (tmp_path / "my_models.py").write_text(
+        "import torch\n\ndef tiny():\n"
+        "    return torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU())\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "my_models", raising=False)
+    text = import_model("my_models:tiny", input_shape=(3, 16, 16))
+    net = resdsl.loads(text)
+    assert net.num_params == 3 * 8 * 9 + 8
+    assert net.output_shapes == {"output": (8, 14, 14)} or list(net.output_shapes.values()) == [
+        (8, 14, 14)
+    ]
+
+
+def test_the_docs_show_the_spec_import_writes():
+    doc = (ROOT / "docs" / "import.md").read_text()
+    (shown,) = re.findall(r"```res\n(.*?)```", doc, re.S)
+    text = import_model("torchvision:resnet50")
+    assert text == "# Imported by `resdsl import` from torchvision:resnet50.\n\n" + shown
