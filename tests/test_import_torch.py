@@ -145,3 +145,49 @@ def test_the_docs_show_the_spec_import_writes():
     (shown,) = re.findall(r"```res\n(.*?)```", doc, re.S)
     text = import_model("torchvision:resnet50")
     assert text == "# Imported by `resdsl import` from torchvision:resnet50.\n\n" + shown
+
+
+def test_auxiliary_classifiers_import_as_training_outputs():
+    """GoogLeNet returns its auxiliary logits in training mode only: traced in both modes,
+    they become `training(...)` outputs, and the whole state_dict loads strictly."""
+    reference = randomise_state(torchvision.models.get_model("googlenet", weights=None))
+    x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(4))
+    text = import_model(reference, x)
+    assert re.search(r"return \w+, training\(\w+\), training\(\w+\)\n", text)
+    net = resdsl.loads(text)
+    assert len(net.training_output_shapes) == 2
+    module = net.to_torch()
+    module.load_state_dict(reference.state_dict(), strict=True)
+    with torch.no_grad():
+        want, got = reference.eval()(x), module.eval()(x)
+    assert float((got - want).abs().max() / want.abs().max()) <= 1e-5
+    assert len(module.train()(x)) == 3
+
+
+def test_densenet_layers_become_one_block():
+    """Each dense layer reads all earlier features; the concatenation moves to the caller,
+    so every layer is a call of one block and the spec stays short."""
+    reference = randomise_state(torchvision.models.get_model("densenet121", weights=None)).eval()
+    x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(5))
+    text = import_model(reference, x)
+    assert text.count("\nblock dense_layer(") == 1 and len(text.splitlines()) < 200
+    module = resdsl.loads(text).to_torch().eval()
+    module.load_state_dict(reference.state_dict(), strict=True)
+    with torch.no_grad():
+        want, got = reference(x), module(x)
+    assert float((got - want).abs().max() / want.abs().max()) <= 1e-5
+
+
+def test_cli_import_writes_the_weights_too(tmp_path, capsys):
+    from resdsl.weights import load_file
+
+    out, weights = tmp_path / "sq.res", tmp_path / "sq.safetensors"
+    args = ["import", "torchvision:squeezenet1_1", "-o", str(out), "--weights", str(weights)]
+    assert main(args) == 0
+    assert f"wrote {weights}" in capsys.readouterr().err
+    module = resdsl.load(out).to_torch()
+    state = {k: torch.from_numpy(v) for k, v in load_file(str(weights)).items()}
+    module.load_state_dict(state, strict=True)
+    assert main(["compile", str(out), "--target", "onnx", "-o", str(tmp_path / "sq.onnx"),
+                 "--weights", str(weights)]) == 0  # fmt: skip
+    assert main(["import", "torchvision:squeezenet1_1", "--weights", "w.pt"]) == 2

@@ -21,6 +21,10 @@ def add_import_command(sub: Any) -> None:
     imp.add_argument("source", metavar="SOURCE")
     imp.add_argument("-o", "--output", metavar="FILE", help="write the spec here (default: stdout)")
     imp.add_argument(
+        "--weights", metavar="FILE", help="also write the source's weights (.safetensors), "
+        "keyed by the spec's names, for `--weights` of compile and run",
+    )  # fmt: skip
+    imp.add_argument(
         "--input-shape", metavar="C,H,W", help="a PyTorch source's input shape (default 3,224,224)"
     )
     imp.set_defaults(run=_import)
@@ -29,7 +33,7 @@ def add_import_command(sub: Any) -> None:
 def _import(args: argparse.Namespace) -> int:
     from .._io import atomic_write
     from ..api import loads
-    from ..importers import import_model
+    from ..importers import import_graph, write
 
     shape = None
     if args.input_shape:
@@ -39,8 +43,16 @@ def _import(args: argparse.Namespace) -> int:
             raise UsageError(
                 f"--input-shape takes ints like 3,224,224, not {args.input_shape!r}"
             ) from None
-    text = import_model(args.source, input_shape=shape)
+    if args.weights and not args.weights.endswith(".safetensors"):
+        raise UsageError(f"--weights writes a .safetensors file, not {args.weights!r}")
+    graph = import_graph(args.source, input_shape=shape)
+    text = write(graph)
     net = loads(text, path=args.output or "<imported>")
+    if args.weights:
+        if graph.weights is None:
+            raise UsageError(f"{args.source} holds no weights (a prototxt is the network only)")
+        _write_weights(args.weights, net, graph.weights)
+        print(f"wrote {args.weights}", file=sys.stderr)
     summary = f"imported {args.source}: {len(net.graph)} ops, {net.num_params:,} params"
     if args.output:
         atomic_write(args.output, text)
@@ -49,3 +61,17 @@ def _import(args: argparse.Namespace) -> int:
         sys.stdout.write(text)
         print(summary, file=sys.stderr)
     return EXIT_OK
+
+
+def _write_weights(path: str, net, weights: dict) -> None:
+    """The weights the spec's network expects, checked against it, as safetensors."""
+    import numpy as np
+    from safetensors.numpy import save
+
+    from .._io import atomic_write
+    from ..weights import check, expected
+
+    keys = expected(net.graph)
+    arrays = {k: np.ascontiguousarray(weights[k]) for k in keys if k in weights}
+    check(net.graph, arrays, path)  # every key the spec needs, of the right shape
+    atomic_write(path, save(arrays))

@@ -43,6 +43,10 @@ class Imported:
     scopes: dict[str, str] = field(default_factory=dict)
     origin: str = ""  # what was imported, for the spec's header comment
     shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)  # per-sample, by id
+    training_outputs: list[str] = field(default_factory=list)  # `training(...)` outputs
+    # the source's weights keyed by the spec's state_dict keys (NumPy arrays), when it has
+    # them (PyTorch, ONNX; a Caffe prototxt holds none)
+    weights: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -76,7 +80,7 @@ def tidy(g: Imported) -> Imported:
     for c in g.calls:
         for i in c.inputs:
             uses[i] = uses.get(i, 0) + 1
-    for o in g.outputs:
+    for o in [*g.outputs, *g.training_outputs]:
         uses[o] = uses.get(o, 0) + 1
     by_id = {c.id: c for c in g.calls}
     calls: list[Call] = []

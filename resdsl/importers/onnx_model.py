@@ -296,7 +296,7 @@ class _Importer:
                 else:
                     self._set(node.output[0], _BAD)
                 continue
-            self._node(i, node)
+            self._convert(i, node)
         outputs: list[str] = []
         for o in g.output:
             v = self.values.get(o.name, _BAD)
@@ -322,7 +322,7 @@ class _Importer:
         )
         imported = Imported(name, inputs, calls, outputs, origin=os.path.basename(self.path))
         keep = {c.label for c in calls if c.label}
-        imported.weights = {  # type: ignore[attr-defined]
+        imported.weights = {
             k: v for k, v in self.weights.items() if any(_owns(lab, k) for lab in keep)
         }
         return imported
@@ -532,7 +532,7 @@ class _Importer:
 
     # conversion
 
-    def _node(self, i: int, node: Any) -> None:
+    def _convert(self, i: int, node: Any) -> None:
         op = node.op_type
         where = f"node {node.name or i} ({op})"
         domain = node.domain or "ai.onnx"

@@ -83,9 +83,11 @@ def structure(g: Imported) -> Structured:
     paths |= {p[:k] for p in paths for k in range(len(p)) if p[k] == "."}  # their ancestors
     for scope in sorted(paths, key=lambda s: (-s.count("."), s)):
         members = [c for c in calls if c.scope == scope]
+        members = _hoisted(members, scope)
         ids = {c.id for c in members}
         ext = list(dict.fromkeys(i for c in members for i in c.inputs if i not in ids))
-        outside = {i for c in calls if c.scope != scope for i in c.inputs} | set(g.outputs)
+        outside = {i for c in calls if c.scope != scope for i in c.inputs}
+        outside |= {*g.outputs, *g.training_outputs}
         outs = [c.id for c in members if c.id in outside]
         if not members:
             continue
@@ -211,6 +213,21 @@ def _block_name(cls: str, taken: dict) -> str:
     while name in taken:
         name, k = f"{snake}_{k}", k + 1
     return name
+
+
+def _hoisted(members: list[Call], scope: str) -> list[Call]:
+    """A module that starts by concatenating its inputs (a DenseNet layer reads all earlier
+    features) takes the concatenation instead: the ``concat`` moves to the caller, so
+    instances that read different numbers of tensors become calls of one block."""
+    if len(members) < 2 or members[0].op != "concat" or len(members[0].inputs) < 2:
+        return members
+    first, ids = members[0], {c.id for c in members}
+    if any(i in ids for i in first.inputs) or any(
+        i in c.inputs for c in members[1:] for i in first.inputs
+    ):  # fmt: skip
+        return members
+    first.scope = _parent(scope)
+    return members[1:]
 
 
 # --- shortcuts ---------------------------------------------------------------------------------
@@ -376,6 +393,8 @@ def _unify(name: str, same: list[_Instance]) -> Block:
     params: list[tuple[str, str, list[Any]]] = []  # name, type, column
     exprs: list[Any] = []
     for pname, col in zip(names, columns, strict=True):
+        if any(type(v) is tuple for v in col) and any(type(v) is int for v in col):
+            col[:] = [(v, v) if type(v) is int else v for v in col]  # pairs: (3, 3) with (1, 7)
         if all(repr(v) == repr(col[0]) for v in col):
             exprs.append(col[0])
             continue

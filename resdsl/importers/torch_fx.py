@@ -32,11 +32,35 @@ def import_torch(
     import torch
 
     module, name, origin = _resolve(source)
-    module = module.eval()
+    was_training = module.training
     if example is None:
         shape = input_shape or _default_shape(name)
         example = torch.randn(2, *shape, generator=torch.Generator().manual_seed(0))
-    return _Converter(module, name, origin).run(example)
+    try:
+        eval_outputs = _output_count(_Converter(module.eval(), name, origin).trace())
+        train_outputs = _output_count(_Converter(module.train(), name, origin).trace())
+    finally:
+        module.train(was_training)
+    if train_outputs > eval_outputs:  # auxiliary classifiers: traced in training mode
+        import copy
+
+        copied = copy.deepcopy(module).train()  # its batch norms' statistics will move
+        imported = _Converter(copied, name, origin).run(example)
+        imported.training_outputs = imported.outputs[eval_outputs:]
+        imported.outputs = imported.outputs[:eval_outputs]
+    else:
+        try:
+            imported = _Converter(module.eval(), name, origin).run(example)
+        finally:
+            module.train(was_training)
+    # the module's own state_dict: the spec's labels are its module paths
+    imported.weights = {k: v.detach().cpu().numpy() for k, v in module.state_dict().items()}
+    return imported
+
+
+def _output_count(graph: Any) -> int:
+    (output,) = [n for n in graph.nodes if n.op == "output"]
+    return len(_flatten(output.args[0]))
 
 
 def _resolve(source: Any) -> tuple[Any, str, str]:
@@ -218,9 +242,9 @@ class _Converter:
         self.failed: set[str] = set()  # nodes that could not be converted
         self.shapes: dict[str, tuple[int, ...]] = {}
 
-    def run(self, example: Any) -> Imported:
+    def trace(self) -> Any:
+        """The module's fx graph, leaves the op table's modules."""
         import torch.fx
-        from torch.fx.passes.shape_prop import ShapeProp
 
         leaves = tuple(self.leaves)
 
@@ -237,7 +261,15 @@ class _Converter:
                 self.origin, [], f"{self.origin}: torch.fx cannot trace it: {type(e).__name__}: "
                 f"{str(e).splitlines()[0] if str(e) else ''}",
             ) from None  # fmt: skip
-        gm = torch.fx.GraphModule(tracer.root, graph)
+        self.root = tracer.root
+        return graph
+
+    def run(self, example: Any) -> Imported:
+        import torch.fx
+        from torch.fx.passes.shape_prop import ShapeProp
+
+        graph = self.trace()
+        gm = torch.fx.GraphModule(self.root, graph)
         with torch.no_grad():
             ShapeProp(gm).propagate(example)
         self.gm = gm
@@ -351,6 +383,8 @@ class _Converter:
         if node.op == "get_attr":
             self.tensor_attr(node)
             return
+        if node.op == "call_function" and _is_tuple_class(node.target):
+            return  # a named tuple of outputs: see _flatten
         if node.op == "call_module":
             m = self.gm.get_submodule(node.target)
             if isinstance(m, torch.nn.MultiheadAttention):
@@ -506,9 +540,17 @@ def _torch(name: str) -> Any:
 
 
 def _flatten(value: Any) -> list:
+    """The tensors of an output: nested tuples, lists, and named tuples (``GoogLeNetOutputs``,
+    which the trace records as a call of the tuple class)."""
     if isinstance(value, tuple | list):
         return [v for item in value for v in _flatten(item)]
+    if getattr(value, "op", None) == "call_function" and _is_tuple_class(value.target):
+        return _flatten(tuple(value.args) + tuple(value.kwargs.values()))
     return [value]
+
+
+def _is_tuple_class(target: Any) -> bool:
+    return isinstance(target, type) and issubclass(target, tuple)
 
 
 def _clean(path: str) -> str:

@@ -96,14 +96,19 @@ def value_text(value: Any) -> str:
 
 
 def flat_body(
-    calls: list[Call], inputs: Iterable[str], outputs: list[str], indent: str = "    "
+    calls: list[Call],
+    inputs: Iterable[str],
+    outputs: list[str],
+    indent: str = "    ",
+    reserved: Iterable[str] = (),
 ) -> tuple[list[str], dict[str, str]]:
-    """The statements computing ``outputs`` from ``inputs``, and each value's variable."""
+    """The statements computing ``outputs`` from ``inputs``, and each value's variable
+    (none named as one of ``reserved``, the file's blocks)."""
     from .structure import LOOP, SHORTCUT
 
     uses: Counter[str] = Counter(i for c in calls for i in c.inputs)
     uses.update(outputs)
-    taken: set[str] = set()
+    taken: set[str] = set(reserved)
     names: dict[str, str] = {}
     for name in inputs:
         names[name] = variable(name, taken)
@@ -203,11 +208,18 @@ def _head(c: Call, names: dict[str, str]) -> str:
     return f"{label + ': ' if label else ''}{name}({inner})"
 
 
+def _returns(g: Imported, names: dict[str, str]) -> str:
+    """The network's outputs, the training-only ones marked (auxiliary classifiers)."""
+    values = [names[o] for o in g.outputs]
+    values += [f"training({names[o]})" for o in g.training_outputs]
+    return ", ".join(values)
+
+
 def write_flat(g: Imported) -> str:
     """The whole graph as one network of chains."""
-    lines, names = flat_body(g.calls, [n for n, _ in g.inputs], g.outputs)
+    lines, names = flat_body(g.calls, [n for n, _ in g.inputs], g.outputs + g.training_outputs)
     header = ", ".join(f"{names[n]}: {spec_text(tuple(s))}" for n, s in g.inputs)
-    returns = ", ".join(names[o] for o in g.outputs)
+    returns = _returns(g, names)
     origin = f"# Imported by `resdsl import` from {g.origin}.\n" if g.origin else ""
     return formatted(
         f"{origin}network {variable(g.name, set())}() ({header}) {{\n"
@@ -228,18 +240,21 @@ def write_structured(g: Imported) -> str:
     from .structure import structure
 
     s = structure(g)
+    blocks = {b.name for b in s.blocks}
     parts = []
     for b in s.blocks:
         params = ", ".join(f"{n}: {t}" for n, t in b.params)
-        lines, names = flat_body(b.calls, b.inputs, [b.output])
+        lines, names = flat_body(b.calls, b.inputs, [b.output], reserved=blocks)
         inputs = ", ".join(names[i] for i in b.inputs)
         parts.append(
             f"block {b.name}({params}) ({inputs}) {{\n" + "\n".join(lines)
             + f"\n    return {names[b.output]}\n}}\n"
         )  # fmt: skip
-    lines, names = flat_body(s.calls, [n for n, _ in g.inputs], g.outputs)
+    lines, names = flat_body(
+        s.calls, [n for n, _ in g.inputs], g.outputs + g.training_outputs, reserved=blocks
+    )
     header = ", ".join(f"{names[n]}: {spec_text(tuple(sh))}" for n, sh in g.inputs)
-    returns = ", ".join(names[o] for o in g.outputs)
+    returns = _returns(g, names)
     origin = f"# Imported by `resdsl import` from {g.origin}.\n\n" if g.origin else ""
     network = (
         f"network {variable(g.name, set())}() ({header}) {{\n" + "\n".join(lines)
