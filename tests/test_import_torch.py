@@ -191,3 +191,16 @@ def test_cli_import_writes_the_weights_too(tmp_path, capsys):
     assert main(["compile", str(out), "--target", "onnx", "-o", str(tmp_path / "sq.onnx"),
                  "--weights", str(weights)]) == 0  # fmt: skip
     assert main(["import", "torchvision:squeezenet1_1", "--weights", "w.pt"]) == 2
+
+
+def test_onnx_import_recovers_blocks_from_the_names(tmp_path):
+    """An ONNX file has no module tree; its names do (resdsl's exporter names nodes by the
+    spec's names): the import gets blocks, shortcuts and loops, and the same graph."""
+    from resdsl.backends.onnx import export
+
+    net = resdsl.load(ROOT / "examples" / "resnet18.res")
+    export(net, str(tmp_path / "r18.onnx"))
+    text = import_model(str(tmp_path / "r18.onnx"))
+    assert "downsample: shortcut(x, like=" in text and "for i in range(" in text
+    assert len(text.splitlines()) < 40
+    assert fingerprint(resdsl.loads(text)) == fingerprint(net)

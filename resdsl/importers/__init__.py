@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from .graph import Call, Imported, ModelImportError, Unsupported, tidy
+from .graph import Call, Imported, ModelImportError, Unsupported, scopes_from_labels, tidy
 
 __all__ = [
     "Call",
@@ -54,7 +54,7 @@ def import_graph(
         if text.endswith(".onnx"):
             from .onnx_model import import_onnx
 
-            return tidy(import_onnx(text))
+            return scopes_from_labels(tidy(import_onnx(text)))
         if text.endswith(".prototxt"):
             from .caffe import import_prototxt
 

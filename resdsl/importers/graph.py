@@ -12,6 +12,7 @@ block.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -118,3 +119,48 @@ def g_rank(g: Imported, call: Call) -> int | None:
 
 def _pair(v: Any) -> Any:
     return (v, v) if isinstance(v, int) else tuple(v) if isinstance(v, list) else v
+
+
+def scopes_from_labels(g: Imported) -> Imported:
+    """Module scopes for a graph that names its weights by module path but has no module
+    tree (an ONNX export of a PyTorch model: ``layer1.0.conv1.weight``): a labelled call
+    runs in its label's parent, an unlabelled one in its first input's scope. The class of
+    a scope is unknown; it is named after the path (``layer1.0`` -> ``layer``), and only
+    instances of one shape share a block."""
+    if any(c.scope for c in g.calls) or not any(c.label and "." in c.label for c in g.calls):
+        return g
+    containers = {""}
+    for c in g.calls:
+        if c.label:
+            path = c.label.rpartition(".")[0]
+            while path:
+                containers.add(path)
+                path = path.rpartition(".")[0]
+    for c in g.calls:
+        if c.label:
+            c.scope = c.label.rpartition(".")[0]
+            continue
+        path = _path_of(c.id)  # the op's module path, from its node name
+        while path not in containers:
+            path = path.rpartition(".")[0]
+        c.scope = path
+    for c in g.calls:
+        path = c.scope
+        while path:
+            words = [w for w in path.split(".") if not w.isdigit()]
+            name = re.sub(r"\d+", "", words[-1]) if words else "block"
+            g.scopes.setdefault(path, name or "block")
+            path = path.rpartition(".")[0]
+    return g
+
+
+def _path_of(name: str) -> str:
+    """The module path in an ONNX node name: resdsl's exporter names nodes by the spec's
+    names (``layer1.0.relu_1``), PyTorch's by the module stack (``/layer1/layer1.0/relu/Relu``,
+    each level the full path or the attribute's name)."""
+    if "/" not in name:
+        return name.rpartition(".")[0]
+    path = ""
+    for part in [p for p in name.split("/") if p][:-1]:
+        path = part if not path or part.startswith(path + ".") else f"{path}.{part}"
+    return path

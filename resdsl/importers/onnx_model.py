@@ -227,6 +227,7 @@ class _Importer:
         self.calls: list[Call] = []
         self.ids: set[str] = set()
         self.weights: dict[str, np.ndarray] = {}
+        self.call_shapes: dict[str, tuple[int, ...]] = {}  # per-sample shapes by call id
         self.labels: set[str] = set()
         self.prefixes: set[str] = set()
         self.items: list[Unsupported] = []
@@ -321,6 +322,7 @@ class _Importer:
             or os.path.splitext(os.path.basename(self.path))[0]
         )
         imported = Imported(name, inputs, calls, outputs, origin=os.path.basename(self.path))
+        imported.shapes = {**dict(inputs), **self.call_shapes}
         keep = {c.label for c in calls if c.label}
         imported.weights = {
             k: v for k, v in self.weights.items() if any(_owns(lab, k) for lab in keep)
@@ -497,6 +499,8 @@ class _Importer:
         self.calls.append(Call(cid, op, attrs, [t.id for t in inputs], label, "", source))
         if shape == "infer":
             shape = _op_shape(op, attrs, inputs) or self._per_sample(out)
+        if isinstance(shape, tuple):
+            self.call_shapes[cid] = shape
         return _Tensor(cid, shape)  # type: ignore[arg-type]
 
     def _label(self, node: Any, *candidates: tuple[str | None, str]) -> str:

@@ -242,8 +242,8 @@ def _is_projection(inst: _Instance) -> bool:
     return (
         _one(k.get("kernel")) and not k.get("bias", True) and k.get("groups", 1) == 1
         and _zero(k.get("padding", 0)) and _one(k.get("dilation", 1))
-        and bn.inputs == [conv.id] and bn.attrs.get("eps") == 1e-5
-        and bn.attrs.get("momentum") == 0.1 and bn.attrs.get("affine", True)
+        and bn.inputs == [conv.id] and bn.attrs.get("eps", 1e-5) == 1e-5
+        and bn.attrs.get("momentum", 0.1) == 0.1 and bn.attrs.get("affine", True)
     )  # fmt: skip
 
 
