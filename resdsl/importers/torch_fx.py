@@ -813,6 +813,37 @@ def _select(c: _Converter, node: Any) -> None:
     c.emit(node, "select", attrs, [c.value(a["input"], node)])
 
 
+def _einsum(c: _Converter, node: Any) -> None:
+    """The matrix products attention writes with einsum: ``...id,...jd->...ij`` (q k^T)
+    and ``...ij,...jd->...id`` (weights times values), the leading letters shared."""
+    equation, *operands = node.args
+    if len(operands) == 1 and isinstance(operands[0], tuple | list):
+        operands = list(operands[0])
+    text = c.const(equation).replace(" ", "")
+    inputs, _, out = text.partition("->")
+    terms = inputs.split(",")
+    if len(terms) != 2 or len(operands) != 2:
+        raise UnmappedError(f"einsum {text!r} (only two-operand matrix products)")
+    a, b = terms
+    batch = a[:-2]
+    if not (len(a) == len(b) == len(out) and b[:-2] == batch == out[:-2] and batch):
+        raise UnmappedError(f"einsum {text!r} (only batched matrix products)")
+    (i, k), (j, l), (oi, oj) = a[-2:], b[-2:], out[-2:]  # noqa: E741
+    x, y = (c.value(o, node) for o in operands)
+    rank = len(a) - 1  # per sample
+    swap = (*range(rank - 2), rank - 1, rank - 2)
+    if (oi, oj) == (i, j) and k == l:  # a @ b^T
+        tid = f"{node.name}/t"
+        c.calls.append(
+            Call(tid, "permute", {"axes": swap}, [y], None, c.scope_of(node), c.where(node))
+        )
+        c.emit(node, "matmul", {}, [x, tid])
+    elif (oi, oj) == (i, l) and k == j:  # a @ b
+        c.emit(node, "matmul", {}, [x, y])
+    else:
+        raise UnmappedError(f"einsum {text!r} (only a b and a b^T)")
+
+
 def _hardtanh(c: _Converter, node: Any) -> None:
     a = _bound(node, ["input", "min_val", "max_val"], {"min_val": -1.0, "max_val": 1.0})
     attrs = {"min_val": float(a["min_val"]), "max_val": float(a["max_val"])}
@@ -861,7 +892,7 @@ def _functions() -> tuple[dict, dict]:
         torch.permute: _permute, torch.transpose: _transpose, torch.reshape: _reshape,
         F.layer_norm: _layer_norm_fn, F.max_pool2d: _max_pool, F.avg_pool2d: _avg_pool,
         F.pad: _pad, torch.roll: _roll, torch.clamp: _clamp, F.hardtanh: _hardtanh,
-        F.normalize: _normalize, torch.select: _select,
+        F.normalize: _normalize, torch.select: _select, torch.einsum: _einsum,
     }  # fmt: skip
     methods: dict[str, Callable[[_Converter, Any], None]] = {
         "view": _reshape, "reshape": _reshape, "flatten": _flatten_fn, "permute": _permute,
