@@ -22,7 +22,10 @@ from resdsl.tools import fmt
 from . import specgen
 from .conftest import EXAMPLES, ROOT
 
-SPECS = sorted([*EXAMPLES.rglob("*.res"), *(ROOT / "resdsl" / "std").rglob("*.res")])
+SPECS = sorted(  # every shipped spec: the examples, the standard library and the zoo
+    [*EXAMPLES.rglob("*.res"), *(ROOT / "resdsl" / "std").rglob("*.res"),
+     *(ROOT / "resdsl" / "zoo").rglob("*.res")]
+)  # fmt: skip
 
 
 def ids(paths):

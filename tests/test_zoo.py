@@ -118,3 +118,14 @@ def test_zoo_macs_are_pytorchs_flop_count(name):
     with FlopCounterMode(display=False) as counter:
         model(x)
     assert net.macs == counter.get_total_flops() // 2
+
+
+def test_every_zoo_model_checks_and_draws():
+    """Acceptance 3 of the zoo: each model elaborates (`resdsl check`) and renders as a
+    block graph (`resdsl draw`); the layout is checked by tests/test_fmt.py."""
+    from resdsl.tools.draw import to_dot
+
+    for name in ZOO:
+        net = resdsl.load(f"zoo:{name}")
+        dot = to_dot(net.graph, 1)
+        assert dot.startswith("digraph") and dot.count("->") >= 2, name
