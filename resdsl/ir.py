@@ -166,7 +166,8 @@ class Graph:
             live |= {node, *nx.ancestors(self.nx, node)}
         extra = set()
         for _, node in self.training_outputs:
-            extra |= {node, *nx.ancestors(self.nx, node)}
+            if node in self.nx:  # a pass may have removed the branch already
+                extra |= {node, *nx.ancestors(self.nx, node)}
         return extra - live
 
     def inference(self) -> Graph:

@@ -188,3 +188,24 @@ def test_training_marks_only_network_outputs():
     assert "marks a network output" in e.message and (e.line, e.column) == (2, 9)
     e = error("    return x, training(3)")
     assert "marks one tensor" in e.message
+
+
+def test_training_outputs_compile_for_tvm(tmp_path):
+    """The TVM artifact computes the inference output only (the branch is dead there)."""
+    pytest.importorskip("tvm")
+    import numpy as np
+
+    import resdsl.runtime
+
+    path, weights, out = tmp_path / "aux.res", tmp_path / "w.pt", tmp_path / "art"
+    path.write_text(AUX)
+    module = resdsl.loads(AUX).to_torch().eval()
+    torch.save(module.state_dict(), weights)  # the aux weights too: they load strictly
+    args = ["compile", str(path), "--target", "llvm", "-o", str(out), "--weights", str(weights)]
+    assert main(args) == 0
+    model = resdsl.runtime.load(str(out))
+    assert [o["name"] for o in model.outputs] == ["logits"]
+    x = np.random.default_rng(0).standard_normal((1, 3, 8, 8)).astype("float32")
+    want = module(torch.from_numpy(x)).detach().numpy()
+    assert model(x).shape == (1, 10)
+    assert np.abs(model(x) - want).max() <= 1e-4 * np.abs(want).max()

@@ -109,6 +109,8 @@ def eliminate_dead(graph: Graph, weights: Weights) -> bool:
     for name in reversed(dead):  # users before producers, so each is unread when removed
         _drop_weights(graph, weights, name)
         graph.remove(name)
+    # a training-only output's branch is dead at inference: it goes with its nodes
+    graph.training_outputs = [(n, node) for n, node in graph.training_outputs if node in graph]
     return bool(dead)
 
 
