@@ -14,7 +14,7 @@ The last line is the success rate: imported, loaded strictly and at parity.
 
     python benchmarks/import.py                    # torchvision's 80
     python benchmarks/import.py 'resnet*'
-    python benchmarks/import.py --timm --limit 200  # timm's pretrained models < 100M params
+    python benchmarks/import.py --timm --every 20   # every 20th of timm's pretrained models
 """
 
 from __future__ import annotations
@@ -68,6 +68,8 @@ def main() -> int:
     parser.add_argument("pattern", nargs="?", default="*")
     parser.add_argument("--timm", action="store_true", help="timm's pretrained models instead")
     parser.add_argument("--limit", type=int, default=0, help="at most this many models")
+    parser.add_argument("--every", type=int, default=1,
+                        help="every Nth model only (a sample spread over the list)")  # fmt: skip
     args = parser.parse_args()
     models = []
     if args.timm:
@@ -81,6 +83,7 @@ def main() -> int:
         names = torchvision.models.list_models(module=torchvision.models)
         for name in fnmatch.filter(sorted(names), args.pattern):
             models.append((name, lambda n=name: torchvision.models.get_model(n, weights=None)))
+    models = models[:: args.every]
     if args.limit:
         models = models[: args.limit]
     print("| model | check | lines | load | parity | time |")

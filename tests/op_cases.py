@@ -147,6 +147,11 @@ CASES: dict[str, Case] = {
         lambda x, g, w: (x / g, g / x.abs().clamp(min=0.5)),
     ),
     "tanh": Case("x: (3, 4)", "return x -> tanh", lambda x, w: (torch.tanh(x),)),
+    "leaky_relu": Case(
+        "x: (3, 4)",
+        "return x -> leaky_relu, x -> leaky_relu(0.2)",
+        lambda x, w: (F.leaky_relu(x), F.leaky_relu(x, 0.2)),
+    ),
     "exp": Case("x: (3, 4)", "return x -> exp", lambda x, w: (torch.exp(x),)),
     "abs": Case("x: (3, 4)", "return x -> abs", lambda x, w: (torch.abs(x),)),
     "sqrt": Case("x: (3, 4)", "return x -> abs -> sqrt", lambda x, w: (torch.sqrt(x.abs()),)),

@@ -405,6 +405,7 @@ EMITTERS: dict[str, Emitter] = {
     "div": lambda b, n, a, s: b.op("Div", _aligned(b, n, a, s), n),
     "exp": _unary("Exp"),
     "tanh": _unary("Tanh"),
+    "leaky_relu": lambda b, n, a, s: b.op("LeakyRelu", a, n, alpha=n.attrs["negative_slope"]),
     "abs": _unary("Abs"),
     "sqrt": _unary("Sqrt"),
     "take": lambda b, n, a, s: b.op("Gather", a, n, axis=n.attrs["axis"] % len(s[0]) + 1),

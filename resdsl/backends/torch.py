@@ -273,6 +273,7 @@ EMITTERS: dict[str, Emitter] = {
     "sigmoid": Emitter(lambda n, a, m: f"torch.sigmoid({a[0]})"),
     "exp": Emitter(lambda n, a, m: f"torch.exp({a[0]})"),
     "tanh": Emitter(lambda n, a, m: f"torch.tanh({a[0]})"),
+    "leaky_relu": Emitter(lambda n, a, m: f"F.leaky_relu({a[0]}, {n.attrs['negative_slope']!r})"),
     "abs": Emitter(lambda n, a, m: f"torch.abs({a[0]})"),
     "sqrt": Emitter(lambda n, a, m: f"torch.sqrt({a[0]})"),
     "normalize": Emitter(

@@ -65,7 +65,18 @@ def import_graph(
 
 
 def write(graph: Imported) -> str:
-    """Spec text for ``graph``: blocks for repeated module classes, loops for their runs."""
-    from .writer import write_structured
+    """Spec text for ``graph``: blocks for repeated module classes, loops for their runs;
+    written flat if the structure found does not elaborate (a bug to report, but the spec
+    is still right)."""
+    import copy
 
-    return write_structured(graph)
+    from ..api import loads
+    from ..errors import SpecError
+    from .writer import write_flat, write_structured
+
+    try:
+        text = write_structured(copy.deepcopy(graph))
+        loads(text)
+        return text
+    except (SpecError, KeyError, ValueError, AssertionError):
+        return write_flat(graph)

@@ -234,8 +234,11 @@ def _hoisted(members: list[Call], scope: str) -> list[Call]:
 
 
 def _is_projection(inst: _Instance) -> bool:
-    """A 1x1 convolution without bias or padding, then a default batch norm."""
+    """A 1x1 convolution without bias or padding, then a default batch norm, labelled
+    ``0`` and ``1`` (the layers ``shortcut`` makes)."""
     if [c.op for c in inst.body] != ["conv2d", "batchnorm2d"]:
+        return False
+    if [relative(c.label, inst.scope) for c in inst.body] != ["0", "1"]:
         return False
     conv, bn = inst.body
     k = conv.attrs
@@ -320,6 +323,9 @@ def _with_loops(inst: _Instance, instances: dict[str, _Instance]) -> list[Call]:
 
 def _continues(a: Call, b: Call, inst: _Instance, instances: dict) -> bool:
     if a.op != BLOCK or b.op != BLOCK or b.inputs != [a.id] or len(a.inputs) != 1:
+        return False
+    readers = [c for c in inst.body if a.id in c.inputs]
+    if readers != [b] or a.id == inst.out:  # `a`'s value is read only by `b`
         return False
     ia, ib = instances[a.attrs["instance"]], instances[b.attrs["instance"]]
     if ia.block != ib.block:

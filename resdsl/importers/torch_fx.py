@@ -163,6 +163,7 @@ def _leaves() -> dict[type, Callable[[Any], tuple[str, dict]]]:
         nn.GELU: lambda m: ("gelu", {"approximate": m.approximate}),
         nn.Sigmoid: lambda m: ("sigmoid", {}),
         nn.Tanh: lambda m: ("tanh", {}),
+        nn.LeakyReLU: lambda m: ("leaky_relu", {"negative_slope": float(m.negative_slope)}),
         nn.Hardswish: lambda m: ("hardswish", {}),
         nn.Hardsigmoid: lambda m: ("hardsigmoid", {}),
         nn.Hardtanh: lambda m: ("hardtanh", {"min_val": m.min_val, "max_val": m.max_val}),
@@ -199,10 +200,27 @@ def _std_conv(m: Any) -> tuple[str, dict]:
     return "std_conv2d", {**attrs, "gamma": gamma, "eps": m.eps}
 
 
-# Helper classes of resdsl's generated PyTorch files (backends/torch.py HELPERS), by name.
+def _layernorm_by_name(m: Any) -> tuple[str, dict]:
+    import torch
+
+    if not isinstance(m, torch.nn.LayerNorm):
+        raise UnmappedError("a LayerNorm that is not an nn.LayerNorm")
+    return _layernorm(m)
+
+
+# Classes known by name: the helpers of resdsl's generated PyTorch files (backends/torch.py
+# HELPERS) and library classes with the same meaning (timm's LayerNorm and LayerNorm2d).
 _GENERATED: dict[str, Callable[[Any], tuple[str, dict]]] = {
     "LayerNorm2d": lambda m: ("layernorm2d", {"eps": m.eps}),
     "ScaledStdConv2d": _std_conv,
+    "LayerNorm": _layernorm_by_name,
+    "DropPath": lambda m: ("drop_path", {"p": float(m.drop_prob)}),
+}
+# Normalisations fused with their activation (timm's norm_act layers): the norm (which
+# owns the weights) then the activation module, by class name.
+_NORM_ACT = {
+    "BatchNormAct2d": _batchnorm,
+    "LayerNormAct2d": lambda m: ("layernorm2d", {"eps": m.eps}),
 }
 
 
@@ -250,7 +268,7 @@ class _Converter:
 
         class Tracer(torch.fx.Tracer):
             def is_leaf_module(self, m: Any, qualname: str) -> bool:
-                generated = type(m).__name__ in _GENERATED
+                generated = type(m).__name__ in _GENERATED or type(m).__name__ in _NORM_ACT
                 return isinstance(m, leaves) or generated or super().is_leaf_module(m, qualname)
 
         tracer = Tracer(autowrap_functions=tuple(_wrapped(self.module)))
@@ -270,14 +288,24 @@ class _Converter:
 
         graph = self.trace()
         gm = torch.fx.GraphModule(self.root, graph)
-        with torch.no_grad():
-            ShapeProp(gm).propagate(example)
+        try:
+            with torch.no_grad():
+                ShapeProp(gm).propagate(example)
+        except Exception as e:  # the traced graph does not run on the example
+            first = str(e).splitlines()[0] if str(e) else ""
+            raise ModelImportError(
+                self.origin, [], f"{self.origin}: the traced model does not run on the "
+                f"example input: {type(e).__name__}: {first}",
+            ) from None  # fmt: skip
         self.gm = gm
         inputs, outputs = [], []
         for node in gm.graph.nodes:
             if node.op == "placeholder":
-                shape = tuple(node.meta["tensor_meta"].shape)[1:]
-                inputs.append((node.name, shape))
+                meta = node.meta.get("tensor_meta")
+                if meta is None:  # an optional argument left at its default (None)
+                    self.consts[node.name] = node.args[0] if node.args else None
+                    continue
+                inputs.append((node.name, tuple(meta.shape)[1:]))
                 self.alias[node.name] = node.name
             else:
                 try:
@@ -292,6 +320,10 @@ class _Converter:
                     )
                 except _Skipped:
                     self.failed.add(node.name)
+                except Exception as e:  # a case the converter does not know: say where
+                    self.failed.add(node.name)
+                    what = f"{self.what(node)}: cannot convert ({type(e).__name__}: {e})"
+                    self.unsupported.append(Unsupported(self.where(node), what))
         if self.unsupported:
             raise ModelImportError(self.origin, self.unsupported)
         for name, shape in inputs:
@@ -380,6 +412,8 @@ class _Converter:
     def convert(self, node: Any) -> None:
         import torch
 
+        if any(n.name in self.failed for n in node.all_input_nodes):
+            raise _Skipped  # it reads a value that failed: that one is reported
         if node.op == "get_attr":
             self.tensor_attr(node)
             return
@@ -389,6 +423,9 @@ class _Converter:
             m = self.gm.get_submodule(node.target)
             if isinstance(m, torch.nn.MultiheadAttention):
                 self.attention(node, m)
+                return
+            if type(m).__name__ in _NORM_ACT:
+                self.norm_act(node, m)
                 return
             rule = next((r for t, r in self.leaves.items() if type(m) is t), None)
             rule = rule or _GENERATED.get(type(m).__name__)
@@ -420,6 +457,28 @@ class _Converter:
         if fn is None:
             raise UnmappedError("no op for this function")
         fn(self, node)
+
+    def norm_act(self, node: Any, m: Any) -> None:
+        """timm's ``BatchNormAct2d`` and the like: the norm, labelled by the module (its
+        weights), then its activation (``m.act``, a module the table has, or none)."""
+        import torch
+
+        op, attrs = _NORM_ACT[type(m).__name__](m)
+        act = getattr(m, "act", None)
+        steps: list[tuple[str, dict]] = []
+        if act is not None and not isinstance(act, torch.nn.Identity):
+            rule = next((r for t, r in self.leaves.items() if type(act) is t), None)
+            if rule is None:
+                raise UnmappedError(f"its activation {type(act).__name__}")
+            steps.append(rule(act))
+        x = self.value(node.args[0], node)
+        norm_id = f"{node.name}/norm" if steps else node.name
+        self.calls.append(Call(norm_id, op, attrs, [x], node.target, self.scope_of(node),
+                               self.where(node)))  # fmt: skip
+        for act_op, act_attrs in steps:
+            self.calls.append(Call(node.name, act_op, act_attrs, [norm_id], None,
+                                   self.scope_of(node), self.where(node)))  # fmt: skip
+        self.alias[node.name] = node.name
 
     def attention(self, node: Any, m: Any) -> None:
         """``mha(x, x, x, need_weights=False)``: self-attention, batch first; its result is
@@ -465,6 +524,9 @@ class _Converter:
                 return
         if target in ("chunk", "split", _torch("chunk"), _torch("split")):
             self.split(node)
+            return
+        if target in ("unbind", _torch("unbind")):
+            _unbind(self, node)
             return
         if node.op == "call_method" and target == "dim":
             self.consts[node.name] = len(self.shape(args[0]))
@@ -648,7 +710,49 @@ def _permute(c: _Converter, node: Any) -> None:
     dims = node.args[1:] if len(node.args) > 2 or isinstance(node.args[1], int) else node.args[1]
     rank = len(c.shape(node.args[0]))
     dims = [d % rank for d in c.const(tuple(dims))]
+    if dims[0] != 0 and len(dims) > 1 and dims[1] == 0:
+        # attention's `qkv.permute(2, 0, 3, 1, 4)`: the batch moves to axis 1 until the
+        # first axis is indexed away (`q, k, v = qkv.unbind(0)`); kept pending until then
+        c.consts[node.name] = ("permuted", c.value(node.args[0], node), tuple(dims))
+        return
     c.emit(node, "permute", {"axes": _per_sample_axes(dims)}, [c.value(node.args[0], node)])
+
+
+def _permuted_piece(c: _Converter, node: Any, pending: tuple, k: int, out: str) -> str:
+    """``x.permute(dims)[k]`` as ``select(x, dims[0], k)`` then the rest of the
+    permutation (the batch axis first again); returns the id of the piece."""
+    _, source, dims = pending
+    first = dims[0]
+    rest = [d if d < first else d - 1 for d in dims[1:]]
+    scope, where = c.scope_of(node), c.where(node)
+    picked = f"{out}/select"
+    c.calls.append(Call(picked, "select", {"axis": first - 1, "index": k}, [source], None,
+                        scope, where))  # fmt: skip
+    if rest == sorted(rest):
+        return picked
+    c.calls.append(Call(out, "permute", {"axes": _per_sample_axes(rest)}, [picked], None,
+                        scope, where))  # fmt: skip
+    return out
+
+
+def _unbind(c: _Converter, node: Any) -> None:
+    a = _bound(node, ["input", "dim"], {"dim": 0})
+    x, dim = a["input"], c.const(a["dim"])
+    pending = c.consts.get(x.name) if hasattr(x, "name") else None
+    if isinstance(pending, tuple) and pending and pending[0] == "permuted" and dim == 0:
+        count = c.shape(x)[0]  # the permuted tensor's first axis: what is unbound
+        ids = [_permuted_piece(c, node, pending, k, f"{node.name}_{k}") for k in range(count)]
+        c.consts[node.name] = ("pieces", ids)
+        return
+    rank = len(c.shape(x))
+    axis = _axis(node, dim, rank)
+    count = c.shape(x)[dim % rank]
+    ids = []
+    for k in range(count):
+        ids.append(f"{node.name}_{k}")
+        c.calls.append(Call(ids[-1], "select", {"axis": axis, "index": k}, [c.value(x, node)],
+                            None, c.scope_of(node), c.where(node)))  # fmt: skip
+    c.consts[node.name] = ("pieces", ids)
 
 
 def _transpose(c: _Converter, node: Any) -> None:
@@ -703,6 +807,9 @@ def _getitem(c: _Converter, node: Any) -> None:
     pieces = c.consts.get(x.name) if hasattr(x, "name") else None
     if isinstance(pieces, tuple) and pieces and pieces[0] == "pieces":
         c.alias[node.name] = pieces[1][index]
+        return
+    if isinstance(pieces, tuple) and pieces and pieces[0] == "permuted" and type(index) is int:
+        c.alias[node.name] = _permuted_piece(c, node, pieces, index, node.name)
         return
     index = index if isinstance(index, tuple) else (index,)
     if not index or index[0] != slice(None):
@@ -844,6 +951,70 @@ def _einsum(c: _Converter, node: Any) -> None:
         raise UnmappedError(f"einsum {text!r} (only a b and a b^T)")
 
 
+def _sdpa(c: _Converter, node: Any) -> None:
+    """``F.scaled_dot_product_attention(q, k, v)``: softmax(q k^T * scale) v, without mask,
+    dropout or causality (as a model evaluates it)."""
+    names = ["query", "key", "value", "attn_mask", "dropout_p", "is_causal", "scale"]
+    defaults = {"attn_mask": None, "dropout_p": 0.0, "is_causal": False, "scale": None}
+    a = _bound(node, names, defaults)
+    if c.const(a["attn_mask"]) is not None or c.const(a["is_causal"]):
+        raise UnmappedError("attention with a mask")
+    q, k, v = (c.value(a[n], node) for n in ("query", "key", "value"))
+    shape = c.shape(a["query"])
+    scale = c.const(a["scale"])
+    scale = shape[-1] ** -0.5 if scale is None else float(scale)
+    rank = len(shape) - 1
+    swap = (*range(rank - 2), rank - 1, rank - 2)
+    scope, where = c.scope_of(node), c.where(node)
+    steps = [
+        (f"{node.name}/q", "scale_shift", {"scale": scale}, [q]),
+        (f"{node.name}/kt", "permute", {"axes": swap}, [k]),
+        (f"{node.name}/scores", "matmul", {}, [f"{node.name}/q", f"{node.name}/kt"]),
+        (f"{node.name}/weights", "softmax", {"axis": -1}, [f"{node.name}/scores"]),
+    ]
+    for sid, op, attrs, inputs in steps:
+        c.calls.append(Call(sid, op, attrs, inputs, None, scope, where))
+    c.emit(node, "matmul", {}, [f"{node.name}/weights", v])
+
+
+def _norm(c: _Converter, node: Any) -> None:
+    """``x.norm(p=2, dim, keepdim)``: sqrt(sum(x * x)) over the axes (ConvNeXt V2's GRN)."""
+    a = _bound(node, ["input", "p", "dim", "keepdim"], {"p": "fro", "dim": None, "keepdim": False})
+    if c.const(a["p"]) not in (2, 2.0, "fro") or a["dim"] is None:
+        raise UnmappedError("a norm other than L2 over given axes")
+    x = c.value(a["input"], node)
+    rank = len(c.shape(a["input"]))
+    dims = c.const(a["dim"])
+    dims = (dims,) if isinstance(dims, int) else tuple(dims)
+    axes = tuple(_axis(node, d, rank) for d in dims)
+    scope, where = c.scope_of(node), c.where(node)
+    c.calls.append(Call(f"{node.name}/sq", "mul", {}, [x, x], None, scope, where))
+    c.calls.append(Call(f"{node.name}/sum", "sum", {"axis": axes, "keepdim": bool(a["keepdim"])},
+                        [f"{node.name}/sq"], None, scope, where))  # fmt: skip
+    c.emit(node, "sqrt", {}, [f"{node.name}/sum"])
+
+
+def _addcmul(c: _Converter, node: Any) -> None:
+    """``torch.addcmul(x, a, b, value=v)``: x + v * a * b."""
+    p = _bound(node, ["input", "tensor1", "tensor2", "value"], {"value": 1})
+    x, a, b = (c.value(p[k], node) for k in ("input", "tensor1", "tensor2"))
+    scope, where = c.scope_of(node), c.where(node)
+    c.calls.append(Call(f"{node.name}/ab", "mul", {}, [a, b], None, scope, where))
+    product = f"{node.name}/ab"
+    value = float(c.const(p["value"]))
+    if value != 1:
+        c.calls.append(Call(f"{node.name}/v", "scale_shift", {"scale": value}, [product], None,
+                            scope, where))  # fmt: skip
+        product = f"{node.name}/v"
+    c.emit(node, "add", {}, [x, product])
+
+
+def _leaky_relu(c: _Converter, node: Any) -> None:
+    a = _bound(node, ["input", "negative_slope"], {"negative_slope": 0.01})
+    attrs = {"negative_slope": float(c.const(a["negative_slope"]))}
+    c.emit(node, "leaky_relu", attrs, [c.value(a["input"], node)])
+
+
 def _hardtanh(c: _Converter, node: Any) -> None:
     a = _bound(node, ["input", "min_val", "max_val"], {"min_val": -1.0, "max_val": 1.0})
     attrs = {"min_val": float(a["min_val"]), "max_val": float(a["max_val"])}
@@ -886,6 +1057,7 @@ def _functions() -> tuple[dict, dict]:
         torch.sigmoid: _unary("sigmoid"), F.sigmoid: _unary("sigmoid"),
         torch.tanh: _unary("tanh"), F.silu: _unary("silu"), F.gelu: _unary("gelu"),
         F.hardswish: _unary("hardswish"), F.hardsigmoid: _unary("hardsigmoid"),
+        F.leaky_relu: _leaky_relu,
         torch.exp: _unary("exp"), torch.abs: _unary("abs"), torch.sqrt: _unary("sqrt"),
         F.adaptive_avg_pool2d: _adaptive_avg, torch.mean: _mean,
         F.softmax: _softmax, torch.softmax: _softmax, F.dropout: _dropout,
@@ -893,6 +1065,7 @@ def _functions() -> tuple[dict, dict]:
         F.layer_norm: _layer_norm_fn, F.max_pool2d: _max_pool, F.avg_pool2d: _avg_pool,
         F.pad: _pad, torch.roll: _roll, torch.clamp: _clamp, F.hardtanh: _hardtanh,
         F.normalize: _normalize, torch.select: _select, torch.einsum: _einsum,
+        F.scaled_dot_product_attention: _sdpa, torch.norm: _norm, torch.addcmul: _addcmul,
     }  # fmt: skip
     methods: dict[str, Callable[[_Converter, Any], None]] = {
         "view": _reshape, "reshape": _reshape, "flatten": _flatten_fn, "permute": _permute,
@@ -901,7 +1074,7 @@ def _functions() -> tuple[dict, dict]:
         "sigmoid": _unary("sigmoid"), "add": _binary("add"), "mul": _binary("mul"),
         "matmul": _binary("matmul"), "div": _binary("div"), "clamp": _clamp,
         "abs": _unary("abs"), "exp": _unary("exp"), "tanh": _unary("tanh"), "sub": _binary("sub"),
-        "select": _select,
+        "select": _select, "norm": _norm,
     }  # fmt: skip
     return functions, methods
 

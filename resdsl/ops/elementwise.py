@@ -101,6 +101,11 @@ CLAMP = _unary(
 )
 SIGMOID = _unary("sigmoid", "1 / (1 + exp(-x)), elementwise.")
 TANH = _unary("tanh", "The hyperbolic tangent, elementwise.")
+LEAKY_RELU = _unary(
+    "leaky_relu",
+    "x for x >= 0, negative_slope * x below (Darknet's and CSPNet's activation).",
+    attrs=(Attr("negative_slope", "float", 0.01),),
+)
 EXP = _unary("exp", "e ** x, elementwise (Swin V2's learned logit scale).")
 ABS = _unary("abs", "The absolute value, elementwise.")
 SQRT = _unary("sqrt", "The square root, elementwise.")

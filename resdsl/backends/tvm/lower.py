@@ -242,6 +242,7 @@ EMITTERS: dict[str, Emitter] = {
     "div": lambda ctx, n, a, s: ctx.emit(R.divide(*_aligned(ctx, a, s))),
     "exp": lambda ctx, n, a, s: ctx.emit(R.exp(a[0])),
     "tanh": lambda ctx, n, a, s: ctx.emit(R.tanh(a[0])),
+    "leaky_relu": lambda ctx, n, a, s: ctx.emit(R.nn.leakyrelu(a[0], n.attrs["negative_slope"])),
     "abs": lambda ctx, n, a, s: ctx.emit(R.abs(a[0])),
     "sqrt": lambda ctx, n, a, s: ctx.emit(R.sqrt(a[0])),
     "take": lambda ctx, n, a, s: ctx.emit(  # clip: never out of bounds
