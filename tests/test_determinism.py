@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 import resdsl
-from resdsl.backends.torch import generate
+from resdsl.backends.torch_structured import generate
 from resdsl.weights import initialise
 
 from .conftest import EXAMPLES

@@ -41,6 +41,10 @@ def add_compile_command(sub: Any) -> None:
         help="torch: output file (default: stdout); llvm/cuda: output directory (required); "
         "onnx: output file (required)",
     )  # fmt: skip
+    comp.add_argument(
+        "--flat", action="store_true",
+        help="torch: one class, every block instance unrolled (default: a class per block)",
+    )  # fmt: skip
     _add_build_options(comp.add_argument_group("llvm, cuda and onnx targets"))
     _add_tuning_options(
         comp.add_argument_group("tuning, llvm and cuda targets (docs/deploy.md#tuning)")
@@ -125,6 +129,8 @@ def _check_compile_options(args: argparse.Namespace) -> None:
         raise UsageError("--tune-time bounds a tuning run: give --tune-trials N too")
     if not args.winograd and args.target != "llvm":
         raise UsageError("--no-winograd applies to --target llvm")
+    if args.flat and args.target != "torch":
+        raise UsageError("--flat applies to --target torch")
     if args.micro_batch is not None:
         if args.target != "llvm":
             raise UsageError("--micro-batch applies to --target llvm")
@@ -136,7 +142,8 @@ def _check_compile_options(args: argparse.Namespace) -> None:
 def _compile_torch(args: argparse.Namespace) -> int:
     """``--target torch``: one self-contained .py file (see resdsl/backends/torch.py)."""
     from .._io import atomic_write
-    from ..backends.torch import generate
+    from ..backends import torch as flat
+    from ..backends import torch_structured
 
     for flag in ("weights", "cpu", "arch"):
         if getattr(args, flag):
@@ -144,6 +151,7 @@ def _compile_torch(args: argparse.Namespace) -> int:
     if args.strict:
         raise UsageError("--strict applies to --target llvm, cuda or onnx (it checks weights)")
     net = _load(args.file, args)
+    generate = flat.generate if args.flat else torch_structured.generate
     source = generate(net.graph, source_path=args.file)
     if args.output in (None, "-"):
         sys.stdout.write(source)

@@ -210,11 +210,28 @@ def _layernorm_by_name(m: Any) -> tuple[str, dict]:
 
 # Classes known by name: the helpers of resdsl's generated PyTorch files (backends/torch.py
 # HELPERS) and library classes with the same meaning (timm's LayerNorm and LayerNorm2d).
+def _linear_by_name(m: Any) -> tuple[str, dict]:
+    import torch
+
+    if not isinstance(m, torch.nn.Linear):
+        raise UnmappedError("a Linear that is not an nn.Linear")
+    return _linear(m)
+
+
 _GENERATED: dict[str, Callable[[Any], tuple[str, dict]]] = {
     "LayerNorm2d": lambda m: ("layernorm2d", {"eps": m.eps}),
     "ScaledStdConv2d": _std_conv,
     "LayerNorm": _layernorm_by_name,
+    "Linear": _linear_by_name,  # timm's, an nn.Linear
     "DropPath": lambda m: ("drop_path", {"p": float(m.drop_prob)}),
+    # timm's activation modules (timm.layers.activations)
+    "GELU": lambda m: ("gelu", {}),
+    "GELUTanh": lambda m: ("gelu", {"approximate": "tanh"}),
+    "Swish": lambda m: ("silu", {}),
+    "HardSwish": lambda m: ("hardswish", {}),
+    "HardSigmoid": lambda m: ("hardsigmoid", {}),
+    "Sigmoid": lambda m: ("sigmoid", {}),
+    "Tanh": lambda m: ("tanh", {}),
 }
 # Normalisations fused with their activation (timm's norm_act layers): the norm (which
 # owns the weights) then the activation module, by class name.
@@ -268,7 +285,8 @@ class _Converter:
 
         class Tracer(torch.fx.Tracer):
             def is_leaf_module(self, m: Any, qualname: str) -> bool:
-                generated = type(m).__name__ in _GENERATED or type(m).__name__ in _NORM_ACT
+                name = type(m).__name__
+                generated = name in _GENERATED or name in _NORM_ACT or name == "Conv2dSame"
                 return isinstance(m, leaves) or generated or super().is_leaf_module(m, qualname)
 
         tracer = Tracer(autowrap_functions=tuple(_wrapped(self.module)))
@@ -427,6 +445,9 @@ class _Converter:
             if type(m).__name__ in _NORM_ACT:
                 self.norm_act(node, m)
                 return
+            if type(m).__name__ == "Conv2dSame":
+                self.conv_same(node, m)
+                return
             rule = next((r for t, r in self.leaves.items() if type(m) is t), None)
             rule = rule or _GENERATED.get(type(m).__name__)
             if rule is None:
@@ -458,6 +479,26 @@ class _Converter:
             raise UnmappedError("no op for this function")
         fn(self, node)
 
+    def conv_same(self, node: Any, m: Any) -> None:
+        """timm's ``Conv2dSame`` (TensorFlow's "SAME"): the padding it computes from the
+        input size, then the convolution without padding."""
+        import math
+
+        op, attrs = _conv(m)
+        (h, w) = self.shape(node.args[0])[-2:]
+        pads = []
+        for size, k, s, d in zip((w, h), attrs["kernel"][::-1], attrs["stride"][::-1],
+                                 attrs["dilation"][::-1], strict=True):  # fmt: skip
+            total = max((math.ceil(size / s) - 1) * s + (k - 1) * d + 1 - size, 0)
+            pads += [total // 2, total - total // 2]
+        x = self.value(node.args[0], node)
+        attrs["padding"] = (0, 0)
+        if any(pads):
+            self.calls.append(Call(f"{node.name}/pad", "pad", {"pads": tuple(pads)}, [x], None,
+                                   self.scope_of(node), self.where(node)))  # fmt: skip
+            x = f"{node.name}/pad"
+        self.emit(node, op, attrs, [x], node.target)
+
     def norm_act(self, node: Any, m: Any) -> None:
         """timm's ``BatchNormAct2d`` and the like: the norm, labelled by the module (its
         weights), then its activation (``m.act``, a module the table has, or none)."""
@@ -468,6 +509,7 @@ class _Converter:
         steps: list[tuple[str, dict]] = []
         if act is not None and not isinstance(act, torch.nn.Identity):
             rule = next((r for t, r in self.leaves.items() if type(act) is t), None)
+            rule = rule or _GENERATED.get(type(act).__name__)
             if rule is None:
                 raise UnmappedError(f"its activation {type(act).__name__}")
             steps.append(rule(act))
@@ -1034,6 +1076,20 @@ def _layer_norm_fn(c: _Converter, node: Any) -> None:
     raise UnmappedError("functional layer_norm (a module is imported)")
 
 
+def _unsqueeze(c: _Converter, node: Any) -> None:
+    out = c.shape(node)
+    if out[0] != c.shape(node.args[0])[0]:
+        raise UnmappedError("an axis in front of the batch")
+    c.emit(node, "reshape", {"shape": out[1:]}, [c.value(node.args[0], node)])
+
+
+def _broadcast_alias(c: _Converter, node: Any) -> None:
+    """``y.expand_as(x)`` read only by ops that broadcast anyway (``x * y``): ``y`` itself."""
+    if any(u.target not in _BROADCASTING for u in node.users):
+        raise UnmappedError("an expansion read by an op that does not broadcast")
+    _alias(c, node)
+
+
 def _expand(c: _Converter, node: Any) -> None:
     """``t.expand(n, -1, -1)`` of a parameter broadcast over the batch: the parameter is."""
     if c.shape(node)[1:] != c.shape(node.args[0])[1:]:
@@ -1066,6 +1122,7 @@ def _functions() -> tuple[dict, dict]:
         F.pad: _pad, torch.roll: _roll, torch.clamp: _clamp, F.hardtanh: _hardtanh,
         F.normalize: _normalize, torch.select: _select, torch.einsum: _einsum,
         F.scaled_dot_product_attention: _sdpa, torch.norm: _norm, torch.addcmul: _addcmul,
+        torch.unsqueeze: _unsqueeze,
     }  # fmt: skip
     methods: dict[str, Callable[[_Converter, Any], None]] = {
         "view": _reshape, "reshape": _reshape, "flatten": _flatten_fn, "permute": _permute,
@@ -1074,7 +1131,8 @@ def _functions() -> tuple[dict, dict]:
         "sigmoid": _unary("sigmoid"), "add": _binary("add"), "mul": _binary("mul"),
         "matmul": _binary("matmul"), "div": _binary("div"), "clamp": _clamp,
         "abs": _unary("abs"), "exp": _unary("exp"), "tanh": _unary("tanh"), "sub": _binary("sub"),
-        "select": _select, "norm": _norm,
+        "select": _select, "norm": _norm, "unsqueeze": _unsqueeze, "expand_as": _broadcast_alias,
+        "float": _alias, "type_as": _alias,
     }  # fmt: skip
     return functions, methods
 
@@ -1095,10 +1153,14 @@ class _Table(dict):
             return default
 
 
+_BROADCASTING = {
+    operator.add, operator.sub, operator.mul, operator.truediv, "add", "mul", "sub", "div",
+}  # fmt: skip
 _STATIC = {
     operator.add, operator.sub, operator.mul, operator.floordiv, operator.truediv,
     operator.eq, operator.ne, operator.lt, operator.le, operator.gt, operator.ge,
     operator.and_, operator.or_, operator.not_, operator.getitem, _torch("_assert"),
+    operator.mod, operator.neg,
 }  # fmt: skip
 _FUNCTIONS = _Table(0)
 _METHODS = _Table(1)
