@@ -431,6 +431,8 @@ class _Converter:
         import torch
 
         if any(n.name in self.failed for n in node.all_input_nodes):
+            if not self.known(node):  # unsupported itself: reported too, all in one run
+                raise UnmappedError(f"no op for this {_KIND.get(node.op, 'call')}")
             raise _Skipped  # it reads a value that failed: that one is reported
         if node.op == "get_attr":
             self.tensor_attr(node)
@@ -498,6 +500,28 @@ class _Converter:
                                    self.scope_of(node), self.where(node)))  # fmt: skip
             x = f"{node.name}/pad"
         self.emit(node, op, attrs, [x], node.target)
+
+    def known(self, node: Any) -> bool:
+        """Whether the converter has a rule for ``node``'s module or function at all."""
+        import torch
+
+        if node.op == "call_module":
+            m = self.gm.get_submodule(node.target)
+            name = type(m).__name__
+            return (
+                type(m) in self.leaves or name in _GENERATED or name in _NORM_ACT
+                or name == "Conv2dSame" or isinstance(m, torch.nn.MultiheadAttention)
+            )  # fmt: skip
+        if node.op == "call_method":
+            return node.target in _METHODS or node.target in _SCALAR_METHODS
+        if node.op == "call_function":
+            target = node.target
+            return (
+                _FUNCTIONS.get(target) is not None or target in _STATIC or target is getattr
+                or _is_tuple_class(target) or getattr(target, "__name__", "") == "drop_path"
+                or target in (_torch("chunk"), _torch("split"), _torch("unbind"))
+            )  # fmt: skip
+        return True
 
     def norm_act(self, node: Any, m: Any) -> None:
         """timm's ``BatchNormAct2d`` and the like: the norm, labelled by the module (its
@@ -1156,6 +1180,8 @@ class _Table(dict):
 _BROADCASTING = {
     operator.add, operator.sub, operator.mul, operator.truediv, "add", "mul", "sub", "div",
 }  # fmt: skip
+_KIND = {"call_module": "module", "call_function": "function", "call_method": "method"}
+_SCALAR_METHODS = {"size", "dim", "chunk", "split", "unbind"}
 _STATIC = {
     operator.add, operator.sub, operator.mul, operator.floordiv, operator.truediv,
     operator.eq, operator.ne, operator.lt, operator.le, operator.gt, operator.ge,
