@@ -372,7 +372,7 @@ class _Converter:
         stack = node.meta.get("nn_module_stack") or {}
         path = _module_path(stack)
         for key, (qual, cls) in stack.items():
-            path_k = _clean(qual if isinstance(qual, str) else key)
+            path_k = qual if isinstance(qual, str) else key
             if path_k:
                 self.scopes.setdefault(
                     path_k, getattr(cls, "__name__", str(cls)).rsplit(".", 1)[-1]
@@ -681,17 +681,11 @@ def _is_tuple_class(target: Any) -> bool:
     return isinstance(target, type) and issubclass(target, tuple)
 
 
-def _clean(path: str) -> str:
-    """fx's module path (``layer1.0``; older versions wrote ``L__self___layer1_0``)."""
-    return path
-
-
 def _module_path(stack: dict) -> str:
     if not stack:
         return ""
     key, value = list(stack.items())[-1]
-    qual = value[0] if isinstance(value, tuple) else key
-    return _clean(qual)
+    return value[0] if isinstance(value, tuple) else key
 
 
 # --- functions and methods -----------------------------------------------------------------------
@@ -914,20 +908,26 @@ def _bound(node: Any, names: list[str], defaults: dict[str, Any]) -> dict[str, A
     return out
 
 
+def _window(c: _Converter, a: dict[str, Any]) -> dict[str, Any]:
+    """A functional pooling's kernel, stride (the kernel when left out), padding and
+    ceil_mode, as the op's attributes."""
+    kernel = _pair(c.const(a["kernel_size"]))
+    stride = kernel if a["stride"] in (None, []) else _pair(c.const(a["stride"]))
+    padding = _pair(c.const(a["padding"]))
+    return {
+        "kernel": kernel,
+        "stride": stride,
+        "padding": padding,
+        "ceil_mode": bool(a["ceil_mode"]),
+    }
+
+
 def _max_pool(c: _Converter, node: Any) -> None:
     a = _bound(node, ["input", "kernel_size", "stride", "padding", "dilation", "ceil_mode"],
                {"stride": None, "padding": 0, "dilation": 1, "ceil_mode": False})  # fmt: skip
     if a.get("return_indices"):
         raise UnmappedError("max pooling that returns indices")
-    kernel = _pair(c.const(a["kernel_size"]))
-    stride = kernel if a["stride"] in (None, []) else _pair(c.const(a["stride"]))
-    attrs = {
-        "kernel": kernel,
-        "stride": stride,
-        "padding": _pair(c.const(a["padding"])),
-        "dilation": _pair(c.const(a["dilation"])),
-        "ceil_mode": bool(a["ceil_mode"]),
-    }
+    attrs = {**_window(c, a), "dilation": _pair(c.const(a["dilation"]))}
     c.emit(node, "maxpool2d", attrs, [c.value(a["input"], node)])
 
 
@@ -937,15 +937,7 @@ def _avg_pool(c: _Converter, node: Any) -> None:
                       "count_include_pad": True, "divisor_override": None})  # fmt: skip
     if a["divisor_override"] is not None:
         raise UnmappedError("average pooling with divisor_override")
-    kernel = _pair(c.const(a["kernel_size"]))
-    stride = kernel if a["stride"] in (None, []) else _pair(c.const(a["stride"]))
-    attrs = {
-        "kernel": kernel,
-        "stride": stride,
-        "padding": _pair(c.const(a["padding"])),
-        "ceil_mode": bool(a["ceil_mode"]),
-        "count_include_pad": bool(a["count_include_pad"]),
-    }
+    attrs = {**_window(c, a), "count_include_pad": bool(a["count_include_pad"])}
     c.emit(node, "avgpool2d", attrs, [c.value(a["input"], node)])
 
 
