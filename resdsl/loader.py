@@ -16,6 +16,7 @@ import hashlib
 import os
 import re
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 
@@ -99,9 +100,16 @@ def open_regular(path: str, mode: str = "r", **kwargs):
 
 def read_spec(path: str) -> str:
     """A spec file's text, a UTF-8 byte order mark skipped. Only a regular file is read."""
+    return read_text(path, lambda size: check_size(size, path, "bytes"))
+
+
+def read_text(path: str, check: Callable[[int], None]) -> str:
+    """A UTF-8 text file's contents, a byte order mark skipped, after ``check`` (which
+    raises) has seen its size in bytes. Only a regular file is read; failures are
+    ``SpecError``s naming the file."""
     try:
         with open_regular(path, encoding="utf-8") as f:
-            check_size(os.fstat(f.fileno()).st_size, path, "bytes")  # before reading it
+            check(os.fstat(f.fileno()).st_size)  # before reading it
             return strip_bom(f.read())
     except FileNotFoundError:
         raise SpecError(f"no such file: {_shown(path)}") from None

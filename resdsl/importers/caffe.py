@@ -63,7 +63,6 @@ from ..errors import (
     LimitError,
     ShapeError,
     Span,
-    SpecError,
     SpecSyntaxError,
     TypeMismatchError,
     UnknownNameError,
@@ -71,7 +70,7 @@ from ..errors import (
     remember_source,
     shown_path,
 )
-from ..loader import open_regular, strip_bom
+from ..loader import read_text
 from ..names import reserved
 from ..ops import OPS
 from ..ops.core import AttrError, OpShapeError
@@ -451,20 +450,14 @@ def import_prototxt_text(text: str, path: str = "<string>") -> Imported:
 
 def _read(path: str) -> str:
     shown = shown_path(os.fspath(path))
-    try:
-        with open_regular(path, encoding="utf-8") as f:
-            size = os.fstat(f.fileno()).st_size
-            if size > MAX_PROTOTXT_SIZE:
-                raise LimitError(
-                    f"{shown} has {size:,} bytes, more than the limit of {MAX_PROTOTXT_SIZE:,}"
-                )
-            return strip_bom(f.read())
-    except FileNotFoundError:
-        raise SpecError(f"no such file: {shown}") from None
-    except OSError as e:
-        raise SpecError(f"cannot read {shown}: {e.strerror or e}") from None
-    except UnicodeDecodeError as e:
-        raise SpecError(f"cannot read {shown}: {e}") from None
+
+    def check(size: int) -> None:
+        if size > MAX_PROTOTXT_SIZE:
+            raise LimitError(
+                f"{shown} has {size:,} bytes, more than the limit of {MAX_PROTOTXT_SIZE:,}"
+            )
+
+    return read_text(path, check)
 
 
 def _segment(name: str) -> str:
