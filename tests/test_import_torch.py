@@ -204,3 +204,62 @@ def test_onnx_import_recovers_blocks_from_the_names(tmp_path):
     assert "downsample: shortcut(x, like=" in text and "for i in range(" in text
     assert len(text.splitlines()) < 40
     assert fingerprint(resdsl.loads(text)) == fingerprint(net)
+
+
+class WindowAttention(torch.nn.Module):
+    """What Swin and MaxViT do with tensors that are not laid out batch-first: a relative
+    position bias gathered from a table with an int64 index buffer (no batch axis), the
+    windows moved into the batch axis by a reshape and back, a constant computed in
+    forward from a buffer, ``x[..., ::2]`` and ``swapaxes``."""
+
+    def __init__(self, dim=16, heads=2, window=2):
+        super().__init__()
+        self.heads, self.window = heads, window
+        n = window * window
+        self.table = torch.nn.Parameter(torch.randn((2 * window - 1) ** 2, heads))
+        coords = torch.stack(torch.meshgrid(torch.arange(window), torch.arange(window),
+                                            indexing="ij")).flatten(1)  # fmt: skip
+        rel = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0) + window - 1
+        self.register_buffer("index", (rel[..., 0] * (2 * window - 1) + rel[..., 1]))
+        self.register_buffer("offsets", torch.randn(n))
+        self.qkv = torch.nn.Linear(dim, 3 * dim)
+        self.proj = torch.nn.Linear(dim, dim)
+
+    def forward(self, x):  # (B, H, W, C)
+        B, H, W, C = x.shape  # noqa: N806 - the shapes' usual names
+        p, n = self.window, self.window * self.window
+        x = x.view(B, H // p, p, W // p, p, C).swapaxes(2, 3).reshape(-1, n, C)  # (B*w, n, C)
+        q, k, v = self.qkv(x).reshape(x.shape[0], n, 3, self.heads, C // self.heads) \
+            .permute(2, 0, 3, 1, 4).unbind(0)  # fmt: skip
+        bias = self.table[self.index.view(-1)].view(n, n, -1).permute(2, 0, 1)
+        attn = (q @ k.transpose(-2, -1)) * (C // self.heads) ** -0.5 + bias.unsqueeze(0)
+        attn = attn + (self.offsets.view(1, n) * 2).unsqueeze(0)  # traced out: a constant
+        x = (attn.softmax(-1) @ v).transpose(1, 2).reshape(-1, n, C)
+        x = self.proj(x).view(B, H // p, W // p, p, p, C).swapaxes(2, 3).reshape(B, H, W, C)
+        return x[..., ::2] + x[:, :, :, 1::2]
+
+
+def test_tensors_without_a_batch_axis_and_windows_in_the_batch_import_with_parity():
+    model = randomise_state(WindowAttention()).eval()
+    x = torch.randn(2, 4, 6, 16, generator=torch.Generator().manual_seed(0))
+    text = import_model(model, x)
+    # Swin's index of relative offsets, recognised: not 256 numbers written out
+    assert "take(table, index)" in text and "values=relative_position_index(2)" in text
+    net = resdsl.loads(text)
+    assert net.input_shapes == {"x": (4, 6, 16)}
+    assert list(net.output_shapes.values()) == [(4, 6, 8)]
+    module = net.to_torch().eval()
+    module.load_state_dict(model.state_dict(), strict=True)  # `offsets` stays the model's
+    y = torch.randn(3, 4, 6, 16)  # another batch size: nothing fixed the example's
+    with torch.no_grad():
+        want, got = model(y), module(y)
+    assert float((got - want).abs().max() / want.abs().max()) <= 1e-5
+
+
+def test_a_batch_reshape_that_mixes_samples_is_refused():
+    class Mix(torch.nn.Module):
+        def forward(self, x):  # (2, 6) as (3, 4): the second row holds both samples
+            return x.reshape(3, -1)
+
+    with pytest.raises(ModelImportError, match="a reshape that moves the batch"):
+        import_model(Mix(), torch.randn(2, 6))

@@ -254,6 +254,25 @@ def _per_sample_axes(dims: Any) -> tuple[int, ...]:
     return tuple(d - 1 for d in dims[1:])
 
 
+BATCHED, UNBATCHED = ("batched",), ("unbatched",)
+_CONSTANT_LIMIT = 4096  # elements of a constant tensor written into the spec
+# Ops that act on the last axes or on each element, the same whatever a tensor's first
+# axis is: a module of these may read a tensor without a batch axis.
+_LAST_AXES = {"linear", "layernorm", "dropout", "drop_path", "identity"}
+
+
+def _layout_free(leaves: dict, m: Any) -> bool:
+    from ..ops import OPS
+    from ..ops.core import Group
+
+    rule = next((r for t, r in leaves.items() if type(m) is t), None)
+    rule = rule or _GENERATED.get(type(m).__name__)
+    if rule is None:
+        return False
+    op = rule(m)[0]
+    return op in _LAST_AXES or OPS[op].group is Group.ELEMENTWISE
+
+
 class _Skipped(Exception):  # noqa: N818 - control flow, not an error
     """A node reads one that failed: skipped without an error of its own."""
 
@@ -276,6 +295,9 @@ class _Converter:
         self.unsupported: list[Unsupported] = []
         self.failed: set[str] = set()  # nodes that could not be converted
         self.shapes: dict[str, tuple[int, ...]] = {}
+        # how a tensor's torch axes relate to the batch (see `layout`); absent: batched
+        self.layouts: dict[str, tuple] = {}
+        self.batch = 0  # the example's batch size
 
     def trace(self) -> Any:
         """The module's fx graph, leaves the op table's modules."""
@@ -284,6 +306,8 @@ class _Converter:
         leaves = tuple(self.leaves)
 
         class Tracer(torch.fx.Tracer):
+            proxy_buffer_attributes = True  # a buffer is a node, not a traced-out constant
+
             def is_leaf_module(self, m: Any, qualname: str) -> bool:
                 name = type(m).__name__
                 generated = name in _GENERATED or name in _NORM_ACT or name == "Conv2dSame"
@@ -316,6 +340,7 @@ class _Converter:
                 f"example input: {type(e).__name__}: {first}",
             ) from None  # fmt: skip
         self.gm = gm
+        self.state_keys = set(self.module.state_dict())
         inputs, outputs = [], []
         for node in gm.graph.nodes:
             if node.op == "placeholder":
@@ -324,11 +349,12 @@ class _Converter:
                     self.consts[node.name] = node.args[0] if node.args else None
                     continue
                 inputs.append((node.name, tuple(meta.shape)[1:]))
+                self.batch = self.batch or int(meta.shape[0])
                 self.alias[node.name] = node.name
             else:
                 try:
                     if node.op == "output":
-                        outputs = [self.value(a, node) for a in _flatten(node.args[0])]
+                        outputs = [self.output(a, node) for a in _flatten(node.args[0])]
                     else:
                         self.convert(node)
                 except UnmappedError as e:
@@ -387,6 +413,52 @@ class _Converter:
             raise UnmappedError("an op whose result is not one tensor")
         return tuple(meta.shape)
 
+    # A tensor of the trace is one of three layouts. BATCHED: axis 0 is the batch, the
+    # rest a sample (what the network's input is). UNBATCHED: no batch axis, the same for
+    # every sample (a parameter, a buffer and what is computed from them alone: a relative
+    # position bias); the op table's values are per sample, so it is that value whole.
+    # ("merged", k): axis 0 is the batch times k, a sample (k, ...) (Swin's windows moved
+    # into the batch axis by a reshape); per-sample axes are the torch axes then.
+    def layout(self, arg: Any) -> tuple:
+        return self.layouts.get(getattr(arg, "name", None), BATCHED)
+
+    def set_layout(self, node: Any, layout: tuple) -> None:
+        if layout == BATCHED:
+            self.layouts.pop(node.name, None)
+        else:
+            self.layouts[node.name] = layout
+
+    def sample_shape(self, arg: Any) -> tuple[int, ...]:
+        """``arg``'s shape per sample, as the op table sees it."""
+        shape, layout = self.shape(arg), self.layout(arg)
+        if layout == UNBATCHED:
+            return shape
+        return (layout[1], *shape[1:]) if layout[0] == "merged" else shape[1:]
+
+    def axis(self, arg: Any, dim: int) -> int:
+        """Torch axis ``dim`` of ``arg`` as a per-sample axis."""
+        rank, layout = len(self.shape(arg)), self.layout(arg)
+        dim %= rank
+        if layout == UNBATCHED:
+            return dim
+        if dim == 0:
+            raise UnmappedError("an op along the batch axis")
+        return dim - 1 if layout == BATCHED else dim
+
+    def axes(self, arg: Any, dims: Any, layout: tuple | None = None) -> tuple[int, ...]:
+        """A torch permutation of ``arg``'s axes as one of its per-sample axes."""
+        dims, layout = list(dims), layout or self.layout(arg)
+        if layout == UNBATCHED:
+            return tuple(dims)
+        if dims[0] != 0:
+            raise UnmappedError("a permutation that moves the batch axis")
+        return tuple(d - 1 for d in dims[1:]) if layout == BATCHED else (0, *dims[1:])
+
+    def output(self, arg: Any, node: Any) -> str:
+        if self.layout(arg) != BATCHED:
+            raise UnmappedError("an output whose first axis is not the batch")
+        return self.value(arg, node)
+
     def value(self, arg: Any, user: Any) -> str:
         """The id of the tensor ``arg`` (an fx node)."""
         import torch.fx
@@ -419,7 +491,7 @@ class _Converter:
         OPS[op].bind([], attrs)  # the attributes are the table's (a bug here, not the model's)
         meta = node.meta.get("tensor_meta")
         if meta is not None and hasattr(meta, "shape"):
-            self.shapes[node.name] = tuple(meta.shape)[1:]
+            self.shapes[node.name] = self.sample_shape(node)
         self.calls.append(
             Call(node.name, op, attrs, inputs, label, self.scope_of(node), self.where(node))
         )
@@ -437,6 +509,11 @@ class _Converter:
         if node.op == "get_attr":
             self.tensor_attr(node)
             return
+        layouts = {self.layout(n) for n in node.all_input_nodes if n.name in self.alias}
+        if len(layouts) == 1:
+            self.set_layout(node, layouts.pop())
+        elif layouts and not self.mixes(node):
+            raise UnmappedError("tensors with and without a batch axis together")
         if node.op == "call_function" and _is_tuple_class(node.target):
             return  # a named tuple of outputs: see _flatten
         if node.op == "call_module":
@@ -444,6 +521,8 @@ class _Converter:
             if isinstance(m, torch.nn.MultiheadAttention):
                 self.attention(node, m)
                 return
+            if self.layout(node) != BATCHED and not _layout_free(self.leaves, m):
+                raise UnmappedError("this module on a tensor whose first axis is not the batch")
             if type(m).__name__ in _NORM_ACT:
                 self.norm_act(node, m)
                 return
@@ -500,6 +579,13 @@ class _Converter:
                                    self.scope_of(node), self.where(node)))  # fmt: skip
             x = f"{node.name}/pad"
         self.emit(node, op, attrs, [x], node.target)
+
+    def mixes(self, node: Any) -> bool:
+        """Whether ``node`` is a broadcasting binary op (its operands may differ in layout)."""
+        fn = (
+            _FUNCTIONS.get(node.target) if node.op == "call_function" else _METHODS.get(node.target)
+        )
+        return getattr(fn, "broadcasts", False)
 
     def known(self, node: Any) -> bool:
         """Whether the converter has a rule for ``node``'s module or function at all."""
@@ -616,11 +702,18 @@ class _Converter:
         stored = None if per_sample != shape else shape
         is_param = any(t is p for p in self.module.parameters())
         attrs = {"shape": per_sample, **({"stored": stored} if stored else {})}
+        if stored:  # no leading 1: the tensor has no batch axis
+            self.layouts[node.name] = UNBATCHED
         if not is_param:
             if t.dtype == __import__("torch").int64:
                 attrs.update(values=tuple(int(v) for v in t.flatten().tolist()), dtype="int64")
             elif not t.is_floating_point():
                 raise UnmappedError(f"a {t.dtype} buffer")
+            if node.target not in self.state_keys:  # not saved: a constant, written out
+                if t.numel() > _CONSTANT_LIMIT:
+                    raise UnmappedError(f"a constant of {t.numel():,} elements")
+                attrs["persistent"] = False
+                attrs.setdefault("values", tuple(float(v) for v in t.flatten().tolist()))
         self.emit(node, "parameter" if is_param else "buffer", attrs, [], node.target)
 
     def split(self, node: Any) -> None:
@@ -628,8 +721,7 @@ class _Converter:
         args = [*node.args, None, None, None]
         x, how = args[0], self.const(args[1])
         dim = self.const(args[2] if args[2] is not None else node.kwargs.get("dim", 0))
-        shape = self.shape(x)
-        axis, size = _axis(node, dim, len(shape)), shape[dim]
+        axis, size = self.axis(x, dim), self.shape(x)[dim]
         name = node.target if isinstance(node.target, str) else node.target.__name__
         if name == "chunk":
             step = -(-size // how)
@@ -645,7 +737,7 @@ class _Converter:
             self.calls.append(Call(ids[-1], "slice", attrs, [self.value(x, node)], None,
                                    self.scope_of(node), self.where(node)))  # fmt: skip
             start += n
-        self.consts[node.name] = ("pieces", ids)
+        self.consts[node.name] = ("pieces", ids, self.layout(x))
 
 
 def _wrapped(module: Any) -> list[Callable]:
@@ -691,20 +783,13 @@ def _module_path(stack: dict) -> str:
 # --- functions and methods -----------------------------------------------------------------------
 
 
-def _axis(node: Any, dim: int, rank: int) -> int:
-    """A batched dim as a per-sample axis."""
-    dim = dim % rank
-    if dim == 0:
-        raise UnmappedError("an op along the batch axis")
-    return dim - 1
-
-
 def _binary(op: str) -> Callable[[_Converter, Any], None]:
     def convert(c: _Converter, node: Any) -> None:
         a, b = node.args[0], node.args[1]
         tensors = [hasattr(v, "name") and v.name in c.alias for v in (a, b)]
         if all(tensors):
-            c.emit(node, op, {}, [c.value(a, node), c.value(b, node)])
+            inputs = _broadcast(c, node, [a, b])
+            c.emit(node, op, {}, inputs)
             return
         number = c.const(b if tensors[0] else a)
         x = c.value(a if tensors[0] else b, node)
@@ -724,7 +809,37 @@ def _binary(op: str) -> Callable[[_Converter, Any], None]:
             raise UnmappedError("a number divided by a tensor")
         c.emit(node, "scale_shift", attrs, [x])
 
+    convert.broadcasts = True  # type: ignore[attr-defined]
     return convert
+
+
+def _broadcast(c: _Converter, node: Any, operands: list[Any]) -> list[str]:
+    """The ids of a broadcasting op's operands, and its layout. Torch aligns shapes on the
+    last axis, as the op table aligns per-sample shapes; an operand without a batch axis
+    whose first axis meets the batch must be 1 there (a reshape drops it), one with a batch
+    axis must have it where the result has its own, or be 1 there (a broadcast parameter)."""
+    out = c.shape(node)
+    layouts = {
+        c.layout(t) for t in operands
+        if c.layout(t) != UNBATCHED and c.shape(t)[:1] == out[:1] and len(c.shape(t)) == len(out)
+    }  # fmt: skip
+    if len(layouts) > 1:
+        raise UnmappedError("operands whose first axes hold the batch differently")
+    layout = layouts.pop() if layouts else c.layout(node)
+    c.set_layout(node, layout)
+    ids = []
+    for t in operands:
+        shape, own = c.shape(t), c.layout(t)
+        ids.append(c.value(t, node))
+        if own == UNBATCHED and layout != UNBATCHED and len(shape) == len(out):
+            if shape[0] != 1:
+                raise UnmappedError("a tensor without a batch axis broadcast over the batch")
+            ids[-1] = f"{node.name}/{t.name}"
+            c.calls.append(Call(ids[-1], "reshape", {"shape": shape[1:]}, [c.value(t, node)],
+                                None, c.scope_of(node), c.where(node)))  # fmt: skip
+        elif own != UNBATCHED and shape[0] != 1 and (shape[0], len(shape)) != (out[0], len(out)):
+            raise UnmappedError("a broadcast that meets the batch axis with another axis")
+    return ids
 
 
 def _unary(op: str, **attrs: Any) -> Callable[[_Converter, Any], None]:
@@ -744,14 +859,14 @@ def _flatten_fn(c: _Converter, node: Any) -> None:
     end = node.args[2] if len(node.args) > 2 else node.kwargs.get("end_dim", -1)
     rank = len(c.shape(x))
     if end % rank != rank - 1:
-        c.emit(node, "reshape", {"shape": c.shape(node)[1:]}, [c.value(x, node)])
+        _reshape_to(c, node, x, c.shape(node))
         return
-    c.emit(node, "flatten", {"start": _axis(node, start, rank)}, [c.value(x, node)])
+    c.emit(node, "flatten", {"start": c.axis(x, start)}, [c.value(x, node)])
 
 
 def _reshape(c: _Converter, node: Any) -> None:
-    out = c.shape(node)
-    source = next((k for k in c.calls if k.id == c.alias.get(node.args[0].name)), None)
+    x, out = node.args[0], c.shape(node)
+    source = next((k for k in c.calls if k.id == c.alias.get(x.name)), None)
     if source is not None and source.op in ("parameter", "buffer") and out[:1] == (1,):
         # a parameter stored without its batch axis, given one: the parameter's own shape
         stored = source.attrs.get("stored") or source.attrs["shape"]
@@ -760,37 +875,68 @@ def _reshape(c: _Converter, node: Any) -> None:
         source.attrs = {k: v for k, v in source.attrs.items() if v is not None}
         c.alias[node.name] = source.id
         c.shapes[source.id] = out[1:]
+        c.set_layout(node, BATCHED)
         return
-    if not out or out[0] != c.shape(node.args[0])[0]:
+    if source is not None and source.attrs.get("dtype") == "int64" and len(x.users) == 1:
+        # an index buffer read in another shape (`index.view(-1)`): the buffer has that shape
+        source.attrs["stored"] = source.attrs.get("stored") or source.attrs["shape"]
+        source.attrs["shape"] = out
+        c.alias[node.name] = source.id
+        c.shapes[source.id] = out
+        return
+    _reshape_to(c, node, x, out)
+
+
+def _reshape_to(c: _Converter, node: Any, x: Any, out: tuple[int, ...]) -> None:
+    """``x`` reshaped to the torch shape ``out``. A leading 1 given to a tensor without a
+    batch axis becomes its (broadcast) batch axis; a first axis that is a multiple of the
+    batch keeps each sample's elements together (row-major), so it holds the batch times
+    the quotient: ``(B * windows, ...)`` is a sample ``(windows, ...)``."""
+    layout, first = c.layout(x), c.shape(x)[0]
+    if layout == UNBATCHED or (layout == BATCHED and first == 1 != c.batch):
+        # no batch axis, or a broadcast one (a parameter's leading 1)
+        layout = BATCHED if len(out) > 1 and out[0] == 1 else UNBATCHED
+    elif out and out[0] == first:
+        pass
+    elif out and c.batch and out[0] % c.batch == 0:
+        k = out[0] // c.batch
+        layout = BATCHED if k == 1 else ("merged", k)
+    else:
         raise UnmappedError("a reshape that moves the batch")
-    c.emit(node, "reshape", {"shape": out[1:]}, [c.value(node.args[0], node)])
+    c.set_layout(node, layout)
+    if c.sample_shape(node) == c.sample_shape(x):
+        c.alias[node.name] = c.value(x, node)
+        return
+    c.emit(node, "reshape", {"shape": c.sample_shape(node)}, [c.value(x, node)])
 
 
 def _permute(c: _Converter, node: Any) -> None:
     dims = node.args[1:] if len(node.args) > 2 or isinstance(node.args[1], int) else node.args[1]
-    rank = len(c.shape(node.args[0]))
+    x = node.args[0]
+    rank = len(c.shape(x))
     dims = [d % rank for d in c.const(tuple(dims))]
-    if dims[0] != 0 and len(dims) > 1 and dims[1] == 0:
+    if dims[0] != 0 and len(dims) > 1 and dims[1] == 0 and c.layout(x) != UNBATCHED:
         # attention's `qkv.permute(2, 0, 3, 1, 4)`: the batch moves to axis 1 until the
         # first axis is indexed away (`q, k, v = qkv.unbind(0)`); kept pending until then
-        c.consts[node.name] = ("permuted", c.value(node.args[0], node), tuple(dims))
+        c.consts[node.name] = ("permuted", c.value(x, node), tuple(dims), c.layout(x))
         return
-    c.emit(node, "permute", {"axes": _per_sample_axes(dims)}, [c.value(node.args[0], node)])
+    c.emit(node, "permute", {"axes": c.axes(x, dims)}, [c.value(x, node)])
 
 
 def _permuted_piece(c: _Converter, node: Any, pending: tuple, k: int, out: str) -> str:
     """``x.permute(dims)[k]`` as ``select(x, dims[0], k)`` then the rest of the
     permutation (the batch axis first again); returns the id of the piece."""
-    _, source, dims = pending
+    _, source, dims, layout = pending
     first = dims[0]
     rest = [d if d < first else d - 1 for d in dims[1:]]
     scope, where = c.scope_of(node), c.where(node)
     picked = f"{out}/select"
-    c.calls.append(Call(picked, "select", {"axis": first - 1, "index": k}, [source], None,
+    axis = first - 1 if layout == BATCHED else first
+    c.calls.append(Call(picked, "select", {"axis": axis, "index": k}, [source], None,
                         scope, where))  # fmt: skip
     if rest == sorted(rest):
         return picked
-    c.calls.append(Call(out, "permute", {"axes": _per_sample_axes(rest)}, [picked], None,
+    c.calls.append(Call(out, "permute", {"axes": c.axes(None, rest, layout)}, [picked], None,
                         scope, where))  # fmt: skip
     return out
 
@@ -802,17 +948,17 @@ def _unbind(c: _Converter, node: Any) -> None:
     if isinstance(pending, tuple) and pending and pending[0] == "permuted" and dim == 0:
         count = c.shape(x)[0]  # the permuted tensor's first axis: what is unbound
         ids = [_permuted_piece(c, node, pending, k, f"{node.name}_{k}") for k in range(count)]
-        c.consts[node.name] = ("pieces", ids)
+        c.consts[node.name] = ("pieces", ids, pending[3])
         return
     rank = len(c.shape(x))
-    axis = _axis(node, dim, rank)
+    axis = c.axis(x, dim)
     count = c.shape(x)[dim % rank]
     ids = []
     for k in range(count):
         ids.append(f"{node.name}_{k}")
         c.calls.append(Call(ids[-1], "select", {"axis": axis, "index": k}, [c.value(x, node)],
                             None, c.scope_of(node), c.where(node)))  # fmt: skip
-    c.consts[node.name] = ("pieces", ids)
+    c.consts[node.name] = ("pieces", ids, c.layout(x))
 
 
 def _transpose(c: _Converter, node: Any) -> None:
@@ -820,23 +966,21 @@ def _transpose(c: _Converter, node: Any) -> None:
     a, b = (c.const(d) % rank for d in node.args[1:3])
     dims = list(range(rank))
     dims[a], dims[b] = dims[b], dims[a]
-    c.emit(node, "permute", {"axes": _per_sample_axes(dims)}, [c.value(node.args[0], node)])
+    c.emit(node, "permute", {"axes": c.axes(node.args[0], dims)}, [c.value(node.args[0], node)])
 
 
 def _cat(c: _Converter, node: Any) -> None:
     tensors = node.args[0]
     dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
-    rank = len(c.shape(node))
-    c.emit(node, "concat", {"axis": _axis(node, dim, rank)}, [c.value(t, node) for t in tensors])
+    c.emit(node, "concat", {"axis": c.axis(tensors[0], dim)}, [c.value(t, node) for t in tensors])
 
 
 def _mean(c: _Converter, node: Any) -> None:
     x = node.args[0]
     dims = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
     keep = node.args[2] if len(node.args) > 2 else node.kwargs.get("keepdim", False)
-    rank = len(c.shape(x))
     dims = (dims,) if isinstance(dims, int) else tuple(dims)
-    c.emit(node, "mean", {"axis": tuple(_axis(node, d, rank) for d in dims), "keepdim": keep},
+    c.emit(node, "mean", {"axis": tuple(c.axis(x, d) for d in dims), "keepdim": keep},
            [c.value(x, node)])  # fmt: skip
 
 
@@ -852,8 +996,7 @@ def _adaptive_avg(c: _Converter, node: Any) -> None:
 
 def _softmax(c: _Converter, node: Any) -> None:
     dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
-    rank = len(c.shape(node))
-    c.emit(node, "softmax", {"axis": _axis(node, dim, rank)}, [c.value(node.args[0], node)])
+    c.emit(node, "softmax", {"axis": c.axis(node.args[0], dim)}, [c.value(node.args[0], node)])
 
 
 def _dropout(c: _Converter, node: Any) -> None:
@@ -862,41 +1005,58 @@ def _dropout(c: _Converter, node: Any) -> None:
 
 
 def _getitem(c: _Converter, node: Any) -> None:
-    """``x[:, 0]`` (select) and ``x[:, a:b]`` (slice) on tensors; a piece of a split."""
+    """``x[:, 0]`` (select), ``x[:, a:b]`` (slice), ``x[..., ::2]`` on tensors,
+    ``table[index]`` (take, an int64 index) and a piece of a split."""
+    import torch.fx
+
     x, index = node.args
     pieces = c.consts.get(x.name) if hasattr(x, "name") else None
     if isinstance(pieces, tuple) and pieces and pieces[0] == "pieces":
         c.alias[node.name] = pieces[1][index]
+        c.set_layout(node, pieces[2] if len(pieces) > 2 else BATCHED)
         return
     if isinstance(pieces, tuple) and pieces and pieces[0] == "permuted" and type(index) is int:
         c.alias[node.name] = _permuted_piece(c, node, pieces, index, node.name)
+        c.set_layout(node, pieces[3])
         return
-    index = index if isinstance(index, tuple) else (index,)
-    if not index or index[0] != slice(None):
-        raise UnmappedError("indexing along the batch axis")
-    value = c.value(x, node)
-    rank = len(c.shape(x))
-    axis, ids = 0, value
-    for k, item in enumerate(index[1:]):
-        if item == slice(None):
-            axis += 1
-            continue
-        step_id = f"{node.name}_{k}" if k + 2 < len(index) else node.name
-        if isinstance(item, int):
-            c.calls.append(Call(step_id, "select", {"axis": axis, "index": item}, [ids], None,
-                                c.scope_of(node), c.where(node)))  # fmt: skip
-        elif isinstance(item, slice):
-            attrs = {"axis": axis, "start": item.start or 0, "step": item.step or 1}
-            if item.stop is not None and item.stop < c.shape(x)[axis + 1]:
+    c.set_layout(node, c.layout(x))
+    shape = c.shape(x)
+    index = list(index) if isinstance(index, tuple) else [index]
+    if Ellipsis in index:
+        at = index.index(Ellipsis)
+        index[at : at + 1] = [slice(None)] * (len(shape) - len(index) + 1)
+    if c.layout(x) != UNBATCHED:
+        if not index or index[0] != slice(None):
+            raise UnmappedError("indexing along the batch axis")
+        index[0] = None  # the batch axis: no per-sample axis
+    ids, offset = c.value(x, node), -1 if c.layout(x) == BATCHED else 0
+    steps = [(k, i) for k, i in enumerate(index) if i is not None and i != slice(None)]
+    for n, (k, item) in enumerate(steps):
+        at = k + offset - sum(1 for _, i in steps[:n] if isinstance(i, int))
+        step_id = node.name if n == len(steps) - 1 else f"{node.name}_{n}"
+        scope, where = c.scope_of(node), c.where(node)
+        if isinstance(item, torch.fx.Node):
+            if len(c.shape(item)) != 1 or c.layout(item) != UNBATCHED:
+                raise UnmappedError("indexing with a tensor other than a rank-1 index")
+            call = Call(step_id, "take", {"axis": at}, [ids, c.value(item, node)], None, scope,
+                        where)  # fmt: skip
+        elif isinstance(item, int):
+            call = Call(step_id, "select", {"axis": at, "index": item}, [ids], None, scope, where)
+        elif isinstance(item, slice) and all(
+            type(v) is int or v is None for v in (item.start, item.stop, item.step)
+        ):
+            attrs = {"axis": at, "start": item.start or 0, "step": item.step or 1}
+            if item.stop is not None and item.stop < shape[k]:
                 attrs["end"] = item.stop
-            c.calls.append(
-                Call(step_id, "slice", attrs, [ids], None, c.scope_of(node), c.where(node))
-            )
-            axis += 1
+            call = Call(step_id, "slice", attrs, [ids], None, scope, where)
         else:
             raise UnmappedError(f"indexing with {item!r}")
+        c.calls.append(call)
         ids = step_id
-    del rank
+    if not steps:
+        c.alias[node.name] = ids
+        return
+    c.shapes[node.name] = c.sample_shape(node)
     c.alias[node.name] = ids
 
 
@@ -946,7 +1106,8 @@ def _pad(c: _Converter, node: Any) -> None:
     if a["mode"] != "constant":
         raise UnmappedError(f"padding in mode {a['mode']!r}")
     pads = tuple(c.const(a["pad"]))
-    if len(pads) > 2 * (len(c.shape(a["input"])) - 1):
+    free = len(c.shape(a["input"])) - (c.layout(a["input"]) != UNBATCHED)
+    if len(pads) > 2 * free:
         raise UnmappedError("padding of the batch axis")
     c.emit(
         node, "pad", {"pads": pads, "value": float(a["value"] or 0.0)}, [c.value(a["input"], node)]
@@ -957,11 +1118,10 @@ def _roll(c: _Converter, node: Any) -> None:
     a = _bound(node, ["input", "shifts", "dims"], {"dims": None})
     if a["dims"] is None:
         raise UnmappedError("a roll of the flattened tensor")
-    rank = len(c.shape(a["input"]))
     shifts, dims = c.const(a["shifts"]), c.const(a["dims"])
     shifts = (shifts,) if isinstance(shifts, int) else tuple(shifts)
     dims = (dims,) if isinstance(dims, int) else tuple(dims)
-    c.emit(node, "roll", {"shifts": shifts, "axes": tuple(_axis(node, d, rank) for d in dims)},
+    c.emit(node, "roll", {"shifts": shifts, "axes": tuple(c.axis(a["input"], d) for d in dims)},
            [c.value(a["input"], node)])  # fmt: skip
 
 
@@ -973,8 +1133,7 @@ def _clamp(c: _Converter, node: Any) -> None:
 
 def _select(c: _Converter, node: Any) -> None:
     a = _bound(node, ["input", "dim", "index"], {})
-    rank = len(c.shape(a["input"]))
-    attrs = {"axis": _axis(node, c.const(a["dim"]), rank), "index": c.const(a["index"])}
+    attrs = {"axis": c.axis(a["input"], c.const(a["dim"])), "index": c.const(a["index"])}
     c.emit(node, "select", attrs, [c.value(a["input"], node)])
 
 
@@ -995,7 +1154,7 @@ def _einsum(c: _Converter, node: Any) -> None:
         raise UnmappedError(f"einsum {text!r} (only batched matrix products)")
     (i, k), (j, l), (oi, oj) = a[-2:], b[-2:], out[-2:]  # noqa: E741
     x, y = (c.value(o, node) for o in operands)
-    rank = len(a) - 1  # per sample
+    rank = len(c.sample_shape(operands[0]))
     swap = (*range(rank - 2), rank - 1, rank - 2)
     if (oi, oj) == (i, j) and k == l:  # a @ b^T
         tid = f"{node.name}/t"
@@ -1018,10 +1177,10 @@ def _sdpa(c: _Converter, node: Any) -> None:
     if c.const(a["attn_mask"]) is not None or c.const(a["is_causal"]):
         raise UnmappedError("attention with a mask")
     q, k, v = (c.value(a[n], node) for n in ("query", "key", "value"))
-    shape = c.shape(a["query"])
+    shape = c.sample_shape(a["query"])
     scale = c.const(a["scale"])
     scale = shape[-1] ** -0.5 if scale is None else float(scale)
-    rank = len(shape) - 1
+    rank = len(shape)
     swap = (*range(rank - 2), rank - 1, rank - 2)
     scope, where = c.scope_of(node), c.where(node)
     steps = [
@@ -1041,10 +1200,9 @@ def _norm(c: _Converter, node: Any) -> None:
     if c.const(a["p"]) not in (2, 2.0, "fro") or a["dim"] is None:
         raise UnmappedError("a norm other than L2 over given axes")
     x = c.value(a["input"], node)
-    rank = len(c.shape(a["input"]))
     dims = c.const(a["dim"])
     dims = (dims,) if isinstance(dims, int) else tuple(dims)
-    axes = tuple(_axis(node, d, rank) for d in dims)
+    axes = tuple(c.axis(a["input"], d) for d in dims)
     scope, where = c.scope_of(node), c.where(node)
     c.calls.append(Call(f"{node.name}/sq", "mul", {}, [x, x], None, scope, where))
     c.calls.append(Call(f"{node.name}/sum", "sum", {"axis": axes, "keepdim": bool(a["keepdim"])},
@@ -1083,8 +1241,7 @@ def _normalize(c: _Converter, node: Any) -> None:
     a = _bound(node, ["input", "p", "dim", "eps"], {"p": 2.0, "dim": 1, "eps": 1e-12})
     if a["p"] != 2:
         raise UnmappedError(f"a p={a['p']} norm")
-    rank = len(c.shape(a["input"]))
-    attrs = {"axis": _axis(node, c.const(a["dim"]), rank), "eps": float(a["eps"])}
+    attrs = {"axis": c.axis(a["input"], c.const(a["dim"])), "eps": float(a["eps"])}
     c.emit(node, "normalize", attrs, [c.value(a["input"], node)])
 
 
@@ -1093,10 +1250,10 @@ def _layer_norm_fn(c: _Converter, node: Any) -> None:
 
 
 def _unsqueeze(c: _Converter, node: Any) -> None:
-    out = c.shape(node)
-    if out[0] != c.shape(node.args[0])[0]:
+    x, out = node.args[0], c.shape(node)
+    if c.layout(x) != UNBATCHED and out[0] != c.shape(x)[0]:
         raise UnmappedError("an axis in front of the batch")
-    c.emit(node, "reshape", {"shape": out[1:]}, [c.value(node.args[0], node)])
+    _reshape_to(c, node, x, out)
 
 
 def _broadcast_alias(c: _Converter, node: Any) -> None:
@@ -1108,7 +1265,10 @@ def _broadcast_alias(c: _Converter, node: Any) -> None:
 
 def _expand(c: _Converter, node: Any) -> None:
     """``t.expand(n, -1, -1)`` of a parameter broadcast over the batch: the parameter is."""
-    if c.shape(node)[1:] != c.shape(node.args[0])[1:]:
+    x, out = node.args[0], c.shape(node)
+    if c.layout(x) == UNBATCHED and out[1:] == c.shape(x):
+        c.set_layout(node, BATCHED)  # the batch axis in front: what the op table has
+    elif c.layout(x) != BATCHED or out[1:] != c.shape(x)[1:]:
         raise UnmappedError("an expand that changes a per-sample shape")
     _alias(c, node)
 
@@ -1133,7 +1293,8 @@ def _functions() -> tuple[dict, dict]:
         torch.exp: _unary("exp"), torch.abs: _unary("abs"), torch.sqrt: _unary("sqrt"),
         F.adaptive_avg_pool2d: _adaptive_avg, torch.mean: _mean,
         F.softmax: _softmax, torch.softmax: _softmax, F.dropout: _dropout,
-        torch.permute: _permute, torch.transpose: _transpose, torch.reshape: _reshape,
+        torch.permute: _permute, torch.transpose: _transpose, torch.swapaxes: _transpose,
+        torch.reshape: _reshape,
         F.layer_norm: _layer_norm_fn, F.max_pool2d: _max_pool, F.avg_pool2d: _avg_pool,
         F.pad: _pad, torch.roll: _roll, torch.clamp: _clamp, F.hardtanh: _hardtanh,
         F.normalize: _normalize, torch.select: _select, torch.einsum: _einsum,
@@ -1142,7 +1303,8 @@ def _functions() -> tuple[dict, dict]:
     }  # fmt: skip
     methods: dict[str, Callable[[_Converter, Any], None]] = {
         "view": _reshape, "reshape": _reshape, "flatten": _flatten_fn, "permute": _permute,
-        "transpose": _transpose, "mean": _mean, "contiguous": _alias, "clone": _alias,
+        "transpose": _transpose, "swapaxes": _transpose, "mean": _mean, "contiguous": _alias,
+        "clone": _alias,
         "expand": _expand, "softmax": _softmax, "relu": _unary("relu"),
         "sigmoid": _unary("sigmoid"), "add": _binary("add"), "mul": _binary("mul"),
         "matmul": _binary("matmul"), "div": _binary("div"), "clamp": _clamp,
@@ -1178,7 +1340,7 @@ _STATIC = {
     operator.add, operator.sub, operator.mul, operator.floordiv, operator.truediv,
     operator.eq, operator.ne, operator.lt, operator.le, operator.gt, operator.ge,
     operator.and_, operator.or_, operator.not_, operator.getitem, _torch("_assert"),
-    operator.mod, operator.neg,
+    operator.mod, operator.neg, operator.pow,
 }  # fmt: skip
 _FUNCTIONS = _Table(0)
 _METHODS = _Table(1)

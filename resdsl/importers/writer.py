@@ -9,6 +9,7 @@ the spec's. :mod:`resdsl.importers.structure` finds blocks and loops in it first
 
 from __future__ import annotations
 
+import math
 import re
 from collections import Counter
 from collections.abc import Iterable
@@ -65,7 +66,8 @@ def op_text(op: str, attrs: dict[str, Any], label: str | None) -> str:
             continue
         if attr.kind in ("pair", "optional_pair", "padding") and isinstance(value, tuple):
             value = value[0] if len(set(value)) == 1 else value  # (3, 3) is written 3
-        text = value_text(value)
+        text = _window_index(value) if attr.name == "values" else None
+        text = text or value_text(value)
         if required and attr.default is REQUIRED:
             args.append(text)
         else:
@@ -73,6 +75,21 @@ def op_text(op: str, attrs: dict[str, Any], label: str | None) -> str:
             args.append(f"{attr.name}={text}")
     call = f"{op}({', '.join(args)})" if args else op
     return f"{label_text(label)}: {call}" if label else call
+
+
+def _window_index(values: Any) -> str | None:
+    """``relative_position_index(window)`` when a buffer holds exactly that (Swin's and
+    MaxViT's index of relative offsets, thousands of numbers written out otherwise)."""
+    from ..elaborate.functions import _relative_position_index
+
+    n = math.isqrt(len(values)) if isinstance(values, tuple) and len(values) > 1 else 0
+    if n * n != len(values) or any(type(v) is not int for v in values):
+        return None
+    for height in (h for h in range(1, n + 1) if n % h == 0):
+        if values == _relative_position_index(height, n // height):
+            window = height if height == n // height else (height, n // height)
+            return f"relative_position_index({value_text(window)})"
+    return None
 
 
 def _same(value: Any, default: Any) -> bool:
