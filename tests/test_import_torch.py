@@ -263,3 +263,58 @@ def test_a_batch_reshape_that_mixes_samples_is_refused():
 
     with pytest.raises(ModelImportError, match="a reshape that moves the batch"):
         import_model(Mix(), torch.randn(2, 6))
+
+
+def test_a_spec_that_does_not_reproduce_the_model_is_never_written(monkeypatch):
+    """The importer checks what it writes against the source on the example: a converter
+    bug (here ReLU read as sigmoid) is an error, not a wrong spec."""
+    from resdsl.importers import torch_fx
+
+    leaves = torch_fx._leaves
+
+    def wrong():
+        table = leaves()
+        table[torch.nn.ReLU] = lambda m: ("sigmoid", {})
+        return table
+
+    monkeypatch.setattr(torch_fx, "_leaves", wrong)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.ReLU())
+    with pytest.raises(ModelImportError, match=r"does not reproduce the model \(its outputs "
+                       r"differ from the source's by [0-9.e+-]+ \(relative\)\)"):  # fmt: skip
+        import_model(model, torch.randn(2, 4))
+
+
+class BiasedAttention(torch.nn.Module):
+    """BEiT's attention: a qkv bias concatenated in forward from two parameters and a zero
+    buffer, applied with F.linear; the relative position bias given to
+    scaled_dot_product_attention as a float mask; and torch.stack."""
+
+    def __init__(self, dim=8, heads=2, tokens=5):
+        super().__init__()
+        self.heads = heads
+        self.qkv = torch.nn.Linear(dim, 3 * dim, bias=False)
+        self.q_bias = torch.nn.Parameter(torch.randn(dim))
+        self.register_buffer("k_bias", torch.zeros(dim), persistent=False)
+        self.v_bias = torch.nn.Parameter(torch.randn(dim))
+        self.bias = torch.nn.Parameter(torch.randn(heads, tokens, tokens))
+
+    def forward(self, x):  # (B, N, C)
+        bias = torch.cat((self.q_bias, self.k_bias, self.v_bias))
+        qkv = torch.nn.functional.linear(x, weight=self.qkv.weight, bias=bias)
+        q, k, v = qkv.reshape(x.shape[0], x.shape[1], 3, self.heads, -1).permute(2, 0, 3, 1, 4) \
+            .unbind(0)  # fmt: skip
+        y = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=self.bias[None])
+        return torch.stack([y, q], dim=2).flatten(2)
+
+
+def test_functional_linear_masked_attention_and_stack_import_with_parity():
+    model = randomise_state(BiasedAttention()).eval()
+    x = torch.randn(2, 5, 8, generator=torch.Generator().manual_seed(0))
+    text = import_model(model, x)  # the importer checks its outputs on x itself
+    assert "k_bias: buffer((8,), stored=(8,), persistent=false)" in text  # zeros: no values
+    module = resdsl.loads(text).to_torch().eval()
+    module.load_state_dict(model.state_dict(), strict=True)
+    y = torch.randn(3, 5, 8)
+    with torch.no_grad():
+        want, got = model(y), module(y)
+    assert float((got - want).abs().max() / want.abs().max()) <= 1e-5

@@ -64,19 +64,41 @@ def import_graph(
     return tidy(import_torch(source, example, input_shape=input_shape))
 
 
+TOLERANCE = 1e-4  # relative: what float reassociation leaves, in any model
+
+
 def write(graph: Imported) -> str:
     """Spec text for ``graph``: blocks for repeated module classes, loops for their runs;
     written flat if the structure found does not elaborate (a bug to report, but the spec
-    is still right)."""
+    is still right). Where the source can run (PyTorch), the spec's outputs are checked
+    against it on the example; a spec that differs is never returned."""
     import copy
 
     from ..api import loads
     from ..errors import SpecError
     from .writer import write_flat, write_structured
 
-    try:
-        text = write_structured(copy.deepcopy(graph))
-        loads(text)
-        return text
-    except (SpecError, KeyError, ValueError, AssertionError):
-        return write_flat(graph)
+    problem = ""
+    for writer in (write_structured, write_flat):
+        try:
+            text = writer(copy.deepcopy(graph))
+            loads(text)
+        except Exception as e:  # a bug of the structure found: the flat spec is still right
+            if writer is write_flat:
+                raise
+            problem = f"{type(e).__name__}: {str(e).splitlines()[0]}"
+            continue
+        if graph.verify is None:
+            return text
+        try:
+            difference = graph.verify(text)
+        except (SpecError, RuntimeError) as e:  # the state_dict does not load, say
+            problem = f"{type(e).__name__}: {str(e).splitlines()[0]}"
+            continue
+        if difference <= TOLERANCE:
+            return text
+        problem = f"its outputs differ from the source's by {difference:.1e} (relative)"
+    raise ModelImportError(
+        graph.origin, [], f"{graph.origin}: the imported spec does not reproduce the model "
+        f"({problem}); this is a bug in resdsl's importer, please report it",
+    )  # fmt: skip

@@ -13,6 +13,7 @@ block.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,6 +49,9 @@ class Imported:
     # the source's weights keyed by the spec's state_dict keys (NumPy arrays), when it has
     # them (PyTorch, ONNX; a Caffe prototxt holds none)
     weights: dict[str, Any] | None = None
+    # the source's outputs against a spec's (its relative max difference), where the source
+    # can run: the writer checks what it wrote
+    verify: Callable[[str], float] | None = None
 
 
 @dataclass(frozen=True)

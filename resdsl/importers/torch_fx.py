@@ -55,7 +55,43 @@ def import_torch(
             module.train(was_training)
     # the module's own state_dict: the spec's labels are its module paths
     imported.weights = {k: v.detach().cpu().numpy() for k, v in module.state_dict().items()}
+    imported.verify = _verifier(module, example)
     return imported
+
+
+def _verifier(module: Any, example: Any) -> Callable[[str], float]:
+    """The relative max difference of a spec's PyTorch module, the source's state_dict
+    loaded strictly, from the source on the example (eval mode)."""
+
+    def verify(text: str) -> float:
+        import torch
+
+        from ..api import loads
+
+        spec = loads(text).to_torch().eval()
+        spec.load_state_dict(module.state_dict(), strict=True)
+        was_training = module.training
+        try:
+            with torch.no_grad():
+                want, got = _tensors(module.eval()(example)), _tensors(spec(example))
+        finally:
+            module.train(was_training)
+        if len(want) != len(got) or any(a.shape != b.shape for a, b in zip(want, got, strict=True)):
+            return float("inf")
+        return max(
+            float((b - a).abs().max() / a.abs().max().clamp_min(1e-12))
+            for a, b in zip(want, got, strict=True)
+        )
+
+    return verify
+
+
+def _tensors(value: Any) -> list:
+    if isinstance(value, dict):
+        value = list(value.values())
+    if isinstance(value, tuple | list):
+        return [t for v in value for t in _tensors(v)]
+    return [value]
 
 
 def _output_count(graph: Any) -> int:
@@ -710,10 +746,7 @@ class _Converter:
             elif not t.is_floating_point():
                 raise UnmappedError(f"a {t.dtype} buffer")
             if node.target not in self.state_keys:  # not saved: a constant, written out
-                if t.numel() > _CONSTANT_LIMIT:
-                    raise UnmappedError(f"a constant of {t.numel():,} elements")
-                attrs["persistent"] = False
-                attrs.setdefault("values", tuple(float(v) for v in t.flatten().tolist()))
+                attrs.update(persistent=False, **_constant(t, attrs))
         self.emit(node, "parameter" if is_param else "buffer", attrs, [], node.target)
 
     def split(self, node: Any) -> None:
@@ -738,6 +771,19 @@ class _Converter:
                                    self.scope_of(node), self.where(node)))  # fmt: skip
             start += n
         self.consts[node.name] = ("pieces", ids, self.layout(x))
+
+
+def _constant(t: Any, attrs: dict) -> dict:
+    """A constant tensor as buffer attributes: an init where all its elements are one
+    number, else its elements (at most ``_CONSTANT_LIMIT``)."""
+    if "values" in attrs:
+        return {}
+    if t.numel() and bool((t == t.flatten()[0]).all()):
+        value = float(t.flatten()[0])
+        return {"init": "zeros"} if value == 0 else {"init": "constant", "value": value}
+    if t.numel() > _CONSTANT_LIMIT:
+        raise UnmappedError(f"a constant of {t.numel():,} elements")
+    return {"values": tuple(float(v) for v in t.flatten().tolist())}
 
 
 def _wrapped(module: Any) -> list[Callable]:
@@ -975,6 +1021,20 @@ def _cat(c: _Converter, node: Any) -> None:
     c.emit(node, "concat", {"axis": c.axis(tensors[0], dim)}, [c.value(t, node) for t in tensors])
 
 
+def _stack(c: _Converter, node: Any) -> None:
+    """``torch.stack(tensors, dim)``: each given a unit axis there, then concatenated."""
+    a = _bound(node, ["tensors", "dim"], {"dim": 0})
+    axis = c.axis(node, c.const(a["dim"]))
+    scope, where, ids = c.scope_of(node), c.where(node), []
+    for k, t in enumerate(a["tensors"]):
+        shape = list(c.sample_shape(t))
+        shape.insert(axis, 1)
+        ids.append(f"{node.name}/{k}")
+        c.calls.append(Call(ids[-1], "reshape", {"shape": tuple(shape)}, [c.value(t, node)],
+                            None, scope, where))  # fmt: skip
+    c.emit(node, "concat", {"axis": axis}, ids)
+
+
 def _mean(c: _Converter, node: Any) -> None:
     x = node.args[0]
     dims = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
@@ -1022,6 +1082,9 @@ def _getitem(c: _Converter, node: Any) -> None:
     c.set_layout(node, c.layout(x))
     shape = c.shape(x)
     index = list(index) if isinstance(index, tuple) else [index]
+    if index[:1] == [None] and all(i == slice(None) for i in index[1:]):
+        _unsqueeze(c, node)  # t[None]: a leading unit axis
+        return
     if Ellipsis in index:
         at = index.index(Ellipsis)
         index[at : at + 1] = [slice(None)] * (len(shape) - len(index) + 1)
@@ -1169,13 +1232,18 @@ def _einsum(c: _Converter, node: Any) -> None:
 
 
 def _sdpa(c: _Converter, node: Any) -> None:
-    """``F.scaled_dot_product_attention(q, k, v)``: softmax(q k^T * scale) v, without mask,
-    dropout or causality (as a model evaluates it)."""
+    """``F.scaled_dot_product_attention(q, k, v, attn_mask)``: softmax(q k^T * scale +
+    mask) v, the mask a float one or none; no dropout or causality (as a model evaluates
+    it)."""
     names = ["query", "key", "value", "attn_mask", "dropout_p", "is_causal", "scale"]
     defaults = {"attn_mask": None, "dropout_p": 0.0, "is_causal": False, "scale": None}
     a = _bound(node, names, defaults)
-    if c.const(a["attn_mask"]) is not None or c.const(a["is_causal"]):
-        raise UnmappedError("attention with a mask")
+    mask = a["attn_mask"]
+    if c.const(a["is_causal"]):
+        raise UnmappedError("causal attention")
+    if mask is not None and (not hasattr(mask, "name") or not mask.meta["tensor_meta"].dtype
+                             .is_floating_point):  # fmt: skip
+        raise UnmappedError("attention with a boolean mask")
     q, k, v = (c.value(a[n], node) for n in ("query", "key", "value"))
     shape = c.sample_shape(a["query"])
     scale = c.const(a["scale"])
@@ -1187,11 +1255,24 @@ def _sdpa(c: _Converter, node: Any) -> None:
         (f"{node.name}/q", "scale_shift", {"scale": scale}, [q]),
         (f"{node.name}/kt", "permute", {"axes": swap}, [k]),
         (f"{node.name}/scores", "matmul", {}, [f"{node.name}/q", f"{node.name}/kt"]),
-        (f"{node.name}/weights", "softmax", {"axis": -1}, [f"{node.name}/scores"]),
     ]
+    scores = steps[-1][0]
+    if mask is not None:  # a float mask is added to the scores (a relative position bias)
+        bias = c.value(mask, node)
+        if c.layout(mask) == UNBATCHED and len(c.shape(mask)) > len(shape):
+            if c.shape(mask)[0] != 1:
+                raise UnmappedError("a mask without a batch axis broadcast over the batch")
+            steps.append((f"{node.name}/mask", "reshape", {"shape": c.shape(mask)[1:]}, [bias]))
+            bias = steps[-1][0]
+        steps.append((f"{node.name}/masked", "add", {}, [scores, bias]))
+        scores = steps[-1][0]
+    steps.append((f"{node.name}/weights", "softmax", {"axis": -1}, [scores]))
     for sid, op, attrs, inputs in steps:
         c.calls.append(Call(sid, op, attrs, inputs, None, scope, where))
     c.emit(node, "matmul", {}, [f"{node.name}/weights", v])
+
+
+_sdpa.broadcasts = True  # type: ignore[attr-defined] # its mask
 
 
 def _norm(c: _Converter, node: Any) -> None:
@@ -1208,6 +1289,27 @@ def _norm(c: _Converter, node: Any) -> None:
     c.calls.append(Call(f"{node.name}/sum", "sum", {"axis": axes, "keepdim": bool(a["keepdim"])},
                         [f"{node.name}/sq"], None, scope, where))  # fmt: skip
     c.emit(node, "sqrt", {}, [f"{node.name}/sum"])
+
+
+def _linear_fn(c: _Converter, node: Any) -> None:
+    """``F.linear(x, weight, bias)`` with tensors of the model as weights (BEiT's qkv with a
+    bias concatenated in forward): x @ weight^T + bias."""
+    a = _bound(node, ["input", "weight", "bias"], {"bias": None})
+    w = a["weight"]
+    if c.layout(w) != UNBATCHED or len(c.shape(w)) != 2:
+        raise UnmappedError("a linear layer whose weight is not a matrix of the model")
+    scope, where = c.scope_of(node), c.where(node)
+    wt, product = f"{node.name}/wt", f"{node.name}/xw"
+    c.calls.append(Call(wt, "permute", {"axes": (1, 0)}, [c.value(w, node)], None, scope, where))
+    if a["bias"] is None:
+        c.emit(node, "matmul", {}, [c.value(a["input"], node), wt])
+        return
+    c.calls.append(Call(product, "matmul", {}, [c.value(a["input"], node), wt], None, scope,
+                        where))  # fmt: skip
+    c.emit(node, "add", {}, [product, c.value(a["bias"], node)])
+
+
+_linear_fn.broadcasts = True  # type: ignore[attr-defined]
 
 
 def _addcmul(c: _Converter, node: Any) -> None:
@@ -1284,7 +1386,7 @@ def _functions() -> tuple[dict, dict]:
         operator.truediv: _binary("div"), torch.div: _binary("div"),
         operator.matmul: _binary("matmul"), torch.matmul: _binary("matmul"),
         operator.getitem: _getitem,
-        torch.flatten: _flatten_fn, torch.cat: _cat, torch.concat: _cat,
+        torch.flatten: _flatten_fn, torch.cat: _cat, torch.concat: _cat, torch.stack: _stack,
         torch.relu: _unary("relu"), F.relu: _unary("relu"), F.relu6: _unary("relu6"),
         torch.sigmoid: _unary("sigmoid"), F.sigmoid: _unary("sigmoid"),
         torch.tanh: _unary("tanh"), F.silu: _unary("silu"), F.gelu: _unary("gelu"),
@@ -1298,7 +1400,8 @@ def _functions() -> tuple[dict, dict]:
         F.layer_norm: _layer_norm_fn, F.max_pool2d: _max_pool, F.avg_pool2d: _avg_pool,
         F.pad: _pad, torch.roll: _roll, torch.clamp: _clamp, F.hardtanh: _hardtanh,
         F.normalize: _normalize, torch.select: _select, torch.einsum: _einsum,
-        F.scaled_dot_product_attention: _sdpa, torch.norm: _norm, torch.addcmul: _addcmul,
+        F.scaled_dot_product_attention: _sdpa, torch.norm: _norm, F.linear: _linear_fn,
+        torch.addcmul: _addcmul,
         torch.unsqueeze: _unsqueeze,
     }  # fmt: skip
     methods: dict[str, Callable[[_Converter, Any], None]] = {

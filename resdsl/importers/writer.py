@@ -66,8 +66,7 @@ def op_text(op: str, attrs: dict[str, Any], label: str | None) -> str:
             continue
         if attr.kind in ("pair", "optional_pair", "padding") and isinstance(value, tuple):
             value = value[0] if len(set(value)) == 1 else value  # (3, 3) is written 3
-        text = _window_index(value) if attr.name == "values" else None
-        text = text or value_text(value)
+        text = value_text(value)
         if required and attr.default is REQUIRED:
             args.append(text)
         else:
@@ -82,7 +81,9 @@ def _window_index(values: Any) -> str | None:
     MaxViT's index of relative offsets, thousands of numbers written out otherwise)."""
     from ..elaborate.functions import _relative_position_index
 
-    n = math.isqrt(len(values)) if isinstance(values, tuple) and len(values) > 1 else 0
+    if not isinstance(values, tuple) or len(values) < 2:
+        return None
+    n = math.isqrt(len(values))
     if n * n != len(values) or any(type(v) is not int for v in values):
         return None
     for height in (h for h in range(1, n + 1) if n % h == 0):
@@ -106,6 +107,8 @@ def value_text(value: Any) -> str:
 
     if isinstance(value, Expr):
         return value.text
+    if isinstance(value, tuple) and len(value) > 3 and (named := _window_index(value)):
+        return named
     if isinstance(value, tuple):
         items = [value_text(v) for v in value]
         return "(" + ", ".join(items) + ("," if len(items) == 1 else "") + ")"
