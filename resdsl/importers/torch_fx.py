@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .graph import Call, Imported, ModelImportError, Unsupported
+from .writer import window_index
 
 
 def import_torch(
@@ -742,7 +743,13 @@ class _Converter:
             self.layouts[node.name] = UNBATCHED
         if not is_param:
             if t.dtype == __import__("torch").int64:
-                attrs.update(values=tuple(int(v) for v in t.flatten().tolist()), dtype="int64")
+                values = tuple(int(v) for v in t.flatten().tolist())
+                if len(values) > _CONSTANT_LIMIT and window_index(values) is None:
+                    raise UnmappedError(
+                        f"an index buffer of {len(values):,} elements (only "
+                        "relative_position_index(window) is written without its elements)"
+                    )
+                attrs.update(values=values, dtype="int64")
             elif not t.is_floating_point():
                 raise UnmappedError(f"a {t.dtype} buffer")
             if node.target not in self.state_keys:  # not saved: a constant, written out

@@ -76,7 +76,7 @@ def op_text(op: str, attrs: dict[str, Any], label: str | None) -> str:
     return f"{label_text(label)}: {call}" if label else call
 
 
-def _window_index(values: Any) -> str | None:
+def window_index(values: Any) -> str | None:
     """``relative_position_index(window)`` when a buffer holds exactly that (Swin's and
     MaxViT's index of relative offsets, thousands of numbers written out otherwise)."""
     from ..elaborate.functions import _relative_position_index
@@ -107,7 +107,7 @@ def value_text(value: Any) -> str:
 
     if isinstance(value, Expr):
         return value.text
-    if isinstance(value, tuple) and len(value) > 3 and (named := _window_index(value)):
+    if isinstance(value, tuple) and len(value) > 3 and (named := window_index(value)):
         return named
     if isinstance(value, tuple):
         items = [value_text(v) for v in value]
