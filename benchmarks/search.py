@@ -34,15 +34,33 @@ none of which is resnet50; median of ``--repeats``), as a search meets it.
 Both routes must agree on resnet50's counts. Targets: at least 200 distinct random
 candidates per second, warm; and the resnet50 candidate in the warm process at least 50x
 faster than the PyTorch route (the ratio with empty caches is printed beside it, met or
-not). The exit status is 1 when either target is missed or the counts differ.
+not).
+
+**The whole NAS-Bench-201 space** (``examples/search/nas_bench_201.res``, 15,625 cells):
+``space.enumerate()`` and ``space.counts(a)`` (parameters, MACs and output shapes without
+building: resdsl/search/counting.py, replay.py) for every candidate, from a freshly loaded
+space, in CPU time; then again in another fresh space with Python's garbage collector
+disabled, to show what it costs. The reference route is xautodl's (``pip install xautodl``):
+``TinyNetwork(C=16, N=5, genotype, 10)`` built with its weights and its parameters summed,
+for ``--nb201-reference`` seeded candidates, extrapolated to the whole space; its MACs
+(``FlopCounterMode``, one forward pass) are timed beside it. The counts of those
+candidates must equal the reference's. Targets: the whole space in at most 10 s, and at
+least 50x faster than building the reference models (without their forward pass).
+Without xautodl the case is skipped (and said so). ``--classes`` also counts the space's
+canonical classes under each equivalence (``space.fingerprint(a, canonical=True)``; the
+benchmark's convention must give its 6,466 and 12,751).
+
+The exit status is 1 when a target is missed or counts differ.
 
     python benchmarks/search.py
     python benchmarks/search.py --random 500 --warmup 500 --cold 3      # quicker
+    python benchmarks/search.py --no-resnet --classes                   # NAS-Bench-201 only
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import random
 import statistics
@@ -63,6 +81,9 @@ SPACE = ROOT / "examples" / "search" / "resnet_space.res"
 RESNET50 = dict(kind="bottleneck", depth1=3, depth2=4, depth3=6, depth4=3, width=64, stem=64,
                 se=False)  # fmt: skip
 TARGET_RATIO, TARGET_RATE = 50.0, 200.0
+NB201 = ROOT / "examples" / "search" / "nas_bench_201.res"
+NB201_EDGES = ("edge1_0", "edge2_0", "edge2_1", "edge3_0", "edge3_1", "edge3_2")
+TARGET_NB201_S, TARGET_NB201_RATIO = 10.0, 50.0
 
 # The first candidate of a fresh process: run by ``python -c COLD SEED``; prints JSON.
 COLD = f"""
@@ -191,6 +212,110 @@ def torch_route() -> tuple[int, int]:
     return params, counter.get_total_flops() // 2
 
 
+def whole_space(gc_enabled: bool) -> tuple[float, list]:
+    """CPU seconds of enumerating and counting every NAS-Bench-201 candidate in a fresh
+    space, and the counts."""
+    space = resdsl.load_space(NB201)
+    enabled = gc.isenabled()
+    if not gc_enabled:
+        gc.disable()
+    try:
+        start = time.process_time()
+        counts = [space.counts(a) for a in space.enumerate()]
+        elapsed = time.process_time() - start
+    finally:
+        if enabled:
+            gc.enable()
+    return elapsed, counts
+
+
+def reference_route(candidates: list[dict]) -> tuple[float, float, list[tuple[int, int]]]:
+    """Mean CPU seconds per candidate of building xautodl's model with its weights and
+    summing its parameters, of its MACs by one counted forward pass, and the counts."""
+    from xautodl.models.cell_infers.tiny_network import TinyNetwork
+    from xautodl.models.cell_searchs.genotypes import Structure
+
+    build_s = macs_s = 0.0
+    counts = []
+    for a in candidates:
+        e = [a[n] for n in NB201_EDGES]
+        genotype = Structure([((e[0], 0),), ((e[1], 0), (e[2], 1)),
+                              ((e[3], 0), (e[4], 1), (e[5], 2))])  # fmt: skip
+        start = time.process_time()
+        model = TinyNetwork(16, 5, genotype, 10)
+        params = sum(p.numel() for p in model.parameters())
+        built = time.process_time()
+        counter = FlopCounterMode(display=False)
+        with torch.no_grad(), counter:
+            model(torch.zeros(1, 3, 32, 32))
+        macs_s += time.process_time() - built
+        build_s += built - start
+        counts.append((params, counter.get_total_flops() // 2))
+    return build_s / len(candidates), macs_s / len(candidates), counts
+
+
+def nas_bench_201(args: argparse.Namespace) -> bool:
+    """The whole-space case; prints its rows and returns whether its targets are met."""
+    try:
+        import xautodl  # noqa: F401
+    except ImportError:
+        print("\nNAS-Bench-201: skipped (pip install xautodl for the reference route)")
+        return True
+    ours_s, counts = whole_space(gc_enabled=True)
+    ours_nogc_s, _ = whole_space(gc_enabled=False)
+    space = resdsl.load_space(NB201)
+    rng = random.Random(args.seed)
+    sample = [space.sample(rng) for _ in range(args.nb201_reference)]
+    build_s, macs_s, theirs = reference_route(sample)
+    index = {key(a): i for i, a in enumerate(space.enumerate())}
+    agree = all(
+        (counts[index[key(a)]].params, counts[index[key(a)]].macs) == t
+        for a, t in zip(sample, theirs, strict=True)
+    )
+    n = space.size
+    ratio, ratio_macs = build_s * n / ours_s, (build_s + macs_s) * n / ours_s
+    print(f"\nNAS-Bench-201: the whole space ({n:,} candidates), CPU time")
+    print(f"{'route':<66} {'s':>8} {'ms each':>8}")
+    for label, total in [
+        ("resdsl: enumerate() + counts() (params, MACs, shapes)", ours_s),
+        ("resdsl: the same, garbage collector disabled", ours_nogc_s),
+        (f"xautodl: build with weights + params (mean of {len(sample)}, x{n:,})", build_s * n),
+        ("xautodl: + MACs by a counted forward pass", (build_s + macs_s) * n),
+    ]:
+        print(f"{label:<66} {total:>8.2f} {total / n * 1e3:>8.3f}")
+    met = ours_s <= TARGET_NB201_S and ratio >= TARGET_NB201_RATIO and agree
+    print(f"counts of the {len(sample)} reference candidates: "
+          f"{'equal' if agree else 'DIFFERENT'}")  # fmt: skip
+    if args.classes:
+        met = classes(space) and met
+    print(f"whole space in {ours_s:.2f} s (target {TARGET_NB201_S:.0f} s); {ratio:.0f}x faster "
+          f"than building the reference models (target {TARGET_NB201_RATIO:.0f}x), "
+          f"{ratio_macs:.0f}x with their MACs; garbage collection costs "
+          f"{(ours_s - ours_nogc_s) / ours_s:.0%}: {'met' if met else 'NOT met'}")  # fmt: skip
+    return met
+
+
+def classes(space) -> bool:
+    """The canonical classes of the whole space under each equivalence; whether the
+    benchmark's convention gives the benchmark's own counts."""
+    print(f"{'canonical classes (space.fingerprint(a, canonical=True, ...))':<66} "
+          f"{'classes':>8} {'s':>8}")  # fmt: skip
+    ok = True
+    for label, options, expected in [
+        ('convention="benchmark" (NAS-Bench-201: 6,466)', dict(convention="benchmark"), 6466),
+        ('convention="benchmark", prune_zeros=False (12,751)',
+         dict(convention="benchmark", prune_zeros=False), 12751),
+        ('convention="function" (the default)', {}, None),
+        ("convention=\"function\", prune_zeros=False", dict(prune_zeros=False), None),
+    ]:  # fmt: skip
+        start = time.process_time()
+        found = {space.fingerprint(a, True, **options) for a in space.enumerate()}
+        elapsed = time.process_time() - start
+        ok = ok and (expected is None or len(found) == expected)
+        print(f"  {label:<64} {len(found):>8,} {elapsed:>8.1f}")
+    return ok
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--random", type=int, default=1000,
@@ -204,8 +329,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="resnet50 builds with empty caches (default: 20)")  # fmt: skip
     p.add_argument("--torch-repeats", type=int, default=10, help="PyTorch runs (default 10)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--nb201-reference", type=int, default=30, metavar="N",
+                   help="NAS-Bench-201 reference models built (default: 30)")  # fmt: skip
+    p.add_argument("--no-nb201", action="store_true", help="skip the NAS-Bench-201 case")
+    p.add_argument("--no-resnet", action="store_true", help="only the NAS-Bench-201 case")
+    p.add_argument("--classes", action="store_true",
+                   help="also count NAS-Bench-201's canonical classes (minutes)")  # fmt: skip
     args = p.parse_args(argv)
-    if min(args.random, args.cold, args.repeats, args.torch_repeats, args.empty) < 1:
+    if min(args.random, args.cold, args.repeats, args.torch_repeats, args.empty,
+           args.nb201_reference) < 1:  # fmt: skip
         p.error("counts must be at least 1")
     if args.warmup < 0:
         p.error("--warmup must be at least 0")
@@ -215,6 +347,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(1)  # one core for both routes
+    if args.no_resnet:
+        ok = nas_bench_201(args)
+        print("OK" if ok else "FAIL: counts differ or a target is missed")
+        return 0 if ok else 1
     cold = cold_runs(args.cold)  # first: this process's imports do not matter to them
     space = resdsl.load_space(SPACE)
     rng, seen = random.Random(args.seed), {key(RESNET50)}  # resnet50 is timed apart
@@ -266,6 +402,8 @@ def main(argv: list[str] | None = None) -> int:
         f"caches: {ratio_empty:.1f}x ({'met' if ratio_empty >= TARGET_RATIO else 'NOT met'})"
     )
     ok = ours == theirs and ratio >= TARGET_RATIO and rate >= TARGET_RATE
+    if not args.no_nb201:
+        ok = nas_bench_201(args) and ok
     print("OK" if ok else "FAIL: counts differ or a target is missed")
     return 0 if ok else 1
 

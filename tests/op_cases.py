@@ -88,6 +88,11 @@ CASES: dict[str, Case] = {
     ),
     "relu": Case("x: (3, 4)", "return relu(x)", lambda x, w: (F.relu(x),)),
     "identity": Case("x: (3, 4)", "return x -> identity", lambda x, w: (x,)),
+    "zero": Case(
+        "x: (3, 4)",
+        "return x -> zero, x -> sqrt -> zero",  # sqrt of a negative is NaN: still zeros
+        lambda x, w: (torch.zeros_like(x), torch.zeros_like(x)),
+    ),
     "dropout": Case("x: (3, 4)", "return x -> dropout(0.4)", lambda x, w: (x,)),
     "drop_path": Case("x: (3, 4)", "return x -> drop_path(0.4)", lambda x, w: (x,)),
     "maxpool2d": Case(

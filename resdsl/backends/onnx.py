@@ -393,6 +393,7 @@ EMITTERS: dict[str, Emitter] = {
     "linear": _linear,
     "relu": _unary("Relu"),
     "identity": _unary("Identity"),
+    "zero": lambda b, n, a, s: b.op("ConstantOfShape", [b.op("Shape", a, n, "shape")], n),
     "dropout": _unary("Identity"),  # inference
     "maxpool2d": _maxpool2d,
     "avgpool2d": _avgpool2d,

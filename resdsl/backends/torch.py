@@ -252,6 +252,7 @@ EMITTERS: dict[str, Emitter] = {
     "linear": Emitter(_module_call, _linear),
     "relu": Emitter(lambda n, a, m: f"F.relu({a[0]})"),
     "identity": Emitter(lambda n, a, m: a[0]),
+    "zero": Emitter(lambda n, a, m: f"torch.zeros_like({a[0]})"),
     "dropout": Emitter(lambda n, a, m: f"F.dropout({a[0]}, {n.attrs['p']!r}, self.training)"),
     "maxpool2d": Emitter(_pool("max_pool2d", ("stride", "padding", "dilation", "ceil_mode"))),
     "avgpool2d": Emitter(

@@ -32,6 +32,15 @@ def add_sample_command(sub: Any) -> None:
     p.add_argument("--max-macs", type=count, metavar="N", help="budget: at most N MACs (2G, 5e8)")
     p.add_argument("-o", "--output", metavar="DIR", help="write NETWORK_NNN.res files here")
     p.add_argument("--json", action="store_true", help="one JSON object per candidate")
+    p.add_argument(
+        "--unique", action="store_true",
+        help="no two candidates computing the same function (canonical fingerprint)",
+    )  # fmt: skip
+    p.add_argument(
+        "--convention", choices=("function", "benchmark"), default="function",
+        help="with --unique: function-preserving classes (default), or the benchmark's "
+        "(an op applied to a zero is a zero; NAS-Bench-201)",
+    )  # fmt: skip
     _spec_options(p)
     p.set_defaults(run=run_sample)
 
@@ -56,10 +65,18 @@ def run_sample(args: argparse.Namespace) -> int:
     rng, width = as_random(args.seed), max(3, len(str(args.n - 1)))
     if args.output:
         os.makedirs(args.output, exist_ok=True)
+    draw = _unique_draws(space, rng, args.convention) if args.unique else None
     for i in range(args.n):
-        assignment = space.sample(rng)
-        net = space.build(assignment)
-        fp = fingerprint(net)
+        if draw is None:
+            assignment = space.sample(rng)
+            net = space.build(assignment)
+            fp = fingerprint(net)
+        else:
+            assignment, fp = next(draw, (None, None))
+            if assignment is None:
+                print(f"note: only {i} classes found", file=sys.stderr)
+                break
+            net = space.build(assignment)
         path = None
         if args.output:
             path = os.path.join(args.output, f"{space.network}_{i:0{width}d}.res")
@@ -72,6 +89,22 @@ def run_sample(args: argparse.Namespace) -> int:
         _report(args, path, assignment, net, fp)
     print(f"sampled {args.n} of {space.size:,} candidates: {space.stats}", file=sys.stderr)
     return EXIT_OK
+
+
+def _unique_draws(space, rng, convention: str):
+    """(assignment, canonical fingerprint) of uniform draws whose function is new; stops
+    after 1000 draws in a row without one (the classes are probably exhausted)."""
+    seen: set[str] = set()
+    misses = 0
+    while misses < 1000:
+        assignment = space.sample(rng)
+        fp = space.fingerprint(assignment, canonical=True, convention=convention)
+        if fp in seen:
+            misses += 1
+            continue
+        misses = 0
+        seen.add(fp)
+        yield assignment, fp
 
 
 def _report(args: argparse.Namespace, path: str | None, assignment, net, fp: str) -> None:

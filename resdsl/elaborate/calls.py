@@ -329,6 +329,8 @@ class Calls:
                 value, at = positional[i]
             elif p.name in named:
                 value, at = named[p.name] if not from_api else (named[p.name], p.span)
+            elif isinstance(p.default, ast.Choice):  # a space loaded as a spec: the first value
+                value, at = self.choice_options(p.default, frame, p.type)[0], p.default.span
             elif p.default is not None:
                 value, at = self.eval(p.default, frame), p.default.span
             else:
@@ -338,11 +340,13 @@ class Calls:
                 )  # fmt: skip
             frame.vars[p.name] = self.typed(p, value, at)
             if isinstance(p.default, ast.Choice) and p.name in named:
-                self.check_choice(p.name, p.default, frame, at)
+                self.check_choice(p.name, p.default, frame, at, p.type)
 
-    def check_choice(self, name: str, choice: ast.Choice, frame: Frame, at: Span) -> None:
+    def check_choice(
+        self, name: str, choice: ast.Choice, frame: Frame, at: Span, type_: str | None = None
+    ) -> None:
         """A value given for a choice parameter must be one of the choice's values."""
-        options = self.choice_options(choice, frame)
+        options = self.choice_options(choice, frame, type_)
         if frame.vars[name] not in options:
             values = ", ".join(spec_text(v) for v in options)
             raise ValueRangeError(

@@ -92,12 +92,19 @@ class Expressions:
                 return self.choice_options(expr, frame)[0]
         raise AssertionError(f"unknown expression {expr!r}")  # pragma: no cover
 
-    def choice_options(self, choice: ast.Choice, frame: Frame) -> list[Any]:
-        """The values of ``choice(...)`` in ``frame``: ranges spread, repeats dropped."""
+    def choice_options(
+        self, choice: ast.Choice, frame: Frame, type_: str | None = None
+    ) -> list[Any]:
+        """The values of ``choice(...)`` in ``frame``: ranges spread, repeats dropped.
+
+        For a parameter whose type ``type_`` is not ``tuple``, a tuple value is spread too
+        (``choice(ops)`` over ``ops = ("zero", "skip")``); for a ``tuple`` parameter a tuple
+        is one value."""
         values: dict[str, Any] = {}  # keyed by repr: 1, 1.0 and true are different values
+        spread = (range, tuple) if type_ not in (None, "tuple") else range
         for option in choice.options:
             value = self.eval(option, frame)
-            for v in value if isinstance(value, range) else (value,):
+            for v in value if isinstance(value, spread) else (value,):
                 if not is_literal(v):
                     raise TypeMismatchError(
                         "a choice is between numbers, true/false, strings and tuples of "

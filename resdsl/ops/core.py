@@ -337,8 +337,15 @@ class OpDef:
     receptive: Callable[[Attrs, Sequence[Shape]], Receptive] = _never
     depth: bool = False  # counts as one layer of a path's depth (conv, linear, attention)
     scales: bool = False  # its output is its input scaled: draw follows a skip through it
+    # f(0) = 0: the canonical fingerprint (resdsl.search.fingerprint) makes it a zero when
+    # its input is one; a function of the attributes where it depends on them (a bias)
+    maps_zero: bool | Callable[[Attrs], bool] = False
     symbol: str = ""  # drawn as this symbol in a circle (merges: "+")
     detail: Callable[[Attrs], str] | None = None  # drawn after the op's name: " 64, 3x3 /2"
+
+    def keeps_zero(self, attrs: Attrs) -> bool:
+        """Whether the op maps an all-zero input to an all-zero output."""
+        return self.maps_zero(attrs) if callable(self.maps_zero) else self.maps_zero
 
     @property
     def composite(self) -> bool:

@@ -132,6 +132,7 @@ CONV2D = register(
         ),
         weights=_conv2d_weights,
         macs=_conv2d_macs,
+        maps_zero=lambda a: not a["bias"],
         receptive=always(Receptive.WINDOW),
         depth=True,
         detail=_window_detail("conv2d"),
@@ -182,13 +183,26 @@ RELU = register(
         "max(x, 0), elementwise.",
         Group.ELEMENTWISE,
         same_shape,
+        maps_zero=True,
         receptive=always(Receptive.POINTWISE),
     )
 )
 IDENTITY = register(
     OpDef("identity", "Returns its input.", Group.ELEMENTWISE, same_shape, inference_noop=True,
+          maps_zero=True,
           receptive=always(Receptive.POINTWISE), scales=True)
 )  # fmt: skip
+ZERO = register(
+    OpDef(
+        "zero",
+        "Zeros of its input's shape: a cut edge of a cell (NAS-Bench-201's `none`). Reads only "
+        "the shape, so an infinite or NaN input still gives zeros (unlike `x * 0`).",
+        Group.ELEMENTWISE,
+        same_shape,
+        maps_zero=True,
+        receptive=always(Receptive.POINTWISE),
+    )
+)
 DROPOUT = register(
     OpDef(
         "dropout",
@@ -197,6 +211,7 @@ DROPOUT = register(
         same_shape,
         attrs=(Attr("p", "float", 0.5, minimum=0, below=1),),
         inference_noop=True,
+        maps_zero=True,
         receptive=always(Receptive.POINTWISE),
         scales=True,
     )
@@ -236,6 +251,7 @@ MAXPOOL2D = register(
             Attr("dilation", "pair", (1, 1), minimum=1),
             Attr("ceil_mode", "bool", False),
         ),
+        maps_zero=True,
         receptive=always(Receptive.WINDOW),
         detail=_window_detail("maxpool2d"),
     )
@@ -251,6 +267,7 @@ AVGPOOL2D = register(
             Attr("ceil_mode", "bool", False),
             Attr("count_include_pad", "bool", True),
         ),
+        maps_zero=True,
         receptive=always(Receptive.WINDOW),
         detail=_window_detail("avgpool2d"),
     )
@@ -269,6 +286,7 @@ ADAPTIVE_AVGPOOL2D = register(
         Group.REDUCE,
         _adaptive_shape,
         attrs=(Attr("output_size", "pair", minimum=1),),
+        maps_zero=True,
         receptive=lambda a, i: Receptive.ADAPTIVE,
     )
 )
@@ -286,6 +304,7 @@ GLOBAL_AVGPOOL = register(
         Group.REDUCE,
         _global_shape,
         decompose=lambda d, a: d.op("mean", d.inputs[0], axis=(1, 2)),
+        maps_zero=True,
         receptive=always(Receptive.GLOBAL),
     )
 )
@@ -308,6 +327,7 @@ FLATTEN = register(
         Group.MOVEMENT,
         _flatten_shape,
         attrs=(Attr("start", "int", 0, minimum=0),),
+        maps_zero=True,
         receptive=always(Receptive.GLOBAL),
     )
 )
@@ -333,6 +353,7 @@ LINEAR = register(
         attrs=(Attr("out_features", "int", minimum=1), Attr("bias", "bool", True)),
         weights=_linear_weights,
         macs=lambda a, i, o: math.prod(i[0]) * a["out_features"],
+        maps_zero=lambda a: not a["bias"],
         receptive=always(Receptive.GLOBAL),
         depth=True,
         detail=lambda a: f" {a['out_features']}",

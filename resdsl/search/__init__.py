@@ -9,6 +9,8 @@ See docs/search.md. Parallel evaluation is in :mod:`resdsl.search.parallel`.
 
 from __future__ import annotations
 
+from .canonical import canonical_fingerprint
+from .counting import Counts
 from .fingerprint import fingerprint
 from .space import (
     Budget,
@@ -24,9 +26,11 @@ from .space import (
 __all__ = [
     "Budget",
     "Choice",
+    "Counts",
     "SampleStats",
     "SearchSpace",
     "as_random",
+    "canonical_fingerprint",
     "describe",
     "fingerprint",
     "load_space",

@@ -10,6 +10,7 @@ of independent choices are counted in linear time and exactly (Python ints).
 
 from __future__ import annotations
 
+import functools
 import os
 import random
 from collections.abc import Iterator, Mapping
@@ -30,10 +31,12 @@ from ..loader import load_program, read_spec
 from ..network import Network
 from ..ops.core import spec_text
 from ..syntax import ast
-from .counting import seed_layers
+from .canonical import CanonicalElaborator, store
+from .counting import Counts, InstanceMemo, NetworkReplay, count, seed_layers
 from .fingerprint import fingerprint as graph_fingerprint
 from .incremental import FragmentCache, IncrementalElaborator
 from .render import concrete_spec
+from .replay import Replay, plan
 
 Assignment = dict[str, Any]
 
@@ -138,12 +141,17 @@ class SearchSpace:
         self._last: tuple[tuple, Network] | None = None  # the last net sample() built
         self._fragments = FragmentCache()  # block instances of earlier candidates
         self._counts: dict[tuple, tuple[int, int]] = {}  # (params, MACs) of layers seen
+        self._instances = InstanceMemo()  # block instances' totals, for counts()
+        self._instances.layers = self._counts
+        self._replay: NetworkReplay | None = None  # the network body of a counted candidate
+        self._templates: dict[tuple, dict] = {}  # per canonical convention: block instances
+        self._fingerprints: dict[tuple, str] = {}
 
     # pickling (process pools, Ray): the caches and the interpreter are rebuilt
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        for key in ("_el", "_values_memo", "_count_memo", "_last", "_fragments", "_counts"):
-            del state[key]
+        for key in _CACHES:
+            state.pop(key, None)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -193,10 +201,12 @@ class SearchSpace:
         if param.has_fixed:
             frame.vars[p.name] = el.typed(p, param.fixed, self.definition.name_span)
             if isinstance(p.default, ast.Choice):
-                el.check_choice(p.name, p.default, frame, self.definition.name_span)
+                el.check_choice(p.name, p.default, frame, self.definition.name_span, p.type)
             return [frame.vars[p.name]]
         if param.free:
-            return [el.typed(p, v, p.default.span) for v in el.choice_options(p.default, frame)]
+            return [
+                el.typed(p, v, p.default.span) for v in el.choice_options(p.default, frame, p.type)
+            ]
         if p.default is None:
             raise SpecError(
                 f"network `{self.network}` needs parameter `{p.name}`", p.span,
@@ -441,12 +451,98 @@ class SearchSpace:
             raise
         net = Network(graph, params, self.path, self.program.digest)
         seed_layers(net, self._counts)
+        self._last = (_assignment_key(assignment), net)  # fingerprint() of it is then free
         return net
 
-    def fingerprint(self, assignment: Mapping[str, Any]) -> str:
+    def counts(self, assignment: Mapping[str, Any]) -> Counts:
+        """The candidate's parameters, MACs and output shapes without building it.
+
+        Equal to ``build(assignment)``'s ``num_params`` and ``macs`` for every candidate that
+        builds; a block instance seen before (same block, arguments and input shapes) is
+        counted from its recorded totals, so its body is not run again and the names inside
+        it are not checked again. Raises SpecError as ``build`` would for errors of shape,
+        type and value."""
+        params = self.params(assignment)
+        if self._replay is not None:
+            counts = self._replay.count(params, self.program, self.limits, self._instances)
+            if counts is not None:
+                return counts
+        planned = self._plan
+        trace = [] if planned is not None and self._replay is None else None
+        try:
+            counts, graph = count(self.program, self.network, params, self.limits,
+                                  self._instances, trace)  # fmt: skip
+        except RecursionError:
+            raise LimitError("the spec nests too deeply to elaborate", None) from None
+        except SpecError as e:
+            e.notes.append(Note(f"in the candidate {describe(self._complete(assignment))}"))
+            raise
+        if graph.training_outputs:  # their branches are not in `macs`: count the build
+            net = self.build(assignment)
+            return Counts(net.num_params, net.macs, counts.outputs)
+        if trace is not None:
+            totals = (counts.params, counts.macs, 0)
+            self._replay = NetworkReplay(
+                Replay(planned, trace, totals, None), counts.outputs, self.definition
+            )
+        return counts
+
+    @functools.cached_property
+    def _plan(self):
+        """How the choices reach the network body, if only as block arguments (replay.py)."""
+        return plan(self.program, self.definition, {p.decl.name for p in self._params if p.free})
+
+    def fingerprint(
+        self, assignment: Mapping[str, Any], canonical: bool = False, *,
+        convention: str = "function", prune_zeros: bool = True,
+    ) -> str:  # fmt: skip
         """A hash of the candidate's graph (ops, attributes, edges, shapes; not names):
-        two assignments that give the same network have the same fingerprint."""
-        return graph_fingerprint(self.build(assignment))
+        two assignments that give the same network have the same fingerprint. It reuses
+        the last candidate built, and remembers what it gave.
+
+        ``canonical``: a hash of the function the candidate computes instead
+        (:mod:`resdsl.search.canonical`): zeros pruned, nodes that do not reach an output
+        dropped, ``add`` commutative, invariant under relabelling a cell's nodes.
+        ``convention="benchmark"`` counts an op applied to a zero as a zero (NAS-Bench-201's
+        convention; not function-preserving: batch norm of a zero is its shift), and
+        ``prune_zeros=False`` treats ``zero`` as any other op."""
+        key = (_assignment_key(assignment), canonical, convention, prune_zeros)
+        found = self._fingerprints.get(key)
+        if found is None:
+            if len(self._fingerprints) > 100_000:
+                self._fingerprints.clear()
+            if canonical:
+                found = self._canonical(assignment, convention, prune_zeros)
+            else:
+                found = graph_fingerprint(self.build(assignment))
+            self._fingerprints[key] = found
+        return found
+
+    def _canonical(self, assignment: Mapping[str, Any], convention: str, prune: bool) -> str:
+        params = self.params(assignment)
+        templates = self._templates.setdefault((convention, prune), {})
+        terms = store(convention, prune)  # per candidate; the templates are shared
+        el = CanonicalElaborator(self.program, self.limits, self._instances, terms, templates)
+        try:
+            el.network(self.network, params)
+        except RecursionError:
+            raise LimitError("the spec nests too deeply to elaborate", None) from None
+        except SpecError as e:
+            e.notes.append(Note(f"in the candidate {describe(self._complete(assignment))}"))
+            raise
+        return terms.fingerprint([el.of[node] for _, node in el.graph.outputs])
+
+    def unique(
+        self, *, convention: str = "function", prune_zeros: bool = True
+    ) -> Iterator[Assignment]:
+        """One assignment per canonical class (:meth:`fingerprint` with ``canonical``), the
+        first of each in :meth:`enumerate`'s order, lazily."""
+        seen: set[str] = set()
+        for assignment in self.enumerate():
+            fp = self.fingerprint(assignment, True, convention=convention, prune_zeros=prune_zeros)
+            if fp not in seen:
+                seen.add(fp)
+                yield assignment
 
     def to_spec(self, assignment: Mapping[str, Any], header: str = "") -> str:
         """The candidate as a concrete, self-contained ``.res`` text (no choices)."""
@@ -535,6 +631,12 @@ def describe(assignment: Mapping[str, Any]) -> str:
     """``depth=2, width=64, se=true``: an assignment in spec syntax."""
     return ", ".join(f"{k}={spec_text(v)}" for k, v in assignment.items())
 
+
+# What a space computes as it goes (rebuilt after pickling); `_plan` holds id()s of AST nodes.
+_CACHES = (
+    "_el", "_values_memo", "_count_memo", "_last", "_fragments", "_counts", "_instances",
+    "_replay", "_templates", "_fingerprints", "_plan",
+)  # fmt: skip
 
 # --- helpers -------------------------------------------------------------------------------------
 

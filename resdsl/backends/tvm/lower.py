@@ -228,6 +228,7 @@ EMITTERS: dict[str, Emitter] = {
     "linear": _linear,
     "relu": lambda ctx, n, a, s: ctx.emit(R.nn.relu(a[0])),
     "identity": lambda ctx, n, a, s: a[0],
+    "zero": lambda ctx, n, a, s: ctx.emit(R.zeros_like(a[0])),
     "dropout": lambda ctx, n, a, s: a[0],  # inference
     "maxpool2d": _pool(R.nn.max_pool2d, dilation="dilation"),
     "avgpool2d": _pool(R.nn.avg_pool2d, count_include_pad="count_include_pad"),
