@@ -75,7 +75,11 @@ network heads() (x: (16, 9, 11), v: 40) {
     return m, a, g, l, p
 }
 """
-HEAD_RULES = {"NHWC": {"SpatialReduction": 7}, "NCHW": {"SpatialReduction": 7}}
+# The three linear layers are Matmul's; the pools and means SpatialReduction's.
+HEAD_RULES = {
+    "NHWC": {"SpatialReduction": 4, "Matmul": 3},
+    "NCHW": {"SpatialReduction": 4, "Matmul": 3},
+}
 
 # 64 output channels on widths 4 divides: the 4 x 4 register tile (the others are 13 wide);
 # a 1x1 convolution without padding reads its input in place (no copy).
@@ -89,10 +93,38 @@ network tiles() (x: (16, 8, 8)) {
 """
 TILE_RULES = {"NHWC": {"Conv2d": 3}, "NCHW": {"Conv2d": 3}}
 
+# The families of issue 19: depthwise 3x3/5x5/7x7 convolutions with ReLU6 (a clamp), SiLU,
+# GELU epilogues, a grouped convolution, squeeze-excitation, ConvNeXt's channel layer norm
+# (in NCHW between permutes), an MLP on tokens, and attention (q k^T over 13 keys, which no
+# lane count divides, softmax, the product with v).
+MODERN = """
+import std.transformer
+
+network modern() (x: (16, 13, 13), t: (13, 32)) {
+    a = x -> d1: conv2d(16, 3, padding=1, groups=16) -> relu6
+    b = x -> d2: conv2d(16, 5, stride=2, padding=2, groups=16, bias=false) -> silu
+    c = x -> d3: conv2d(16, 7, padding=3, groups=16) -> ln: layernorm2d(1e-6)
+    g = x -> g1: conv2d(32, 3, padding=1, groups=4) -> gelu
+    s = x -> adaptive_avgpool2d(1) -> se1: conv2d(8, 1) -> silu -> se2: conv2d(16, 1) -> sigmoid
+    m = x -> permute((1, 2, 0)) -> l1: linear(48) -> gelu -> l2: linear(16)
+    y = t -> encoder: encoder(1, 2, 64)
+    return a, b, c, g, s * x, m, y
+}
+"""
+# Every convolution is Conv2d's in NHWC (the ReLU6 and the SE gate in their epilogues); in
+# NCHW the depthwise ones are SpatialReduction's. The token MLP, the attention's projections
+# and its two products are Matmul's. In NHWC the channel norm reduces over the contiguous
+# axis, as the token norms and the softmax do: TVM's Reduction; in NCHW it is ChannelNorm's.
+MODERN_RULES = {
+    "NHWC": {"Conv2d": 6, "Matmul": 8, "Reduction": 3, "SpatialReduction": 1},
+    "NCHW": {"Conv2d": 3, "Matmul": 8, "ChannelNorm": 1, "Reduction": 2, "SpatialReduction": 4},
+}
+
 SPECS = {
     "convs": (CONVS, CONV_RULES),
     "heads": (HEADS, HEAD_RULES),
     "tiles": (TILES, TILE_RULES),
+    "modern": (MODERN, MODERN_RULES),
 }
 
 
@@ -147,7 +179,10 @@ def test_rules_take_the_functions_they_are_for(name, cpu, layout):
         ("convs", None, 1, "NCHW"),
         ("tiles", None, 2, "NHWC"),
         ("tiles", None, 1, "NCHW"),
+        ("modern", None, 1, "NHWC"),
+        pytest.param("modern", None, 2, "NCHW", marks=pytest.mark.slow),  # ~30 s each
         pytest.param("convs", "haswell", 2, "NHWC", marks=NEEDS_AVX2),
+        pytest.param("modern", "haswell", 2, "NHWC", marks=[NEEDS_AVX2, pytest.mark.slow]),
         pytest.param("heads", "haswell", 1, "NHWC", marks=NEEDS_AVX2),
     ],
 )
@@ -169,6 +204,19 @@ def test_parity_with_torch(name, cpu, batch, layout):
     assert len(got) == len(want)
     for i, (g, w) in enumerate(zip(got, want, strict=True)):
         np.testing.assert_allclose(g.numpy(), w, rtol=1e-4, atol=1e-5, err_msg=f"output {i}")
+
+
+def test_activations_join_the_convolution_and_vectorise():
+    # ReLU6 is a clip, which ConvertLayout cannot move to NHWC: rewritten as maximum/minimum
+    # it joins the convolution's epilogue instead of a transpose, clip, transpose. SiLU,
+    # sigmoid and GELU use TVM's polynomial exp/erf, which LLVM vectorises.
+    funcs = fused_functions(resdsl.loads(textwrap.dedent(MODERN)), BuildOptions("llvm"))
+    assert not [name for name in funcs if "clip" in name], sorted(funcs)
+    assert [name for name in funcs if "conv2d" in name and "maximum_minimum" in name]
+    activations = ("silu", "gelu", "sigmoid")
+    scripts = [f.script() for name, f in funcs.items() if any(a in name for a in activations)]
+    assert len(scripts) == 6, sorted(funcs)
+    assert not [text for text in scripts if "T.exp(" in text or "T.erf(" in text]
 
 
 def test_resnet18_is_scheduled_throughout():
