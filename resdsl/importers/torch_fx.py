@@ -1246,6 +1246,8 @@ def _sdpa(c: _Converter, node: Any) -> None:
     defaults = {"attn_mask": None, "dropout_p": 0.0, "is_causal": False, "scale": None}
     a = _bound(node, names, defaults)
     mask = a["attn_mask"]
+    if mask is not None and getattr(mask, "name", None) not in c.alias:
+        mask = c.const(mask)  # an optional argument of the model's, left at None
     if c.const(a["is_causal"]):
         raise UnmappedError("causal attention")
     if mask is not None and (not hasattr(mask, "name") or not mask.meta["tensor_meta"].dtype
