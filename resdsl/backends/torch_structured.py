@@ -10,22 +10,30 @@ Submodule names (and so state_dict keys) are the spec's, exactly as in the flat 
 How the structure is found, from the elaborated graph alone (no importer is involved):
 
 * every name path (``layer1.0``) holding ops is a module; one that reads some values and
-  produces one is an *instance*, collapsed into one item of its parent's body;
+  produces one is an *instance*, collapsed into one item of its parent's body, of the block
+  whose body made its ops (``Node.scope``; a path that only groups names is of no block);
+* a path that is not one output from some inputs (torchvision MNASNet's ``layers``, whose
+  ReLUs the spec names in the enclosing block; a block that only holds a buffer), or whose
+  inner values are read from outside, is *dissolved*: its layers are items of the enclosing
+  instance under dotted names (``layers.3``), registered in an ``nn.ModuleDict``;
 * instances of one block whose bodies agree in ops, names and wiring are one class; the
-  values that differ between them (anti-unification) are the class's constructor
-  parameters: a column equal to an earlier one is that parameter, one always ``k`` times
-  an earlier one is written ``k * channels``;
+  values that differ between them are the class's constructor parameters
+  (anti-unification, :mod:`resdsl.antiunify`, shared with the importer): a column equal to
+  an earlier one is that parameter, one always ``k`` times an earlier one is written
+  ``k * channels``;
 * a shortcut child (``downsample: shortcut(x, like=y)``) present in some instances of a
   block and not in others becomes ``self.downsample = None`` plus the condition under
   which it exists (``stride != 1 or in_channels != 4 * channels``), checked against every
   instance before it is used;
 * a run of instances of one class labelled ``{prefix}0``, ``{prefix}1``, ..., each
-  reading the previous one, is a loop; a module that is only such a run is an
-  ``nn.Sequential`` built by a generator expression.
+  reading the previous one, is a loop (two that differ in most values are written out); a
+  module that is only such a run is an ``nn.Sequential`` built by a generator expression;
+* training-only outputs (an auxiliary classifier) are computed under
+  ``if self.training:`` in the network's ``forward`` and returned after the others.
 
-When the graph does not have that shape (a module with two outputs, a training-only
-branch, a composite whose weights live under another name), :func:`generate` writes the
-flat form instead; :func:`structured` returns ``None`` then.
+Every example and zoo model has this shape. When a graph does not (a block whose output
+is read before its last op, a name that ``nn.ModuleDict`` uses), :func:`generate` writes
+the flat form instead; :func:`structured` returns ``None`` then.
 """
 
 from __future__ import annotations
@@ -35,6 +43,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from ..antiunify import Slot, multiple, same, unify
 from ..ir import Graph, Node
 from ..passes import decompose
 from . import torch as flat
@@ -136,8 +145,22 @@ def _parent(path: str) -> str:
     return path.rpartition(".")[0]
 
 
+class _DissolveError(Exception):
+    """A name path that is no instance: its items belong to the enclosing instance."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(path)
+        self.path = path
+
+
 def _tree(g: Graph) -> _Inst:
-    """The instances of ``g``, each with its body of items; the network's is returned."""
+    """The instances of ``g``, each with its body of items; the network's is returned.
+
+    A name path that is not one output computed from some inputs (``layers`` of torchvision's
+    MNASNet, whose ReLUs the spec names in the enclosing block; a block that only holds a
+    buffer) is *dissolved*: its layers are items of the enclosing instance, under dotted
+    names (``layers.3``), written into an ``nn.ModuleDict``.
+    """
     names = [n.name for n in g.nodes() if n.op != "input"]
     order = {n: k for k, n in enumerate(g.nx.nodes)}
     subtree: dict[str, list[str]] = defaultdict(list)
@@ -146,15 +169,47 @@ def _tree(g: Graph) -> _Inst:
         while "." in p:
             p = _parent(p)
             subtree[p].append(n)
-    outputs = {node for _, node in g.outputs}
+    # a path is an instance of the block whose body made its ops (Node.scope); a path that
+    # only groups names inside a block or the network is an instance of no block
+    blocks = {n.scope: n.block for n in g.nodes() if n.scope}
+    outputs = {node for _, node in [*g.outputs, *g.training_outputs]}
+    dissolved: set[str] = set()
+    while True:
+        try:
+            return _build(g, names, subtree, blocks, order, outputs, dissolved)
+        except _DissolveError as e:
+            if not e.path or e.path in dissolved:
+                raise _NoStructureError(f"`{e.path}` cannot be dissolved") from None
+            dissolved.add(e.path)
+
+
+def _build(g, names, subtree, blocks, order, outputs, dissolved) -> _Inst:
     insts: dict[str, _Inst] = {}
     for path in sorted(subtree, key=lambda p: (-p.count("."), p)):
-        insts[path] = _instance(g, path, subtree[path], order, outputs, insts, None)
-    top = _instance(g, "", names, order, outputs, insts, [node for _, node in g.outputs])
-    return top
+        if path in dissolved:
+            continue
+        try:
+            inst = _instance(g, path, subtree[path], order, outputs, insts, dissolved, None)
+        except _DissolveError as e:
+            if e.path != path:
+                raise
+            dissolved.add(path)
+            continue
+        inst.block = blocks.get(path)
+        insts[path] = inst
+    outs = [node for _, node in g.outputs]
+    return _instance(g, "", names, order, outputs, insts, dissolved, outs)
 
 
-def _instance(g, path, members, order, outputs, insts, outs) -> _Inst:
+def _owner(name: str, dissolved: set[str]) -> str:
+    """The instance an op or instance path belongs to: its nearest ancestor not dissolved."""
+    p = _parent(name)
+    while p in dissolved:
+        p = _parent(p)
+    return p
+
+
+def _instance(g, path, members, order, outputs, insts, dissolved, outs) -> _Inst:
     inside = set(members)
     ext: list[str] = list(g.inputs) if not path else []
     if path:
@@ -167,23 +222,19 @@ def _instance(g, path, members, order, outputs, insts, outs) -> _Inst:
             if n in outputs or any(u not in inside for u in g.users_of(n))
         ]  # fmt: skip
         if len(outs) != 1 or not ext:
-            raise _NoStructureError(f"`{path}` is not one output from some inputs")
-    block = None
+            raise _DissolveError(path)
     items: list[_Item] = []
     prefix = f"{path}." if path else ""
     for n in members:
-        rest = n[len(prefix) :]
-        if "." in rest:
+        if _owner(n, dissolved) != path:
             continue
         node = g.node(n)
         if node.keys is not None:
             raise _NoStructureError("a composite's step reads weights under another name")
-        block = block or node.block
-        items.append(_Item(rest, "op", [], n, node=node))
+        items.append(_Item(n[len(prefix) :], "op", [], n, node=node))
     for child_path, child in insts.items():
-        if child_path and _parent(child_path) == path:
-            name = child_path.rpartition(".")[2]
-            items.append(_Item(name, "child", [], child.outs[0], child=child))
+        if child_path and _owner(child_path, dissolved) == path:
+            items.append(_Item(child_path[len(prefix) :], "child", [], child.outs[0], child=child))
     items.sort(key=lambda it: order[it.value])
     where = {it.value: it.name for it in items}
     for it in items:
@@ -194,10 +245,14 @@ def _instance(g, path, members, order, outputs, insts, outs) -> _Inst:
                 refs.append(("at", where[src]))
             elif src in ext:
                 refs.append(("in", ext.index(src)))
-            else:
-                raise _NoStructureError(f"`{it.value}` reads a value inside another block")
+            else:  # a value inside a child instance: that child is no instance
+                inner = next(
+                    (c.child.path for c in items if c.child and src.startswith(c.child.path + ".")),
+                    "",
+                )
+                raise _DissolveError(inner)
         it.inputs = refs
-    inst = _Inst(path, block, items, ext, outs)
+    inst = _Inst(path, None, items, ext, outs)
     inst.height = 1 + max((it.child.height for it in items if it.child), default=-1)
     return inst
 
@@ -223,7 +278,16 @@ def _loops(inst: _Inst) -> None:
         m = indexed.match(run[0].name)
         # `layer1` ... `layer4` read better written out; `0`, `1`, ... and long runs loop
         short = m is not None and m[1] and m[1][-1].isalnum() and len(run) < 5
-        if len(run) < 2 or short or any(c in run[0].name for c in '{}"\\'):
+        # two blocks that differ in most of their values are two layers, not a repeat
+        unlike = (
+            len(run) == 2
+            and sum(
+                repr(a) != repr(b)
+                for a, b in zip(run[0].child.args, run[1].child.args, strict=True)
+            )
+            > 2
+        )
+        if len(run) < 2 or short or unlike or any(c in run[0].name for c in '.{}"\\'):
             out.append(items[k])
             k += 1
             continue
@@ -262,10 +326,10 @@ def _normalise_shortcuts(level: list[_Inst]) -> None:
         if inst.block is not None and (n := _short_name(inst)) is not None:
             names.setdefault(inst.block, n)
     for block, name in names.items():
-        same = [i for i in level if i.block == block]
-        if all(_short_name(i) is not None for i in same):
+        uses = [i for i in level if i.block == block]
+        if all(_short_name(i) is not None for i in uses):
             continue  # every instance projects: the shortcut is an ordinary child
-        for inst in same:
+        for inst in uses:
             _shortcut(inst, name)
 
 
@@ -273,7 +337,7 @@ def _short_name(inst: _Inst) -> str | None:
     for it in inst.items:
         if (
             it.kind == "child" and it.child.block in _SHORTCUTS and it.inputs == [("in", 0)]
-            and len(inst.ext) == 1
+            and len(inst.ext) == 1 and "." not in it.name
         ):  # fmt: skip
             return it.name
     return None
@@ -399,49 +463,16 @@ def _slots(g: Graph, inst: _Inst) -> list[_Slot]:
 # --- anti-unification ---------------------------------------------------------------------------
 
 
-def _same(col: list[Any]) -> bool:
-    return len({repr(v) for v in col}) == 1
-
-
 def _unify(columns: list[list[Any]], slots: list[_Slot]) -> tuple[list, list]:
     """Parameters (name, family, column) and, per slot, ("const", v) or ("expr", text)."""
-    params: list[tuple[str, str, list]] = []
-    exprs: list[tuple] = []
-    for slot, col in zip(slots, columns, strict=True):
-        if _same(col):
-            exprs.append(("const", col[0]))
-            continue
-        same = [p for p in params if p[1] == slot.family]
-        match = next((p for p in same if [repr(v) for v in p[2]] == [repr(v) for v in col]),
-                     None)  # fmt: skip
-        if match is not None:
-            exprs.append(("expr", match[0]))
-            continue
-        if slot.kind == "ctor" and (mult := _multiple(col, same)) is not None:
-            exprs.append(("expr", mult))
-            continue
-        taken = {p[0] for p in params}
-        base = slot.name if _is_identifier(slot.name) else "value"
-        name, k = base, 2
-        while name in taken or name in _NAMES_TAKEN:
-            name, k = f"{base}{k}", k + 1
-        params.append((name, slot.family, col))
-        exprs.append(("expr", name))
-    return params, exprs
+    return unify(
+        [Slot(s.name if _is_identifier(s.name) else "value", s.family, col, s.kind == "ctor")
+         for s, col in zip(slots, columns, strict=True)],
+        _NAMES_TAKEN,
+    )  # fmt: skip
 
 
 _NAMES_TAKEN = {"self", "x", "i", "out", "identity", "torch", "nn", "F", "OrderedDict"}
-
-
-def _multiple(col: list[Any], params: list) -> str | None:
-    if not all(type(v) is int and v for v in col):
-        return None
-    for name, _, other in params:
-        if all(type(v) is int and v for v in other) and col[0] % other[0] == 0:
-            factor = col[0] // other[0]
-            if factor > 1 and all(a == factor * b for a, b in zip(col, other, strict=True)):
-                return f"{factor} * {name}"
-    return None
 
 
 def _value_text(v: Any) -> str:
@@ -474,6 +505,7 @@ class _Writer:
         self.names: set[str] = set()
         self.helpers: set[str] = set()
         self.ordered_dict = False
+        self.training = g.training_only()
 
     def class_name(self, base: str) -> str:
         name, k = base, 2
@@ -500,7 +532,7 @@ class _Writer:
                 "", [(p[0], p[1]) for p in params], self._run_template(first, exprs, params)
             )
         else:
-            base = _class_name(first.block or first.path.rpartition(".")[2] or "block")
+            base = _class_name(first.block or _path_name(first.path))
             if top:
                 base = _class_name(self.g.name)
             name = self.class_name(base)
@@ -627,11 +659,11 @@ class _Writer:
                     break
             if text is None:
                 for name, values in candidates:
-                    mult = _multiple(col, [(name, fam, values)])
+                    mult = multiple(col, [(name, fam, values)])
                     if mult:
                         text = mult
                         break
-            if text is None and _same(col):
+            if text is None and same(col):
                 args.append(("const", col[0]))
                 continue
             if text is None:
@@ -664,7 +696,8 @@ class _Writer:
         taken = set(_NAMES_TAKEN - {"out", "identity"}) | {p[0] for p in params} | self.names
         sig = ", ".join(["self", *(p[0] for p in params)])
         init = [f"    def __init__({sig}):", "        super().__init__()"]
-        stored = []
+        stored: list[str] = []
+        containers: set[str] = set()
         at = 0
         # forward variables
         inputs = [self._input_name(first, k, top) for k in range(len(first.ext))]
@@ -672,7 +705,11 @@ class _Writer:
         reads = Counter(r for it in first.items for r in it.inputs)
         reads.update(("in", 0) for it in first.items for r in it.inputs if r[0] == "short")
         fwd: list[str] = []
+        fwd_pad = " " * 8
         fresh = ["out"]
+        training = {it.name for it in first.items if it.value in self.training}
+        if not top and training and len(training) < len(first.items):
+            raise _NoStructureError("a training-only branch inside a block")
         ncall = 0
         shape_names = _ShapeNames(params)
         shapes_in = ", ".join(f"{v}: {shape_names.input(group, k)}" for k, v in enumerate(inputs))
@@ -694,7 +731,7 @@ class _Writer:
                         text, at = self._ctor(it, exprs, at)
                     else:
                         text = em.module(node, shapes)
-                    init += self._declare(it.name, text, node)
+                    init += self._declare(it.name, text, node, containers)
                 call_node = node
                 if node.op in _CALL_ATTRS:
                     attrs = dict(node.attrs)
@@ -709,13 +746,13 @@ class _Writer:
                 args = [var[r] for r in it.inputs] or [f"{inputs[0]}.shape[0]"]
                 mref = None
                 if em.module is not None:
-                    mref = _param_ref(it.name) if node.op in ("parameter", "buffer") else ref
+                    mref = _ref(it.name, node.op in ("parameter", "buffer"))
                 call = em.call(call_node, args, mref, *([shapes] if em.shaped else []))
             elif it.kind == "child":
                 n = len(it.child.cls.params)
                 args = [_text(e) for e in exprs[at : at + n]]
                 at += n
-                init += self._declare(it.name, _fill(it.child.cls.template, args), None)
+                init += self._declare(it.name, _fill(it.child.cls.template, args), None, containers)
                 call = f"{ref}({', '.join(var[r] for r in it.inputs)})"
             else:
                 n, element, at = self._loop_call(it, exprs, at)
@@ -728,21 +765,33 @@ class _Writer:
                 if reads[src] > 1:
                     v = self._fresh(taken, fresh, it.name)
                     fwd.append(f"        {v} = {var[src]}")
-                fwd += [f"        for i in range({n}):",
+                # a count that is a parameter: forward reads the value __init__ stored
+                names = re.findall(r"[A-Za-z_]\w*", n)
+                stored += [name for name in names if name not in stored]
+                bound = re.sub(r"[A-Za-z_]\w*", lambda m: f"self.{m[0]}", n)
+                fwd += [f"        for i in range({bound}):",
                         f"            {v} = getattr(self, {key})({v})"]  # fmt: skip
                 var[("at", it.name)] = v
                 continue
             first_in = it.inputs[0] if it.inputs else None
-            if first_in is not None and first_in[0] != "short" and reads[first_in] == 1:
+            chained = first_in is not None and first_in[0] == "at" and first_in[1] in training
+            if it.name in training and not (chained and reads[first_in] == 1):
+                v = flat._variable(it.name, taken)  # a branch of its own: named after it
+            elif first_in is not None and first_in[0] != "short" and reads[first_in] == 1:
                 v = var[first_in]
             else:
                 v = self._fresh(taken, fresh, it.name)
             var[("at", it.name)] = v
             ncall += 1
-            line = f"        {v} = {call}"
+            # an auxiliary classifier's branch runs in training only, as torchvision's
+            pad = " " * (12 if top and it.name in training else 8)
+            if pad != fwd_pad and pad == " " * 12:
+                fwd.append("        if self.training:")
+            fwd_pad = pad
+            line = f"{pad}{v} = {call}"
             comment = "# " + shape_names.shape(group, it)
             fwd += [f"{line}  {comment}"] if len(line) + len(comment) + 2 <= _WIDTH else [
-                f"        {comment}", line]  # fmt: skip
+                f"{pad}{comment}", line]  # fmt: skip
         if short is not None:
             cond, text, _ = short
             init += [f"        self.{first.short_name} = None  # only when the shape changes",
@@ -752,6 +801,10 @@ class _Writer:
         if top:
             outs = [var[("at", _item_of(first, o))] for o in first.outs]
             ret = f"        return {', '.join(outs)}"
+            if g.training_outputs:  # in training mode, as torchvision: (logits, aux, ...)
+                extra = [var[("at", _item_of(first, o))] for _, o in g.training_outputs]
+                ret = "\n".join(["        if self.training:",
+                                 f"            return {', '.join(outs + extra)}", ret])  # fmt: skip
         else:
             ret = f"        return {var[('at', _item_of(first, first.outs[0]))]}"
         lines = [f"class {cls.name}({base}):"]
@@ -777,25 +830,53 @@ class _Writer:
                 return v
         return flat._variable(name, taken)
 
-    def _declare(self, name: str, text: str, node: Node | None) -> list[str]:
+    def _declare(self, name: str, text: str, node: Node | None, containers: set[str]) -> list[str]:
+        """Lines registering layer ``name``; a dotted name's ``nn.ModuleDict`` s first."""
+        lines = []
+        *outer, seg = name.split(".")
+        for k in range(len(outer)):
+            path = ".".join(outer[: k + 1])
+            if path not in containers:
+                containers.add(path)
+                lines += self._declare(path, "nn.ModuleDict()", None, containers)
+        parent = _ref(".".join(outer)) if outer else "self"
+        if outer and seg in _MODULE_DICT:  # would shadow a method of nn.ModuleDict
+            raise _NoStructureError(f"`{name}` is a name nn.ModuleDict uses")
         if node is not None and node.op == "buffer":
             extra = "" if node.attrs["persistent"] else ", persistent=False"
-            return [f'        self.register_buffer("{name}", {text}{extra})']
-        if _is_attribute(name):
-            return [f"        self.{name} = {text}"]
+            return [*lines, f'        {parent}.register_buffer("{seg}", {text}{extra})']
         if node is not None and node.op == "parameter":
-            return [f'        self.register_parameter("{name}", {text})']
-        return [f'        self.add_module("{name}", {text})']
+            if not outer and _is_attribute(seg):
+                return [*lines, f"        self.{seg} = {text}"]
+            return [*lines, f'        {parent}.register_parameter("{seg}", {text})']
+        if outer:
+            return [*lines, f'        {parent}["{seg}"] = {text}']
+        if _is_attribute(seg):
+            return [*lines, f"        self.{seg} = {text}"]
+        return [*lines, f'        self.add_module("{seg}", {text})']
+
+
+_MODULE_DICT = {"clear", "pop", "keys", "items", "values", "update"}
+
+
+def _path_name(path: str) -> str:
+    """A class name for a path of no block: its last name, with the one before if it is a
+    number (``layers.8`` -> ``layers_8``)."""
+    segments = path.split(".")
+    name = segments.pop()
+    while segments and not name[:1].isalpha():
+        name = f"{segments.pop()}_{name}"
+    return name or "block"
 
 
 def _column_expr(col: list[Any], params: list) -> str | None:
-    if _same(col):
+    if same(col):
         return _value_text(col[0])
-    same = [p for p in params if p[1] == "channels"]
-    for name, _, other in same:
+    channels = [p for p in params if p[1] == "channels"]
+    for name, _, other in channels:
         if [repr(v) for v in other] == [repr(v) for v in col]:
             return name
-    return _multiple(col, same)
+    return multiple(col, channels)
 
 
 def _short_like(inst: _Inst) -> str:
@@ -827,11 +908,16 @@ def _fill(template: str, args: list[str]) -> str:
     return re.sub(_MARK + r"(\d+)" + _MARK, lambda m: args[int(m[1])], template)
 
 
-def _ref(name: str) -> str:
-    return f"self.{name}" if _is_attribute(name) else f'getattr(self, "{name}")'
-
-
-_param_ref = _ref
+def _ref(name: str, tensor: bool = False) -> str:
+    """How a class's forward reads its layer ``name``: ``self.conv1``, ``self.layers["3"]``
+    (a dissolved name path is an ``nn.ModuleDict``), ``self.table`` for a tensor."""
+    first, *rest = name.split(".")
+    ref = f"self.{first}" if _is_attribute(first) else f'getattr(self, "{first}")'
+    for k, seg in enumerate(rest):
+        if tensor and k == len(rest) - 1:
+            return f"{ref}.{seg}" if _is_attribute(seg) else f'getattr({ref}, "{seg}")'
+        ref += f'["{seg}"]'
+    return ref
 
 
 def _item_of(inst: _Inst, value: str) -> str:
@@ -878,10 +964,42 @@ def _split(line: str) -> list[str]:
             cur = ""
             continue
         cur += ch
-    if head is None or depth != -1:
-        return [line]
+    if head is None or depth != -1 or any(_generator(p) for p in parts):
+        return [line]  # a generator as the only argument takes no trailing comma
     pad = " " * (indent + 4)
-    return [head, *(f"{pad}{p}," for p in parts if p), " " * indent + ")" + cur]
+    out = [head]
+    for p in parts:
+        if not p:
+            continue
+        # an argument that is a call and still too long is split the same way
+        long_call = len(pad) + len(p) >= _WIDTH and _is_call(p)
+        out += _split(f"{pad}{p},") if long_call else [f"{pad}{p},"]
+    return [*out, " " * indent + ")" + cur]
+
+
+def _generator(text: str) -> bool:
+    """Whether ``text`` is an unparenthesised generator expression (``f(i) for i in x``)."""
+    depth = 0
+    for k, ch in enumerate(text):
+        depth += ch in "([{"
+        depth -= ch in ")]}"
+        if depth == 0 and text.startswith(" for ", k):
+            return True
+    return False
+
+
+def _is_call(text: str) -> bool:
+    """Whether ``text`` is one call, ``name(...)`` (not ``f(a) for i in ...``)."""
+    head, paren, _ = text.partition("(")
+    if not paren or not all(part.isidentifier() for part in head.split(".")):
+        return False
+    depth = 0
+    for k, ch in enumerate(text):
+        depth += ch in "([{"
+        depth -= ch in ")]}"
+        if depth == 0 and ch in ")]}":
+            return k == len(text) - 1
+    return False
 
 
 class _ShapeNames:
@@ -896,13 +1014,13 @@ class _ShapeNames:
         out = ["B"]
         bases = "CHW" if len(cols) == 3 else "LD" if len(cols) == 2 else "N" * len(cols)
         for d, col in enumerate(cols):
-            if _same(col):
+            if same(col):
                 out.append(str(col[0]))
                 continue
             name = next((p[0] for p in self.params if p[1] == "channels" and p[2] == col), None)
             if name is None and d == 0:
                 name = next((m for p in self.params if p[1] == "channels"
-                             for m in [_multiple(col, [p])] if m), None)  # fmt: skip
+                             for m in [multiple(col, [p])] if m), None)  # fmt: skip
             if name is None:
                 key = repr((bases[d], col))
                 if key not in self.letters:
@@ -940,8 +1058,6 @@ def structured(graph: Graph, source_path: str | None = None) -> str | None:
     for node in g.nodes():
         if node.op not in EMITTERS and node.op != "input":
             return None  # the flat generator reports it
-    if g.training_outputs:
-        return None
     try:
         top = _tree(g)
         _SHAPES.clear()

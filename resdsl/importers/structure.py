@@ -3,8 +3,9 @@
 Bottom-up over the module tree, each module instance whose calls read some values and
 produce one becomes a call of a block, and the instances of one class whose bodies differ
 only in attribute values become one block with those values as parameters
-(anti-unification: a value that varies is a parameter, two that always agree are one, one
-that is always an integer multiple of another is written so). Within a body:
+(anti-unification, :mod:`resdsl.antiunify`, shared with the PyTorch generator: a value
+that varies is a parameter, two that always agree are one, one that is always an integer
+multiple of another is written so). Within a body:
 
 * a 1x1 convolution + batch norm projection of the block's input that is added to its
   result, and in a class that projects somewhere the identity it stands for, become
@@ -22,6 +23,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..antiunify import Slot, unify
 from .graph import Call, Imported
 
 BLOCK, SHORTCUT, LOOP = "@block", "@shortcut", "@loop"
@@ -396,36 +398,17 @@ def _unify(name: str, same: list[_Instance]) -> Block:
         for p, (pname, _) in enumerate(_positions(c)):
             names.append(pname)
             columns.append([_positions(i.body[k])[p][1] for i in same])
-    params: list[tuple[str, str, list[Any]]] = []  # name, type, column
-    exprs: list[Any] = []
-    for pname, col in zip(names, columns, strict=True):
+    for col in columns:
         if any(type(v) is tuple for v in col) and any(type(v) is int for v in col):
             col[:] = [(v, v) if type(v) is int else v for v in col]  # pairs: (3, 3) with (1, 7)
-        if all(repr(v) == repr(col[0]) for v in col):
-            exprs.append(col[0])
-            continue
-        # one parameter for columns that always agree, or an integer multiple of one:
-        # only within a family of attributes (channels with channels or groups, ...), so
-        # two values that agree by chance stay two parameters
-        family = _family(pname)
-        related = [p for p in params if _family(p[0]) in _RELATED.get(family, {family})]
-        match = next(
-            (p for p in related if [repr(v) for v in p[2]] == [repr(v) for v in col]), None
-        )
-        if match is not None:
-            exprs.append(Expr(match[0]))
-            continue
-        multiple = _multiple(col, related)
-        if multiple is not None:
-            exprs.append(multiple)
-            continue
-        taken = {p[0] for p in params}
-        pname = re.sub(r"[^A-Za-z0-9_]", "_", pname)
-        unique, n = pname, 2
-        while unique in taken or unique in _RESERVED:
-            unique, n = f"{pname}{n}", n + 1
-        params.append((unique, _type(col), col))
-        exprs.append(Expr(unique))
+    # one parameter for columns that always agree, or an integer multiple of one: only
+    # within a family of attributes (channels with channels or groups, ...), so two values
+    # that agree by chance stay two parameters
+    slots = [Slot(re.sub(r"[^A-Za-z0-9_]", "_", pname), _kin(_family(pname)), col)
+             for pname, col in zip(names, columns, strict=True)]  # fmt: skip
+    found, unified = unify(slots, _RESERVED)
+    params = [(p.name, _type(p.values), p.values) for p in found]  # name, type, column
+    exprs = [Expr(e[1]) if e[0] == "expr" else e[1] for e in unified]
     params.sort(key=lambda p: _ORDER.get(_family(p[0]), len(_ORDER)))
     # the body with the parameters in, labels relative to the instance
     body, e = [], iter(exprs)
@@ -450,7 +433,6 @@ _RESERVED = {"x", "x0", "x1", "x2", "x3", "i", "label"}
 _ORDER = {n: k for k, n in enumerate(
     ["channels", "features", "blocks", "kernel", "stride", "padding", "groups", "dilation"]
 )}  # fmt: skip
-_RELATED = {"channels": {"channels", "groups"}, "groups": {"channels", "groups"}}
 
 
 def _family(name: str) -> str:
@@ -458,16 +440,9 @@ def _family(name: str) -> str:
     return re.sub(r"(_rest)?\d*$", "", name)
 
 
-def _multiple(col: list[Any], params: list) -> Expr | None:
-    """``c * p`` when every value is the same integer multiple of parameter ``p``'s."""
-    if not all(type(v) is int and v for v in col):
-        return None
-    for pname, _, other in params:
-        if all(type(v) is int and v for v in other) and col[0] % other[0] == 0:
-            factor = col[0] // other[0]
-            if factor > 1 and all(a == factor * b for a, b in zip(col, other, strict=True)):
-                return Expr(f"{factor} * {pname}")
-    return None
+def _kin(family: str) -> str:
+    """The families whose values may be one parameter: a group count is a channel count."""
+    return "channels" if family == "groups" else family
 
 
 def _type(col: list[Any]) -> str:
