@@ -318,3 +318,15 @@ def test_functional_linear_masked_attention_and_stack_import_with_parity():
     with torch.no_grad():
         want, got = model(y), module(y)
     assert float((got - want).abs().max() / want.abs().max()) <= 1e-5
+
+
+def test_slice_bounds_read_from_sizes():
+    """PiT's ``x[:, :tokens]`` with ``tokens`` computed from ``x.shape``."""
+
+    class Head(torch.nn.Module):
+        def forward(self, x):  # (B, N, C)
+            n = x.shape[1] - 2
+            return x[:, :n] * 2 + x[:, x.shape[1] - n :]
+
+    text = import_model(Head(), torch.randn(2, 5, 4))
+    assert "slice(end=3)" in text and "slice(start=2)" in text

@@ -1092,6 +1092,7 @@ def _getitem(c: _Converter, node: Any) -> None:
     if index[:1] == [None] and all(i == slice(None) for i in index[1:]):
         _unsqueeze(c, node)  # t[None]: a leading unit axis
         return
+    index = [_index_item(c, i) for i in index]
     if Ellipsis in index:
         at = index.index(Ellipsis)
         index[at : at + 1] = [slice(None)] * (len(shape) - len(index) + 1)
@@ -1128,6 +1129,18 @@ def _getitem(c: _Converter, node: Any) -> None:
         return
     c.shapes[node.name] = c.sample_shape(node)
     c.alias[node.name] = ids
+
+
+def _index_item(c: _Converter, item: Any) -> Any:
+    """An index with the sizes read from the trace in it as numbers (``x[:, :n]`` with
+    ``n = x.shape[1] - 1``); a tensor stays a node (``table[index]``)."""
+    import torch.fx
+
+    if isinstance(item, slice):
+        return slice(*(_index_item(c, v) for v in (item.start, item.stop, item.step)))
+    if isinstance(item, torch.fx.Node) and item.name not in c.alias:
+        return c.const(item)
+    return item
 
 
 def _bound(node: Any, names: list[str], defaults: dict[str, Any]) -> dict[str, Any]:
