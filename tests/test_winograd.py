@@ -100,8 +100,8 @@ def test_size_limit(monkeypatch):
 
 
 # Parity: 5 input channels (a masked vector), 17 and 24 output channels (no 16-lane vector
-# fits; 17 leaves the GEMM to SpatialReduction), m = 4 and m = 2, a residual add + ReLU
-# fused into the output transform, a batch of 3.
+# fits; 17 leaves the GEMM to Matmul, the rule of batched products), m = 4 and m = 2, a
+# residual add + ReLU fused into the output transform, a batch of 3.
 PARITY = """
 network wino() (x: (5, 8, 8), y: (24, 6, 6)) {
     a = x -> c1: conv2d(17, 3, padding=1) -> relu
@@ -123,7 +123,7 @@ def test_parity_with_torch(batch):
     # c1 and c2 share one padding and one input transform function (the same kernels on the
     # same shape); the padding is elementwise
     expected = ["Elementwise", "WinogradInput"] * 2 + ["WinogradGemm"] * 2 + ["WinogradOutput"] * 3
-    assert rules == sorted([*expected, "SpatialReduction"])
+    assert rules == sorted([*expected, "Matmul"])
     executable = build(net, resolve(net.graph, module)[0], options)
     vm = tvm.runtime.vm.VirtualMachine(executable, tvm.cpu())
     xs = inputs_for(net, batch)
