@@ -298,12 +298,16 @@ _CONSTANT_LIMIT = 4096  # elements of a constant tensor written into the spec
 _LAST_AXES = {"linear", "layernorm", "dropout", "drop_path", "identity"}
 
 
+def _module_rule(leaves: dict, m: Any) -> Callable[[Any], tuple[str, dict]] | None:
+    """The rule giving a module's op and attributes: by its class, else by its class name."""
+    return leaves.get(type(m)) or _GENERATED.get(type(m).__name__)
+
+
 def _layout_free(leaves: dict, m: Any) -> bool:
     from ..ops import OPS
     from ..ops.core import Group
 
-    rule = next((r for t, r in leaves.items() if type(m) is t), None)
-    rule = rule or _GENERATED.get(type(m).__name__)
+    rule = _module_rule(leaves, m)
     if rule is None:
         return False
     op = rule(m)[0]
@@ -566,8 +570,7 @@ class _Converter:
             if type(m).__name__ == "Conv2dSame":
                 self.conv_same(node, m)
                 return
-            rule = next((r for t, r in self.leaves.items() if type(m) is t), None)
-            rule = rule or _GENERATED.get(type(m).__name__)
+            rule = _module_rule(self.leaves, m)
             if rule is None:
                 raise UnmappedError("no op for this module")
             op, attrs = rule(m)
@@ -655,8 +658,7 @@ class _Converter:
         act = getattr(m, "act", None)
         steps: list[tuple[str, dict]] = []
         if act is not None and not isinstance(act, torch.nn.Identity):
-            rule = next((r for t, r in self.leaves.items() if type(act) is t), None)
-            rule = rule or _GENERATED.get(type(act).__name__)
+            rule = _module_rule(self.leaves, act)
             if rule is None:
                 raise UnmappedError(f"its activation {type(act).__name__}")
             steps.append(rule(act))
