@@ -14,6 +14,9 @@ forward pass of the same seeded input through:
   holds tuning records (``database_workload.json`` + ``database_tuning_record.json``) in
   ``DIR/<model>-b<batch>/`` or ``DIR/<model>/`` (never another model's folder, nor records
   put in ``DIR`` itself, which could be any model's); otherwise skipped;
+* resdsl dynamic (with ``--dynamic``): one artifact compiled for every batch from 1 to the
+  largest of ``--batches`` (``compile --batch 1..N``), run at each batch size; its ratio to
+  the fixed-batch artifact is issue 20's target (within 10%);
 * PyTorch eager: ``model.eval()`` under ``torch.no_grad()``;
 * onnxruntime: the model exported with ``torch.onnx.export`` (the dynamo-based exporter when
   onnxscript is installed, else, or when that fails, the TorchScript one with
@@ -59,6 +62,7 @@ far less (every engine then runs in the calling thread).
     python benchmarks/compiled.py --tuned-db tuning/          # add the tuned artifact
     python benchmarks/compiled.py --no-winograd               # resdsl's direct 3x3 kernels
     python benchmarks/compiled.py --batches 8 --micro-batch 4 # choose the micro-batch
+    python benchmarks/compiled.py --dynamic                   # add the dynamic-batch artifact
 
 ``--no-winograd`` and ``--micro-batch N`` build resdsl's artifacts with those
 ``BuildOptions`` (``resdsl compile``'s options of the same names), to measure what each
@@ -265,11 +269,18 @@ def compare(timing: Timing, out: np.ndarray, reference: np.ndarray) -> None:
 # --------------------------------------------------------------------------- engines
 
 
-def compile_artifact(net, module, batch: int, out_dir: str, args, database=None) -> float:
+def compile_artifact(
+    net, module, batch: int | tuple[int, int], out_dir: str, args, database=None
+) -> float:
+    """Compile for a fixed ``batch``, or for every batch of a (low, high) range."""
     from resdsl.backends.tvm import BuildOptions, compile_network
 
     options = BuildOptions(
-        target="llvm", batch=batch, winograd=not args.no_winograd, micro_batch=args.micro_batch
+        target="llvm",
+        batch=batch if isinstance(batch, int) else 1,
+        batch_range=batch if isinstance(batch, tuple) else None,
+        winograd=not args.no_winograd,
+        micro_batch=args.micro_batch,
     )
     start = time.perf_counter()
     compile_network(net, out_dir, options, weights=module, database=database)
@@ -332,6 +343,7 @@ def export_onnx(module: torch.nn.Module, path: str, batch: int) -> str:
 ENGINES = {
     "resdsl": "resdsl (untuned)",
     "tuned": "resdsl (tuned)",
+    "dynamic": "resdsl (dynamic)",
     "eager": "pytorch eager",
     "onnxruntime": "onnxruntime",
 }
@@ -346,6 +358,7 @@ def run_model(model: str, args: argparse.Namespace, workdir: str) -> list[Case]:
     options = ort.SessionOptions()
     options.intra_op_num_threads = args.threads
     cases = []
+    dynamic = compile_dynamic(model, net, module, args, workdir) if args.dynamic else None
     for batch in args.batches:
         onnx_path = os.path.join(workdir, f"{model}-b{batch}.onnx")
         how = export_onnx(module, onnx_path, batch)
@@ -364,6 +377,9 @@ def run_model(model: str, args: argparse.Namespace, workdir: str) -> list[Case]:
             "onnxruntime": lambda x=x, s=session: s.run(None, {"x": x})[0],
         }
         engines |= compile_engines(case, net, module, x, args, workdir)
+        if dynamic is not None:
+            artifact, case.compile_s["dynamic"] = dynamic
+            engines["dynamic"] = lambda a=artifact, x=x: a(x)
         timed = measure_together(
             engines, args.repeats, args.min_repeats, args.budget, settle_s=args.settle
         )
@@ -407,6 +423,20 @@ def compile_engines(case: Case, net, module, x: np.ndarray, args, workdir: str) 
     return engines
 
 
+def compile_dynamic(model: str, net, module, args, workdir: str):
+    """The artifact for batches 1 to the largest of ``--batches``, and its compile time."""
+    high = max(args.batches)
+    out_dir = os.path.join(workdir, f"{model}-dynamic")
+    seconds = compile_artifact(net, module, (1, high), out_dir, args)
+    artifact = resdsl.runtime.load(out_dir)
+    print(
+        f"  {model}: {ENGINES['dynamic']} for batches 1..{high} compiled in {seconds:.1f} s; "
+        f"up to {artifact.meta['micro_batch']} samples at a time",
+        flush=True,
+    )
+    return artifact, seconds
+
+
 # --------------------------------------------------------------------------- report
 
 
@@ -423,6 +453,8 @@ def _fmt(value: float | None, spec: str, missing: str = "-") -> str:
 UNTUNED_VS_EAGER, COMPILE_S, TUNED_VS_ORT = 1.5, 60.0, 1.0
 # Issue 19's: untuned latency <= onnxruntime's, every model, within 60 s of compiling.
 UNTUNED_VS_ORT = 1.0
+# Issue 20's: the dynamic-batch artifact within 10% of the fixed-batch one's latency.
+DYNAMIC_VS_FIXED = 1.1
 
 
 def print_tables(cases: list[Case], peak: float, threads: int) -> None:
@@ -458,9 +490,11 @@ def print_tables(cases: list[Case], peak: float, threads: int) -> None:
 
 
 def print_ratios(cases: list[Case]) -> None:
+    dynamic = any("dynamic" in c.timings for c in cases)
     header = (
         f"{'model':<9} {'batch':>5}  {'resdsl/eager':>12} {'resdsl/ort':>10} "
         f"{'tuned/eager':>11} {'tuned/ort':>9} {'compile s':>9} {'tuned compile s':>15}"
+        + (f" {'dynamic/fixed':>13} {'dynamic compile s':>17}" if dynamic else "")
     )
     print(header)
     print("-" * len(header))
@@ -472,6 +506,12 @@ def print_ratios(cases: list[Case]) -> None:
             f"{_fmt(c.ratio('tuned', 'onnxruntime'), '.2f'):>8}x "
             f"{_fmt(c.compile_s.get('resdsl'), '.1f'):>9} "
             f"{_fmt(c.compile_s.get('tuned'), '.1f'):>15}"
+            + (
+                f" {_fmt(c.ratio('dynamic', 'resdsl'), '.2f'):>12}x "
+                f"{_fmt(c.compile_s.get('dynamic'), '.1f'):>17}"
+                if dynamic
+                else ""
+            )
         )
     notes = {c.timings["tuned"].note for c in cases if c.timings.get("tuned")}
     for note in sorted(notes):
@@ -494,6 +534,13 @@ def print_targets(cases: list[Case]) -> None:
                 f"{label} untuned {c.model} b{c.batch}: {ratio:.2f}x {peer} "
                 f"(<= {bound}x), compiled in {compile_s:.0f} s (<= {COMPILE_S:.0f} s): "
                 f"{'met' if met else 'NOT met'}"
+            )
+        dynamic = c.ratio("dynamic", "resdsl")
+        if dynamic is not None:
+            met = "met" if dynamic <= DYNAMIC_VS_FIXED else "NOT met"
+            print(
+                f"target (issue 20) dynamic {c.model} b{c.batch}: {dynamic:.2f}x the "
+                f"fixed-batch artifact (<= {DYNAMIC_VS_FIXED}x): {met}"
             )
         tuned = c.ratio("tuned", "onnxruntime")
         if tuned is not None:
@@ -567,6 +614,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="wall time (default), or CPU time of the calling thread (needs --threads 1)",
     )
     parser.add_argument("--tuned-db", metavar="DIR", help="MetaSchedule tuning records")
+    parser.add_argument(
+        "--dynamic", action="store_true",
+        help="also time one artifact compiled for batches 1..max(--batches) at each batch",
+    )  # fmt: skip
     parser.add_argument("--seed", type=int, default=0, help="weights and input (default 0)")
     args = parser.parse_args(argv)
     if "all" in args.models:
@@ -604,7 +655,9 @@ def main(argv: list[str] | None = None) -> int:
         f"threads: {args.threads} for every engine (TVM_NUM_THREADS, torch "
         f"{torch.get_num_threads()}, onnxruntime intra-op {args.threads}) | resdsl build: "
         f"winograd {'off' if args.no_winograd else 'on'}, micro-batch "
-        f"{args.micro_batch or 'default'}\n"
+        f"{args.micro_batch or 'default'}"
+        + (f"; dynamic: batches 1..{max(args.batches)}" if args.dynamic else "")
+        + "\n"
         f"median of {args.min_repeats}..{args.repeats} interleaved rounds (budget {args.budget:g}"
         f" s per case) after 1 warm-up; {args.clock} clock; seed {args.seed}"
     )

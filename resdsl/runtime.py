@@ -8,6 +8,10 @@ is set.
 
 >>> model = resdsl.runtime.load("out/")
 >>> y = model(x)            # x: np.ndarray of the input's shape and dtype
+
+An artifact compiled for a batch range (``compile --batch 1..64``) takes any batch in it:
+``model.json`` gives its inputs' and outputs' batch axis as ``"batch"`` and the range as
+``batch_range``.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ MAX_ELEMENTS = 2**31 - 1  # all the elements of one input or output
 MAX_RANK = 32
 DTYPES = ("float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8", "bool")
 DEVICES = ("cpu", "cuda")
+DYNAMIC = "batch"  # the size of a dynamic batch axis in model.json
 
 
 class ArtifactError(SpecError):
@@ -144,6 +149,12 @@ class CompiledModel:
     def outputs(self) -> list[dict[str, Any]]:
         return self.meta["outputs"]
 
+    @property
+    def batch_range(self) -> tuple[int, int] | None:
+        """The batches a dynamic-batch artifact takes (low, high); None for a fixed batch."""
+        low_high = self.meta.get("batch_range")
+        return (low_high[0], low_high[1]) if low_high else None
+
     def __call__(self, *arrays: np.ndarray, **named: np.ndarray):
         """Run once; returns one array, or a tuple for several outputs."""
         args = self._arguments(arrays, named)
@@ -163,12 +174,13 @@ class CompiledModel:
                 f"{meta_path} declares {len(self.outputs)} output(s), "
                 f"the library returns {len(results)}"
             )
-        out = []
+        out, batch = [], int(args[0].shape[0])
         for spec, r in zip(self.outputs, results, strict=True):
-            if list(r.shape) != spec["shape"] or str(r.dtype) != spec["dtype"]:
+            shape = concrete_shape(spec, batch)
+            if list(r.shape) != shape or str(r.dtype) != spec["dtype"]:
                 raise ArtifactError(
                     f"{meta_path} does not match the library: output {spec['name']!r} is "
-                    f"declared {tuple(spec['shape'])} {spec['dtype']}, the library returns "
+                    f"declared {tuple(shape)} {spec['dtype']}, the library returns "
                     f"{tuple(r.shape)} {r.dtype}"
                 )
             out.append(r.numpy())
@@ -185,7 +197,7 @@ class CompiledModel:
             arrays = tuple(named.get(n) for n in names)
         if len(arrays) != len(names) or any(a is None for a in arrays):
             raise ArtifactError(f"the model takes {len(names)} input(s): {', '.join(names)}")
-        out = []
+        out, batches = [], set()
         for spec, array in zip(self.inputs, arrays, strict=True):
             array = np.asarray(array)
             if array.dtype.kind not in "biuf" or array.dtype.fields is not None:
@@ -193,18 +205,48 @@ class CompiledModel:
                     f"input {spec['name']!r} must hold numbers ({spec['dtype']}), "
                     f"got an array of {_dtype_name(array.dtype)}"
                 )
-            if list(array.shape) != spec["shape"]:
-                raise shape_error(spec, array.shape)
+            check_shape(self.meta, spec, array.shape)
+            batches.add(array.shape[0] if array.shape else None)
+            if len(batches) > 1:
+                raise ArtifactError(
+                    f"the inputs must have one batch size, got {' and '.join(map(str, batches))}"
+                )
             array = np.ascontiguousarray(array.astype(spec["dtype"], copy=False))
             out.append(self._tvm.runtime.tensor(array, self.device))
         return out
 
 
-def shape_error(spec: dict[str, Any], shape: tuple[int, ...]) -> ArtifactError:
+def concrete_shape(spec: dict[str, Any], batch: int) -> list[int]:
+    """The shape of ``spec`` (an input or output of ``model.json``) at ``batch``."""
+    return [batch if size == DYNAMIC else size for size in spec["shape"]]
+
+
+def check_shape(meta: dict[str, Any], spec: dict[str, Any], shape: tuple[int, ...]) -> None:
+    """Raise :func:`shape_error` unless an array of ``shape`` fits the input ``spec`` of
+    the artifact ``meta``: its own shape, any batch of a dynamic-batch artifact's range."""
+    low_high = meta.get("batch_range")
+    if low_high and len(shape) == len(spec["shape"]) and shape:
+        if list(shape[1:]) == spec["shape"][1:] and not low_high[0] <= shape[0] <= low_high[1]:
+            low, high = low_high
+            raise ArtifactError(
+                f"input {spec['name']!r} has a batch of {shape[0]}; this artifact takes "
+                f"batches from {low} to {high} (compile with --batch LOW..HIGH to change it)"
+            )
+        if list(shape[1:]) == spec["shape"][1:]:
+            return
+    elif list(shape) == spec["shape"]:
+        return
+    raise shape_error(spec, shape, dynamic=bool(low_high))
+
+
+def shape_error(
+    spec: dict[str, Any], shape: tuple[int, ...], dynamic: bool = False
+) -> ArtifactError:
     """An input of the wrong shape for ``spec`` (an entry of ``model.inputs``)."""
+    expected = str(tuple(spec["shape"])).replace(repr(DYNAMIC), "N")
+    hint = "" if dynamic or not shape else " (the batch size is fixed when compiling)"
     return ArtifactError(
-        f"input {spec['name']!r} must have shape {tuple(spec['shape'])}, got {tuple(shape)}"
-        + (" (the batch size is fixed when compiling)" if shape else "")
+        f"input {spec['name']!r} must have shape {expected}, got {tuple(shape)}{hint}"
     )
 
 
@@ -277,6 +319,7 @@ _META_KEYS: dict[str, tuple[type | tuple[type, ...], bool]] = {
     "outputs": (list, True),
     "dtype": (str, False),
     "batch": (int, False),
+    "batch_range": (list, False),
     "micro_batch": (int, False),
     "dynamic_batch": (bool, False),
     "network": (str, False),
@@ -307,6 +350,19 @@ def validate_meta(meta: Any) -> str | None:
     for key in ("batch", "micro_batch"):
         if key in meta and not 1 <= meta[key] <= MAX_DIM:
             return f"{key!r} must be between 1 and {MAX_DIM}, got {_short(meta[key])}"
+    dynamic = meta.get("dynamic_batch", False)
+    if dynamic != ("batch_range" in meta):
+        return "'dynamic_batch' is true exactly when there is a 'batch_range'"
+    if dynamic:
+        low_high = meta["batch_range"]
+        if (
+            len(low_high) != 2
+            or any(type(v) is not int for v in low_high)
+            or not 1 <= low_high[0] <= low_high[1] <= MAX_DIM
+        ):
+            return (
+                f"'batch_range' must be [LOW, HIGH] with 1 <= LOW <= HIGH, got {_short(low_high)}"
+            )
     if "dtype" in meta and meta["dtype"] not in DTYPES:
         return f"'dtype' must be one of {', '.join(DTYPES)}, got {_short(meta['dtype'])}"
     library = meta["library"]
@@ -322,7 +378,7 @@ def validate_meta(meta: Any) -> str | None:
             return f"{key!r} is empty"
         names = set()
         for i, tensor in enumerate(meta[key]):
-            problem = _validate_tensor(tensor)
+            problem = _validate_tensor(tensor, meta["batch_range"][1] if dynamic else None)
             if problem:
                 return f"{key}[{i}]: {problem}"
             if tensor["name"] in names:
@@ -331,7 +387,9 @@ def validate_meta(meta: Any) -> str | None:
     return None
 
 
-def _validate_tensor(tensor: Any) -> str | None:
+def _validate_tensor(tensor: Any, high: int | None = None) -> str | None:
+    """``high``: the largest batch of a dynamic-batch artifact (its inputs and outputs
+    then begin with the axis ``"batch"``)."""
     if not isinstance(tensor, dict):
         return f"expected an object, got {_json_type(tensor)}"
     if set(tensor) != {"name", "shape", "dtype"}:
@@ -345,6 +403,10 @@ def _validate_tensor(tensor: Any) -> str | None:
         return f"'dtype' must be one of {', '.join(DTYPES)}, got {_short(dtype)}"
     if not isinstance(shape, list) or len(shape) > MAX_RANK:
         return f"'shape' must be a list of at most {MAX_RANK} sizes, got {_short(shape)}"
+    if high is not None:  # counted at its largest below
+        if not shape or shape[0] != DYNAMIC:
+            return f"'shape' must start with {DYNAMIC!r} in a dynamic-batch artifact"
+        shape = [high, *shape[1:]]
     elements = 1
     for size in shape:
         if type(size) is not int or not 1 <= size <= MAX_DIM:

@@ -65,8 +65,9 @@ def _add_build_options(tvm: Any) -> None:
     )  # fmt: skip
     tvm.add_argument("--dtype", choices=["float32", "float16"], default="float32")
     tvm.add_argument(
-        "--batch", type=int,
-        help="fixed batch size (llvm/cuda default: 1; onnx default: dynamic)",
+        "--batch", type=_batch_arg, metavar="N|LOW..HIGH",
+        help="batch size: fixed (llvm/cuda default: 1; onnx default: dynamic), or llvm/cuda: "
+        "a range, one artifact for every batch in it (e.g. 1..64)",
     )  # fmt: skip
     tvm.add_argument("--cpu", metavar="MCPU", help="llvm: CPU to tune code for (default: host)")
     tvm.add_argument("--arch", metavar="SM", help="cuda: e.g. sm_80 (default), sm_90")
@@ -77,7 +78,8 @@ def _add_build_options(tvm: Any) -> None:
     tvm.add_argument(
         "--micro-batch", type=int, metavar="N",
         help="llvm: run the batch N samples at a time (N divides --batch; default: as many "
-        "as keep the largest activation under 7 MiB, see docs/performance.md)",
+        "as keep the largest activation under 7 MiB, see docs/performance.md); with a "
+        "batch range, the most samples run at once (default: up to 8)",
     )  # fmt: skip
     tvm.add_argument(
         "--check", action="store_true",
@@ -113,9 +115,31 @@ def _compile(args: argparse.Namespace) -> int:
     return _compile_torch(args)
 
 
+def _batch_arg(text: str) -> int | tuple[int, int]:
+    """``--batch``: ``N``, or ``LOW..HIGH`` for a dynamic batch."""
+    low, dots, high = text.partition("..")
+    try:
+        return (int(low), int(high)) if dots else int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a batch size N or a range LOW..HIGH such as 1..64, got {text!r}"
+        ) from None
+
+
 def _check_compile_options(args: argparse.Namespace) -> None:
     """Refuse flags that do not apply to the target, before anything is loaded."""
-    if args.batch is not None and not 1 <= args.batch <= MAX_BATCH:
+    if isinstance(args.batch, tuple):
+        low, high = args.batch
+        if args.target not in ("llvm", "cuda"):
+            raise UsageError(
+                "--batch LOW..HIGH applies to --target llvm or cuda (an ONNX export has a "
+                "dynamic batch without --batch)"
+            )
+        if not 1 <= low <= high <= MAX_BATCH:
+            raise UsageError(
+                f"--batch LOW..HIGH needs 1 <= LOW <= HIGH <= {MAX_BATCH}, got {low}..{high}"
+            )
+    elif args.batch is not None and not 1 <= args.batch <= MAX_BATCH:
         raise UsageError(f"--batch must be at least 1 and at most {MAX_BATCH}, got {args.batch}")
     if args.arch and args.target == "llvm":
         raise UsageError("--arch applies to --target cuda")
@@ -135,7 +159,13 @@ def _check_compile_options(args: argparse.Namespace) -> None:
         if args.target != "llvm":
             raise UsageError("--micro-batch applies to --target llvm")
         batch = 1 if args.batch is None else args.batch
-        if args.micro_batch < 1 or batch % args.micro_batch:
+        if isinstance(batch, tuple):
+            if not 1 <= args.micro_batch <= batch[1]:
+                raise UsageError(
+                    f"--micro-batch must be between 1 and the largest batch ({batch[1]}), "
+                    f"got {args.micro_batch}"
+                )
+        elif args.micro_batch < 1 or batch % args.micro_batch:
             raise UsageError(f"--micro-batch must divide --batch ({batch}), got {args.micro_batch}")
 
 
@@ -177,8 +207,10 @@ def _compile_tvm(args: argparse.Namespace) -> int:
 
     batch = 1 if args.batch is None else args.batch
     options = BuildOptions(
-        args.target, args.cpu, args.arch, args.dtype, batch,
+        args.target, args.cpu, args.arch, args.dtype,
+        batch if isinstance(batch, int) else 1,
         winograd=args.winograd, micro_batch=args.micro_batch,
+        batch_range=batch if isinstance(batch, tuple) else None,
     )  # fmt: skip
     print(f"compiling {net.name} for {args.target} ...", file=sys.stderr)
     database = _tuning(net, options, args)

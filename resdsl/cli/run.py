@@ -30,6 +30,11 @@ def add_run_command(sub: Any) -> None:
     run.add_argument("--output", metavar="FILE", help="write outputs: .npy, or .npz for several")
     run.add_argument("--seed", type=seed_arg, default=0, help="seed of the random input")
     run.add_argument(
+        "--batch", type=int, metavar="N",
+        help="batch of the random input for an artifact compiled for a batch range "
+        "(default: the range's low end)",
+    )  # fmt: skip
+    run.add_argument(
         "--strict", action="store_true",
         help="refuse inputs holding NaN or infinite values (default: a warning)",
     )  # fmt: skip
@@ -42,10 +47,12 @@ def _run(args: argparse.Namespace) -> int:
     from .. import runtime
 
     model = runtime.load(args.artifact)
+    batch = _batch(model, args)
     if args.input:
-        arrays = _read_inputs(args.input, model.inputs, args.strict)
+        arrays = _read_inputs(args.input, model.meta, args.strict)
     else:
-        arrays = _random_inputs(model.inputs, args.seed)
+        inputs = [{**i, "shape": runtime.concrete_shape(i, batch)} for i in model.inputs]
+        arrays = _random_inputs(inputs, args.seed)
     result = model(**arrays)
     outputs = result if isinstance(result, tuple) else (result,)
     named = {o["name"]: y for o, y in zip(model.outputs, outputs, strict=True)}
@@ -65,6 +72,26 @@ def _run(args: argparse.Namespace) -> int:
         print(f"{name}: shape {tuple(y.shape)} {y.dtype} mean {mean:.6g} std {std:.6g} "
               f"[{head}{', ...' if y.size > 5 else ''}]")  # fmt: skip
     return EXIT_OK
+
+
+def _batch(model: Any, args: argparse.Namespace) -> int | None:
+    """The random input's batch: ``--batch`` for a dynamic-batch artifact (within its
+    range), else its low end; None for a fixed batch, where ``--batch`` is refused."""
+    low_high = model.batch_range
+    if args.batch is None:
+        return low_high[0] if low_high else None
+    if low_high is None:
+        raise UsageError(
+            "--batch applies to an artifact compiled for a batch range (compile --batch LOW..HIGH)"
+        )
+    if args.input:
+        raise UsageError("--batch sets the random input's batch; --input gives the inputs")
+    if not low_high[0] <= args.batch <= low_high[1]:
+        raise UsageError(
+            f"--batch must be within the artifact's range {low_high[0]}..{low_high[1]}, "
+            f"got {args.batch}"
+        )
+    return args.batch
 
 
 def _random_inputs(inputs: list[dict[str, Any]], seed: int) -> dict[str, Any]:
@@ -94,10 +121,11 @@ def _non_finite(array: Any) -> int:
 
 
 def _read_inputs(
-    specs: Sequence[str], inputs: list[dict[str, Any]], strict: bool = False
+    specs: Sequence[str], meta: dict[str, Any], strict: bool = False
 ) -> dict[str, Any]:
     """``--input [NAME=]FILE`` arrays by input name; each file's header (dtype, shape) is
-    checked against the model before its data is read."""
+    checked against the model (``model.json``'s ``meta``) before its data is read."""
+    inputs = meta["inputs"]
     names = [i["name"] for i in inputs]
     arrays: dict[str, Any] = {}
     for i, spec in enumerate(specs):
@@ -111,7 +139,7 @@ def _read_inputs(
                              f"its inputs: {', '.join(names)}")  # fmt: skip
         if name in arrays:
             raise UsageError(f"--input: input {name!r} is given twice")
-        array = _read_npy(_existing(path), inputs[names.index(name)])
+        array = _read_npy(_existing(path), inputs[names.index(name)], meta)
         bad = _non_finite(array)
         if bad and strict:
             raise UsageError(f"{_shown(path)}: input {name!r} holds {bad} NaN or infinite "
@@ -123,12 +151,12 @@ def _read_inputs(
     return arrays
 
 
-def _read_npy(path: str, spec: dict[str, Any]) -> Any:
+def _read_npy(path: str, spec: dict[str, Any], meta: dict[str, Any]) -> Any:
     """One ``.npy`` file for the input ``spec``: numbers of the input's shape, never
     pickled objects; a usage error naming the file and the reason otherwise."""
     import numpy as np
 
-    from ..runtime import shape_error
+    from ..runtime import check_shape
 
     def refuse(reason: str) -> UsageError:
         return UsageError(f"cannot read {_shown(path)}: {reason}")
@@ -164,8 +192,7 @@ def _read_npy(path: str, spec: dict[str, Any]) -> Any:
     if dtype.kind not in "biuf":
         what = {"U": "text", "S": "bytes", "V": "raw bytes", "M": "dates", "m": "durations"}
         raise refuse(f"it holds {what.get(dtype.kind, 'values')} ({dtype}), not numbers")
-    if list(shape) != spec["shape"]:
-        raise shape_error(spec, shape)
+    check_shape(meta, spec, tuple(shape))
     size = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
     if os.path.getsize(path) - offset < size:
         raise refuse(f"it is truncated: {size} bytes of data expected after the header")

@@ -26,6 +26,7 @@ from ..._io import atomic_write, staged
 from ...errors import SpecError
 from ...ir import Graph
 from ...network import Network
+from ...runtime import DYNAMIC
 from ...weights import Weights
 from .. import MAX_BATCH
 from .lower import to_relax
@@ -41,6 +42,11 @@ ARTIFACT_FORMAT = "resdsl-artifact/1"
 # starves the threads of small images. The measurements behind the figure:
 # docs/performance.md, "Micro-batches".
 ACTIVATION_BUDGET = 7 * 2**20
+# llvm, a batch range: the largest micro-batch chosen unless --micro-batch says otherwise.
+# A dynamic-batch build compiles the network at log2(micro-batch) + 1 sizes (see
+# lower.dynamic_sizes), so compile time grows with it; beyond 8 samples at once the kernels
+# of the images the budget admits gain little.
+DYNAMIC_MICRO_LIMIT = 8
 
 
 class TargetError(SpecError):
@@ -51,7 +57,8 @@ class TargetError(SpecError):
 
 @dataclass(frozen=True)
 class BuildOptions:
-    """How to build: target kind, its details, dtype and the fixed batch size."""
+    """How to build: target kind, its details, dtype and the batch size: fixed (``batch``)
+    or any in ``batch_range`` (low, high), which replaces ``batch``."""
 
     target: str = "llvm"  # llvm | cuda
     cpu: str | None = None  # llvm: -mcpu, e.g. "skylake-avx512"; default: the host
@@ -66,9 +73,20 @@ class BuildOptions:
     cuda_graph: bool = True
     # llvm: compute eligible 3x3 convolutions with Winograd's algorithm (see winograd.py)
     winograd: bool = True
-    # llvm: run the batch in micro-batches of this many samples (it must divide the batch);
-    # None: micro_batch_size's choice
+    # llvm: run the batch in micro-batches of this many samples (it must divide the batch;
+    # with a batch_range, the largest piece a batch is cut into); None: micro_batch_size's
     micro_batch: int | None = None
+    # one artifact for every batch from low to high (Relax symbolic shapes; see
+    # lower.to_relax); None: the fixed ``batch``
+    batch_range: tuple[int, int] | None = None
+
+    @property
+    def dynamic(self) -> bool:
+        return self.batch_range is not None
+
+    @property
+    def largest_batch(self) -> int:
+        return self.batch_range[1] if self.batch_range else self.batch
 
     def cuda_layout(self) -> str:
         """The layout of a CUDA build's convolutions."""
@@ -77,14 +95,25 @@ class BuildOptions:
         return "NHWC" if self.dtype == "float16" else "NCHW"
 
     def tvm_target(self) -> tvm.target.Target:
-        if not 1 <= self.batch <= MAX_BATCH:
+        if self.batch_range is not None:
+            low, high = self.batch_range
+            if not 1 <= low <= high <= MAX_BATCH:
+                raise TargetError(
+                    f"--batch LOW..HIGH needs 1 <= LOW <= HIGH <= {MAX_BATCH}, got {low}..{high}"
+                )
+        elif not 1 <= self.batch <= MAX_BATCH:
             raise TargetError(
                 f"--batch must be at least 1 and at most {MAX_BATCH}, got {self.batch}"
             )
         if self.dtype not in ("float32", "float16"):
             raise TargetError(f"--dtype must be float32 or float16, got {self.dtype}")
         micro = self.micro_batch
-        if micro is not None and (micro < 1 or self.batch % micro):
+        if micro is not None and self.dynamic and not 1 <= micro <= self.largest_batch:
+            raise TargetError(
+                f"--micro-batch must be between 1 and the largest batch ({self.largest_batch}), "
+                f"got {micro}"
+            )
+        if micro is not None and not self.dynamic and (micro < 1 or self.batch % micro):
             raise TargetError(f"--micro-batch must divide the batch ({self.batch}), got {micro}")
         if micro is not None and micro != self.batch and self.target != "llvm":
             raise TargetError("--micro-batch applies to --target llvm")
@@ -112,17 +141,35 @@ class BuildOptions:
 def micro_batch_size(graph: Graph, options: BuildOptions) -> int:
     """How many samples ``main`` runs at once: ``options.micro_batch``, or for llvm the
     largest divisor of the batch whose largest activation fits :data:`ACTIVATION_BUDGET`
-    (at least 1); CUDA runs the whole batch."""
-    batch = options.batch
+    (at least 1); CUDA runs the whole batch.
+
+    With a batch range: the largest piece a batch is cut into (a batch runs as pieces of
+    this size and powers of two below it, see :func:`.lower.dynamic_sizes`): for llvm the
+    largest power of two up to :data:`DYNAMIC_MICRO_LIMIT` whose activations fit the
+    budget, for CUDA the largest power of two up to the range's high end.
+    """
     if options.micro_batch is not None:
         options.tvm_target()  # checks it
         return options.micro_batch
+    if options.dynamic:
+        limit = options.largest_batch
+        if options.target == "llvm":
+            limit = min(
+                limit, DYNAMIC_MICRO_LIMIT, max(1, ACTIVATION_BUDGET // _sample(graph, options))
+            )
+        return 1 << (limit.bit_length() - 1)
+    batch = options.batch
     if options.target != "llvm":
         return batch
-    itemsize = np.dtype(options.dtype).itemsize
-    sample = max(int(np.prod(graph.info(node.name).shape)) * itemsize for node in graph.nodes())
+    sample = _sample(graph, options)
     fits = [m for m in range(1, batch + 1) if batch % m == 0 and m * sample <= ACTIVATION_BUDGET]
     return max(fits, default=1)
+
+
+def _sample(graph: Graph, options: BuildOptions) -> int:
+    """Bytes of one sample's largest activation."""
+    itemsize = np.dtype(options.dtype).itemsize
+    return max(int(np.prod(graph.info(node.name).shape)) * itemsize for node in graph.nodes())
 
 
 def build(net: Network, weights: Weights, options: BuildOptions, database=None):
@@ -132,7 +179,8 @@ def build(net: Network, weights: Weights, options: BuildOptions, database=None):
     target = options.tvm_target()
     graph, weights = run_inference_passes(net.graph, weights)
     micro = micro_batch_size(net.graph, options)
-    mod = to_relax(graph, weights, batch=options.batch, dtype=options.dtype, micro_batch=micro)
+    batch = options.batch_range or options.batch
+    mod = to_relax(graph, weights, batch=batch, dtype=options.dtype, micro_batch=micro)
     with contextlib.ExitStack() as stack:
         if database is not None:
             stack.enter_context(database)
@@ -172,13 +220,15 @@ def metadata(net: Network, options: BuildOptions, weights_source: str) -> dict[s
 
     target = options.tvm_target()
     g = net.graph
+    batch: int | str = DYNAMIC if options.dynamic else options.batch
 
     def tensors(names: list[tuple[str, str]]) -> list[dict[str, Any]]:
         return [
-            {"name": label, "shape": [options.batch, *g.info(node).shape], "dtype": options.dtype}
+            {"name": label, "shape": [batch, *g.info(node).shape], "dtype": options.dtype}
             for label, node in names
         ]
 
+    sizes = {"batch_range": list(options.batch_range)} if options.dynamic else {"batch": batch}
     return {
         "format": ARTIFACT_FORMAT,
         "resdsl_version": __version__,
@@ -188,9 +238,9 @@ def metadata(net: Network, options: BuildOptions, weights_source: str) -> dict[s
         "target": {"kind": options.target, "tvm": json.loads(str(target))},
         "device": "cuda" if options.target == "cuda" else "cpu",
         "dtype": options.dtype,
-        "batch": options.batch,
+        **sizes,
         "micro_batch": micro_batch_size(g, options),
-        "dynamic_batch": False,
+        "dynamic_batch": options.dynamic,
         "inputs": tensors([(name, name) for name in g.inputs]),
         "outputs": tensors(g.outputs),
         "weights": weights_source,

@@ -3,18 +3,20 @@
 ``EMITTERS`` maps every op of the op table to a small function, mirroring the PyTorch
 backend's table: given the node, its Relax inputs and the weights, it emits Relax ops.
 Weights become constants of the module (so the exported library is self-contained).
-The batch size is fixed at compile time.
+The batch size is fixed at compile time, or a range (:func:`to_relax` with ``batch=(low,
+high)``): ``main`` then takes a symbolic batch and runs it on networks of fixed sizes.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import tvm
-from tvm import relax
+from tvm import relax, tirx
 from tvm.relax import op as R  # noqa: N812 - the name TVM itself uses
 
 from ...errors import SpecError
@@ -35,6 +37,8 @@ class Context:
     weights: dict[str, np.ndarray]
     dtype: str
     batch: int
+    # constants by content, shared by the networks of one module (one copy in the library)
+    constants: dict[tuple, relax.Constant] = field(default_factory=dict)
 
     def emit(self, expr: relax.Expr) -> relax.Var:
         return self.bb.emit(expr)
@@ -46,7 +50,11 @@ class Context:
         return self.const(array)
 
     def const(self, array: np.ndarray) -> relax.Constant:
-        return relax.const(np.ascontiguousarray(np.asarray(array).astype(self.dtype)))
+        array = np.ascontiguousarray(np.asarray(array).astype(self.dtype))
+        key = (array.shape, hashlib.blake2b(array.data, digest_size=16).digest())
+        if key not in self.constants:
+            self.constants[key] = relax.const(array)
+        return self.constants[key]
 
     def out(self, node: Node) -> tuple[int, ...]:
         """The batched output shape of ``node``, as the graph records it."""
@@ -289,11 +297,14 @@ def to_relax(
     graph: Graph,
     weights: dict[str, np.ndarray],
     *,
-    batch: int = 1,
+    batch: int | tuple[int, int] = 1,
     dtype: str = "float32",
     micro_batch: int | None = None,
 ) -> tvm.IRModule:
     """The network as a Relax module whose ``main(inputs...) -> outputs`` takes ``batch``.
+
+    A ``batch`` of ``(low, high)`` gives ``main`` a symbolic batch: see
+    :func:`_emit_dynamic`; ``micro_batch`` is then the largest network it runs at once.
 
     With a ``micro_batch`` that divides ``batch`` and is smaller, the network is emitted
     once, as the private function ``forward`` at the micro-batch size, and ``main`` splits
@@ -314,10 +325,13 @@ def to_relax(
     for node in graph.nodes():
         if node.op != "input" and node.op not in EMITTERS:
             raise SpecError(f"op `{node.op}` has no TVM emitter (target tvm)", node.span)
+    bb = relax.BlockBuilder()
+    if isinstance(batch, tuple):
+        _emit_dynamic(bb, graph, weights, dtype, micro_batch or 1)
+        return bb.get()
     micro = batch if micro_batch is None else micro_batch
     if micro < 1 or batch % micro:
         raise ValueError(f"micro-batch {micro} does not divide the batch {batch}")
-    bb = relax.BlockBuilder()
     if micro == batch:
         _emit_network(bb, "main", graph, weights, batch, dtype)
         return bb.get()
@@ -382,7 +396,7 @@ def _split_call_concat(
     return bb.emit_output(relax.Tuple([bb.emit(R.concat(c, axis=0)) for c in columns]))
 
 
-def _params(graph: Graph, batch: int, dtype: str) -> list[relax.Var]:
+def _params(graph: Graph, batch: int | tirx.Var, dtype: str) -> list[relax.Var]:
     return [
         relax.Var(name, relax.TensorType((batch, *graph.info(name).shape), dtype))
         for name in graph.inputs
@@ -397,10 +411,12 @@ def _emit_network(
     batch: int,
     dtype: str,
     private: bool = False,
+    constants: dict[tuple, relax.Constant] | None = None,
 ) -> relax.GlobalVar:
-    """Emit the graph as the function ``name(inputs...) -> outputs`` at ``batch``."""
+    """Emit the graph as the function ``name(inputs...) -> outputs`` at ``batch``; the
+    networks of one module share ``constants`` (a weight is stored once)."""
     params = _params(graph, batch, dtype)
-    ctx = Context(bb, graph, weights, dtype, batch)
+    ctx = Context(bb, graph, weights, dtype, batch, {} if constants is None else constants)
     values: dict[str, Any] = dict(zip(graph.inputs, params, strict=True))
     with bb.function(name, params, private=private):
         with bb.dataflow():
@@ -414,3 +430,110 @@ def _emit_network(
             result = bb.emit_output(outs[0] if len(outs) == 1 else relax.Tuple(outs))
         bb.emit_func_output(result)
     return bb.get().get_global_var(name)
+
+
+def dynamic_sizes(micro_batch: int) -> list[int]:
+    """The batch sizes a dynamic-batch module holds a network for, largest first: the
+    micro-batch and every power of two below it (any batch is a sum of them)."""
+    return [
+        micro_batch,
+        *(2**k for k in reversed(range(micro_batch.bit_length())) if 2**k < micro_batch),
+    ]
+
+
+def _emit_dynamic(
+    bb: relax.BlockBuilder,
+    graph: Graph,
+    weights: dict[str, np.ndarray],
+    dtype: str,
+    micro_batch: int,
+) -> None:
+    """Emit ``main`` with a symbolic batch ``n`` (any n >= 1) over fixed-size networks.
+
+    The network is emitted as ``forward{s}`` for each size ``s`` of
+    :func:`dynamic_sizes` (their weights shared), so every kernel has static shapes and
+    the CPU rules schedule it as in a fixed-batch build. ``main`` dispatches on ``n``:
+    a size it holds runs that network; otherwise it runs the largest size below ``n`` on
+    the first samples, itself (recursively) on the rest, and concatenates the results.
+    A batch of ``n`` takes at most ``n // micro_batch + log2(micro_batch)`` calls; on the
+    batches that a fixed build would split into micro-batches of the same size, it runs
+    the same kernels.
+    """
+    sizes = dynamic_sizes(micro_batch)
+    constants: dict[tuple, relax.Constant] = {}
+    forwards = {
+        s: _emit_network(bb, f"forward{s}", graph, weights, s, dtype, True, constants)
+        for s in sizes
+    }
+    n = tirx.Var("batch", "int64")
+    params = _params(graph, n, dtype)
+    shapes = [graph.info(node).shape for _, node in graph.outputs]
+
+    def result(batch) -> relax.Type:
+        types = [relax.TensorType((batch, *shape), dtype) for shape in shapes]
+        return types[0] if len(types) == 1 else relax.TupleType(types)
+
+    main = bb.add_func(relax.Function.create_empty(params, result(n)), "main")
+
+    def exact(size: int) -> relax.SeqExpr:
+        seq = _Seq(bb)
+        args = [seq.match(p, (size, *p.ty.shape.values[1:])) for p in params]
+        return seq.end(seq.bind(relax.Call(forwards[size], args)))
+
+    def split(size: int) -> relax.SeqExpr:
+        seq = _Seq(bb)
+        head = [
+            seq.match(
+                seq.bind(R.strided_slice(p, [0], [0], [size])), (size, *p.ty.shape.values[1:])
+            )
+            for p in params
+        ]
+        tail = [seq.bind(R.strided_slice(p, [0], [size], [n])) for p in params]
+        first = seq.bind(relax.Call(forwards[size], head))
+        rest = seq.bind(relax.Call(main, tail))
+        if len(shapes) == 1:
+            return seq.end(seq.bind(R.concat([first, rest], axis=0)))
+        joined = [
+            seq.bind(
+                R.concat(
+                    [seq.bind(relax.TupleGetItem(first, k)), seq.bind(relax.TupleGetItem(rest, k))],
+                    axis=0,
+                )
+            )
+            for k in range(len(shapes))
+        ]
+        return seq.end(seq.bind(relax.Tuple(joined)))
+
+    # if n == s: forward{s}; elif n > s: forward{s} on the first s and main on the rest
+    # (sizes largest first); else n == 1 (an empty batch fails the size-1 shape check)
+    larger = sizes[:-1]  # sizes[-1] is 1; a batch above 1 is split unless it is a size
+    body: relax.Expr = exact(1)
+    branches = [(n == s, exact(s)) for s in larger] + [(n > s, split(s)) for s in larger or [1]]
+    for condition, branch in reversed(branches):
+        body = relax.If(relax.prim_value(condition), branch, body)
+    seq = _Seq(bb)
+    out = seq.match(seq.bind(body), result(n))
+    func = relax.Function(params, seq.end(out), result(n)).with_attr("global_symbol", "main")
+    bb.update_func(main, func)
+
+
+class _Seq:
+    """Bindings of one branch of ``main``: each value normalised (its type inferred)."""
+
+    def __init__(self, bb: relax.BlockBuilder) -> None:
+        self.bb, self.bindings = bb, []
+
+    def bind(self, value: relax.Expr) -> relax.Var:
+        value = self.bb.normalize(value)
+        var = relax.Var(f"v{len(self.bindings)}", value.ty)
+        self.bindings.append(relax.VarBinding(var, value))
+        return var
+
+    def match(self, value: relax.Expr, shape) -> relax.Var:
+        ty = shape if isinstance(shape, relax.Type) else relax.TensorType(shape, value.ty.dtype)
+        var = relax.Var(f"v{len(self.bindings)}", ty)
+        self.bindings.append(relax.MatchCast(var, value, ty))
+        return var
+
+    def end(self, body: relax.Expr) -> relax.SeqExpr:
+        return relax.SeqExpr([relax.BindingBlock(self.bindings)], body)
