@@ -330,3 +330,130 @@ def test_slice_bounds_read_from_sizes():
 
     text = import_model(Head(), torch.randn(2, 5, 4))
     assert "slice(end=3)" in text and "slice(start=2)" in text
+
+
+def _parity(model, x, text):
+    """The spec's module, the model's state_dict loaded strictly, against the model on a
+    batch of another size."""
+    module = resdsl.loads(text).to_torch().eval()
+    module.load_state_dict(model.state_dict(), strict=True)
+    y = torch.randn(3, *x.shape[1:], generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        want, got = model(y), module(y)
+    return float((got - want).abs().max() / want.abs().max())
+
+
+class StackedHeads(torch.nn.Module):
+    """EfficientViM's heads: weighted logits stacked in front of the batch, summed."""
+
+    def __init__(self):
+        super().__init__()
+        self.heads = torch.nn.ModuleList(torch.nn.Linear(4, 3) for _ in range(3))
+        self.weights = torch.nn.Parameter(torch.randn(3))
+
+    def forward(self, x):
+        w = self.weights.softmax(-1)
+        return torch.stack([w[i] * h(x) for i, h in enumerate(self.heads)]).sum(0)
+
+
+def test_a_stack_summed_over_its_front_is_a_sum():
+    model = randomise_state(StackedHeads()).eval()
+    x = torch.randn(2, 4)
+    text = import_model(model, x)
+    assert "concat" not in text and text.count(" + ") == 2
+    assert _parity(model, x, text) <= 1e-5
+
+
+class BlurPool(torch.nn.Module):
+    """TResNet's anti-aliasing: reflect padding, then a constant binomial filter applied
+    to every channel with a strided functional convolution."""
+
+    def __init__(self, channels=3):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(channels, channels, 1)
+        k = torch.tensor([1.0, 2.0, 1.0])
+        filt = (k[:, None] * k[None, :] / 16)[None, None].repeat(channels, 1, 1, 1)
+        self.register_buffer("filt", filt, persistent=False)
+
+    def forward(self, x):
+        x = torch.nn.functional.pad(self.conv(x), (1, 1, 1, 1), mode="reflect")
+        return torch.nn.functional.conv2d(x, self.filt, stride=2, groups=x.shape[1])
+
+
+def test_reflect_padding_and_a_constant_depthwise_filter():
+    model = randomise_state(BlurPool()).eval()
+    x = torch.randn(2, 3, 7, 6)
+    text = import_model(model, x)
+    # reflect padding: a one-element slice on each side of each axis, concatenated
+    assert text.count("concat(") == 2 and "slice(axis=2, start=1, end=2)" in text
+    assert "buffer" not in text  # the filter is not written: its 9 taps are
+    assert text.count("scale_shift(scale=0.25)") == 1
+    assert text.count("scale_shift(scale=0.0625)") == 4
+    assert _parity(model, x, text) <= 1e-5
+
+
+class FourierPosition(torch.nn.Module):
+    """XCiT's position encoding: sines of positions built in forward (arange, sin, cos:
+    32 x 12 x 12 elements), a 1x1 convolution with weights, repeated over the batch."""
+
+    def __init__(self, hidden=16, dim=8):
+        super().__init__()
+        self.hidden = hidden
+        self.proj = torch.nn.Conv2d(2 * hidden, dim, 1)
+
+    def forward(self, x):  # (B, C, H, W)
+        b, _, h, w = x.shape
+        y = torch.arange(1, h + 1).to(torch.float32).unsqueeze(1).repeat(1, 1, w) / h * 6.28
+        xs = torch.arange(1, w + 1).to(torch.float32).repeat(1, h, 1) / w * 6.28
+        t = torch.div(torch.arange(self.hidden), 2, rounding_mode="floor")
+        t = 1000 ** (2 * t / self.hidden)
+        py, px = y[..., None] / t, xs[..., None] / t
+        py = torch.stack([py[..., 0::2].sin(), py[..., 1::2].cos()], dim=4).flatten(3)
+        px = torch.stack([px[..., 0::2].sin(), px[..., 1::2].cos()], dim=4).flatten(3)
+        pos = torch.cat((py, px), dim=3).permute(0, 3, 1, 2)
+        return x + self.proj(pos).repeat(b, 1, 1, 1)
+
+
+def test_a_constant_computed_in_forward_is_written_in_broadcast_parts():
+    model = randomise_state(FourierPosition()).eval()
+    x = torch.randn(2, 8, 12, 12)
+    text = import_model(model, x)
+    # constants (written with their elements, none of more than 4,096), no sin/cos op
+    assert "persistent=false" in text and ".sin" not in text and "arange" not in text
+    assert _parity(model, x, text) <= 1e-5
+
+
+class BeitBias(torch.nn.Module):
+    """BEiT's relative position bias: Swin's index of a 4 x 4 window with a row and a column
+    for the class token (17 x 17 = 289 entries, above the constant limit here)."""
+
+    def __init__(self, window=4, heads=2):
+        super().__init__()
+        from resdsl.elaborate.functions import _relative_position_index
+
+        n = window * window
+        distance = (2 * window - 1) ** 2 + 3
+        index = torch.zeros(n + 1, n + 1, dtype=torch.int64)
+        index[1:, 1:] = torch.tensor(_relative_position_index(window, window)).view(n, n)
+        index[0, 0:] = distance - 3
+        index[0:, 0] = distance - 2
+        index[0, 0] = distance - 1
+        self.register_buffer("relative_position_index", index, persistent=False)
+        self.table = torch.nn.Parameter(torch.randn(distance, heads))
+        self.n, self.heads = n + 1, heads
+
+    def forward(self, x):  # (B, heads, N, N) attention scores
+        bias = self.table[self.relative_position_index.view(-1)].view(self.n, self.n, -1)
+        return (x + bias.permute(2, 0, 1)).softmax(-1)
+
+
+def test_beit_index_with_class_token_rows(monkeypatch):
+    from resdsl.importers import constants, torch_fx
+
+    monkeypatch.setattr(constants, "LIMIT", 100)  # BEiT's 38,809 entries, in small
+    monkeypatch.setattr(torch_fx, "_CONSTANT_LIMIT", 100)
+    model = randomise_state(BeitBias()).eval()
+    x = torch.randn(2, 2, 17, 17)
+    text = import_model(model, x)
+    assert "values=relative_position_index(4)" in text and text.count("take(") == 3
+    assert _parity(model, x, text) <= 1e-5

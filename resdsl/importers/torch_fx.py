@@ -339,6 +339,13 @@ class _Converter:
         # how a tensor's torch axes relate to the batch (see `layout`); absent: batched
         self.layouts: dict[str, tuple] = {}
         self.batch = 0  # the example's batch size
+        # constants: tensors computed from no input or weight (a non-persistent buffer, what
+        # `forward` builds with torch.arange, ...), by node, with their values on the example
+        self.values: dict[str, Any] = {}
+        self.deferred: set[str] = set()  # constants not converted: written where read
+        self.folded: set[str] = set()  # ids of calls converted from constants
+        self.front = 0  # where the next constant written whole goes in `calls`
+        self.written: dict[tuple, str] = {}  # a constant written whole -> its id
 
     def trace(self) -> Any:
         """The module's fx graph, leaves the op table's modules."""
@@ -367,13 +374,13 @@ class _Converter:
 
     def run(self, example: Any) -> Imported:
         import torch.fx
-        from torch.fx.passes.shape_prop import ShapeProp
 
         graph = self.trace()
         gm = torch.fx.GraphModule(self.root, graph)
+        self.state_keys = set(self.module.state_dict())
         try:
             with torch.no_grad():
-                ShapeProp(gm).propagate(example)
+                _ConstantProp(gm, self).propagate(example)
         except Exception as e:  # the traced graph does not run on the example
             first = str(e).splitlines()[0] if str(e) else ""
             raise ModelImportError(
@@ -381,7 +388,6 @@ class _Converter:
                 f"example input: {type(e).__name__}: {first}",
             ) from None  # fmt: skip
         self.gm = gm
-        self.state_keys = set(self.module.state_dict())
         inputs, outputs = [], []
         for node in gm.graph.nodes:
             if node.op == "placeholder":
@@ -395,7 +401,12 @@ class _Converter:
             else:
                 try:
                     if node.op == "output":
+                        for a in _flatten(node.args[0]):
+                            if getattr(a, "name", None) in self.deferred:
+                                self.materialise(a)
                         outputs = [self.output(a, node) for a in _flatten(node.args[0])]
+                    elif node.name in self.values:
+                        self.fold(node)
                     else:
                         self.convert(node)
                 except UnmappedError as e:
@@ -411,6 +422,7 @@ class _Converter:
                     self.unsupported.append(Unsupported(self.where(node), what))
         if self.unsupported:
             raise ModelImportError(self.origin, self.unsupported)
+        self.prune(outputs)
         for name, shape in inputs:
             self.shapes[name] = shape
         return Imported(
@@ -538,16 +550,135 @@ class _Converter:
         )
         self.alias[node.name] = node.name
 
+    # --- constants -----------------------------------------------------------------------------
+
+    def fold(self, node: Any) -> None:
+        """A constant: converted as any node where it can be, else deferred (its value is
+        known) until a node that is not a constant reads it."""
+        if any(n.name in self.deferred for n in node.all_input_nodes):
+            self.deferred.add(node.name)
+            return
+        before = len(self.calls)
+        try:
+            self.convert(node)
+        except (UnmappedError, _Skipped):
+            self.deferred.add(node.name)
+            self.alias.pop(node.name, None)
+        except Exception:  # a constant the converter cannot take: deferred too
+            self.deferred.add(node.name)
+            self.alias.pop(node.name, None)
+        self.folded.update(k.id for k in self.calls[before:])
+
+    def materialise(self, node: Any, quiet: bool = False) -> None:
+        """Write the deferred constant ``node`` as calls where it is first read: the
+        constants it is computed from written first and ``node`` converted from them where
+        it can be (the tensor a model computes once and reads in every block is written
+        once), else its own value (:mod:`.constants`). One that cannot be written is
+        reported where it is computed (raised, if ``quiet``)."""
+        import torch
+
+        from .constants import ConstantError, constant_calls
+
+        if node.name not in self.deferred:
+            return
+        self.deferred.discard(node.name)
+        value = self.values[node.name]
+        sources = [n for n in node.all_input_nodes if n.name in self.deferred]
+        if sources or not isinstance(value, torch.Tensor):
+            try:
+                for n in sources:
+                    self.materialise(n, quiet=True)
+                before = len(self.calls)
+                try:
+                    self.convert(node)
+                finally:
+                    self.folded.update(k.id for k in self.calls[before:])
+                return
+            except (UnmappedError, _Skipped, ConstantError, LookupError, TypeError, ValueError):
+                self.alias.pop(node.name, None)
+                if not isinstance(value, torch.Tensor):
+                    if quiet:
+                        raise ConstantError("a constant that is not one tensor") from None
+                    self.failed.add(node.name)
+                    what = f"{self.what(node)}: a constant that is not one tensor"
+                    self.unsupported.append(Unsupported(self.where(node), what))
+                    raise _Skipped from None
+        layout = UNBATCHED
+        if value.dim() > 1 and (value.shape[0] == 1 or (
+            self.batch > 1 and value.shape[0] == self.batch and bool((value == value[:1]).all())
+        )):  # fmt: skip
+            # a leading 1 (broadcast over the batch), or the batch size read from the input
+            # (XCiT's `torch.zeros(B, H, W)`): one sample's value
+            value, layout = value[0], BATCHED
+        key = (str(value.dtype), tuple(value.shape), value.detach().cpu().numpy().tobytes())
+        if key in self.written:  # the same constant again (each block's): written once
+            self.alias[node.name] = self.written[key]
+            self.set_layout(node, layout)
+            return
+        label = node.target if node.op == "get_attr" else None
+        try:
+            calls = constant_calls(node.name, value, label, self.scope_of(node), self.where(node))
+        except ConstantError as e:
+            if quiet:
+                self.deferred.add(node.name)
+                raise
+            self.failed.add(node.name)
+            self.unsupported.append(Unsupported(self.where(node), f"{self.what(node)}: {e}"))
+            raise _Skipped from None
+        # first in the network: it reads nothing, and a block reading it takes it as an input
+        self.calls[self.front : self.front] = calls
+        self.front += len(calls)
+        self.folded.update(k.id for k in calls)
+        self.alias[node.name] = self.written[key] = node.name
+        self.set_layout(node, layout)
+        self.shapes[node.name] = tuple(value.shape)
+
+    def shared_constant(self, cid: str, value: Any, scope: str, where: str) -> str:
+        """The id of a constant tensor written first in the network, once for all readers."""
+        from .constants import ConstantError, constant_calls
+
+        key = (str(value.dtype), tuple(value.shape), value.detach().cpu().numpy().tobytes())
+        if key not in self.written:
+            try:
+                calls = constant_calls(cid, value, None, scope, where)
+            except ConstantError as e:
+                raise UnmappedError(str(e)) from None
+            self.calls[self.front : self.front] = calls
+            self.front += len(calls)
+            self.folded.update(k.id for k in calls)
+            self.written[key] = cid
+        return self.written[key]
+
+    def prune(self, outputs: list[str]) -> None:
+        """Drop the calls converted from constants that no output reads (the start of a
+        constant written whole where it is read)."""
+        if not self.folded:
+            return
+        by_id = {k.id: k for k in self.calls}
+        live, stack = set(), [*outputs]
+        while stack:
+            k = stack.pop()
+            if k in live:
+                continue
+            live.add(k)
+            stack.extend(by_id[k].inputs if k in by_id else ())
+        self.calls = [k for k in self.calls if k.id in live or k.id not in self.folded]
+
     # --- nodes ---------------------------------------------------------------------------------
 
     def convert(self, node: Any) -> None:
         import torch
 
+        for n in node.all_input_nodes:
+            if n.name in self.deferred and not _reads_raw(node, n):
+                self.materialise(n)
         if any(n.name in self.failed for n in node.all_input_nodes):
             if not self.known(node):  # unsupported itself: reported too, all in one run
                 raise UnmappedError(f"no op for this {_KIND.get(node.op, 'call')}")
             raise _Skipped  # it reads a value that failed: that one is reported
         if node.op == "get_attr":
+            if node.users and all(_reads_shape(u) for u in node.users):
+                return  # only its size or dtype is read (XCiT's `weight.device`)
             self.tensor_attr(node)
             return
         layouts = {self.layout(n) for n in node.all_input_nodes if n.name in self.alias}
@@ -701,6 +832,10 @@ class _Converter:
         if node.op == "call_function" and target is getattr and args[1] == "shape":
             self.consts[node.name] = ("shape", self.shape(args[0]))
             return
+        if node.op == "call_function" and target is getattr and args[1] in ("dtype", "device"):
+            meta = args[0].meta.get("tensor_meta")  # what `x.to(...)` reads: float32 here
+            self.consts[node.name] = getattr(meta, args[1], None)
+            return
         if node.op == "call_method" and target == "size":
             shape = self.shape(args[0])
             self.consts[node.name] = shape[args[1]] if len(args) > 1 else ("shape", shape)
@@ -833,6 +968,62 @@ def _module_path(stack: dict) -> str:
         return ""
     key, value = list(stack.items())[-1]
     return value[0] if isinstance(value, tuple) else key
+
+
+_STATIC_ATTRS = ("shape", "dtype", "device", "ndim")
+
+
+def _ConstantProp(gm: Any, converter: _Converter) -> Any:  # noqa: N802 - a class, built late
+    """fx's ``ShapeProp`` that also keeps the value of each constant tensor (see
+    ``_Converter.values``): one computed from no input, parameter or saved buffer (sizes
+    read from the input are fixed by the trace)."""
+    import torch
+    from torch.fx.passes.shape_prop import ShapeProp
+
+    params = {name for name, _ in converter.module.named_parameters()}
+    dynamic: set[str] = set()
+
+    class Prop(ShapeProp):
+        def run_node(self, n: Any) -> Any:
+            result = super().run_node(n)
+            if n.op in ("placeholder", "call_module", "output"):
+                dynamic.add(n.name)
+            elif n.op == "get_attr":
+                if n.target in converter.state_keys or n.target in params:
+                    dynamic.add(n.name)
+            elif _reads_shape(n):
+                pass
+            elif any(a.name in dynamic for a in n.all_input_nodes):
+                dynamic.add(n.name)
+            if n.name not in dynamic and (
+                isinstance(result, torch.Tensor)
+                or (isinstance(result, tuple | list) and bool(result)
+                    and all(isinstance(t, torch.Tensor) for t in result))
+            ):  # fmt: skip
+                converter.values[n.name] = result
+            return result
+
+    return Prop(gm)
+
+
+def _reads_shape(node: Any) -> bool:
+    """``x.shape``, ``x.dtype``, ``x.size()``, ``x.dim()``: what the trace fixes."""
+    if node.op == "call_function" and node.target is getattr:
+        return node.args[1] in _STATIC_ATTRS
+    return node.op == "call_method" and node.target in ("size", "dim")
+
+
+def _reads_raw(node: Any, arg: Any) -> bool:
+    """Whether ``node``'s converter reads the constant ``arg`` as a value, not as calls: the
+    weight of a functional convolution; a size read from it."""
+    if _reads_shape(node):
+        return True
+    if node.op == "call_function" and node.target is operator.getitem and node.args[0] is not arg:
+        return True  # an index: see _getitem
+    if node.op != "call_function" or getattr(node.target, "__name__", "") != "conv2d":
+        return False
+    weight = node.args[1] if len(node.args) > 1 else node.kwargs.get("weight")
+    return weight is arg
 
 
 # --- functions and methods -----------------------------------------------------------------------
@@ -1033,7 +1224,16 @@ def _cat(c: _Converter, node: Any) -> None:
 def _stack(c: _Converter, node: Any) -> None:
     """``torch.stack(tensors, dim)``: each given a unit axis there, then concatenated."""
     a = _bound(node, ["tensors", "dim"], {"dim": 0})
-    axis = c.axis(node, c.const(a["dim"]))
+    dim = c.const(a["dim"])
+    if (
+        dim == 0
+        and c.layout(node) == BATCHED
+        and node.users
+        and all(_is_sum_over_first(u) for u in node.users)
+    ):  # stacked in front of the batch to be summed over at once (EfficientViM's heads)
+        c.consts[node.name] = ("stacked", [c.value(t, node) for t in a["tensors"]])
+        return
+    axis = c.axis(node, dim)
     scope, where, ids = c.scope_of(node), c.where(node), []
     for k, t in enumerate(a["tensors"]):
         shape = list(c.sample_shape(t))
@@ -1042,6 +1242,39 @@ def _stack(c: _Converter, node: Any) -> None:
         c.calls.append(Call(ids[-1], "reshape", {"shape": tuple(shape)}, [c.value(t, node)],
                             None, scope, where))  # fmt: skip
     c.emit(node, "concat", {"axis": axis}, ids)
+
+
+def _is_sum_over_first(node: Any) -> bool:
+    """Whether ``node`` is ``x.sum(0)`` / ``torch.sum(x, 0)``, the axis not kept."""
+    if node.target not in ("sum", _torch("sum")):
+        return False
+    a = _bound(node, ["input", "dim", "keepdim"], {"dim": None, "keepdim": False})
+    return a["dim"] in (0, (0,), [0]) and not a["keepdim"]
+
+
+def _sum(c: _Converter, node: Any) -> None:
+    """``x.sum(dims, keepdim)``; over the front of a ``torch.stack(..., 0)``: the sum of the
+    stacked tensors."""
+    a = _bound(node, ["input", "dim", "keepdim"], {"dim": None, "keepdim": False})
+    x = a["input"]
+    stacked = c.consts.get(x.name) if hasattr(x, "name") else None
+    if isinstance(stacked, tuple) and stacked and stacked[0] == "stacked":
+        ids, scope, where = stacked[1], c.scope_of(node), c.where(node)
+        total = ids[0]
+        for k, other in enumerate(ids[1:-1]):
+            c.calls.append(Call(f"{node.name}/{k}", "add", {}, [total, other], None, scope, where))
+            total = f"{node.name}/{k}"
+        if len(ids) == 1:
+            c.alias[node.name] = total
+            return
+        c.emit(node, "add", {}, [total, ids[-1]])
+        return
+    dims = c.const(a["dim"])
+    if dims is None:
+        raise UnmappedError("a sum over every axis")
+    dims = (dims,) if isinstance(dims, int) else tuple(dims)
+    attrs = {"axis": tuple(c.axis(x, d) for d in dims), "keepdim": bool(c.const(a["keepdim"]))}
+    c.emit(node, "sum", attrs, [c.value(x, node)])
 
 
 def _mean(c: _Converter, node: Any) -> None:
@@ -1108,6 +1341,11 @@ def _getitem(c: _Converter, node: Any) -> None:
         at = k + offset - sum(1 for _, i in steps[:n] if isinstance(i, int))
         step_id = node.name if n == len(steps) - 1 else f"{node.name}_{n}"
         scope, where = c.scope_of(node), c.where(node)
+        if isinstance(item, torch.fx.Node) and item.name in c.deferred:
+            if _bordered_take(c, node, item, ids, at, step_id):
+                ids = step_id
+                continue
+            c.materialise(item)
         if isinstance(item, torch.fx.Node):
             if len(c.shape(item)) != 1 or c.layout(item) != UNBATCHED:
                 raise UnmappedError("indexing with a tensor other than a rank-1 index")
@@ -1133,6 +1371,53 @@ def _getitem(c: _Converter, node: Any) -> None:
     c.alias[node.name] = ids
 
 
+def _bordered_take(c: _Converter, node: Any, item: Any, data: str, axis: int, out: str) -> bool:
+    """``table[index]`` with BEiT's index (relative offsets, and a row and column for the
+    class token): the table read through each part, the parts concatenated."""
+    import torch
+
+    from .constants import bordered_take
+
+    parts = bordered_take(c.values[item.name])
+    if parts is None or c.layout(item) not in (UNBATCHED, BATCHED) or len(c.shape(item)) != 1:
+        return False
+    top, column, n = parts
+    from ..elaborate.functions import _relative_position_index
+
+    inner = torch.tensor(_relative_position_index(*_window_of(n)), dtype=torch.int64)
+    shape = list(c.sample_shape(node.args[0]))
+    before, after = shape[:axis], shape[axis + 1 :]
+    scope, where = c.scope_of(node), c.where(node)
+
+    def read(tag: str, index: Any, rows: int, cols: int) -> str:
+        i = c.shared_constant(f"{out}/{tag}_index", index, scope, where)
+        c.calls.append(Call(f"{out}/{tag}", "take", {"axis": axis}, [data, i], None, scope,
+                            where))  # fmt: skip
+        c.calls.append(Call(f"{out}/{tag}_2d", "reshape", {"shape": (*before, rows, cols, *after)},
+                            [f"{out}/{tag}"], None, scope, where))  # fmt: skip
+        return f"{out}/{tag}_2d"
+
+    first = read("top", torch.tensor(top), 1, n + 1)
+    left = read("left", torch.tensor(column), n, 1)
+    body = read("inner", inner, n, n)
+    lower = f"{out}/lower"
+    c.calls.append(Call(lower, "concat", {"axis": len(before) + 1}, [left, body], None, scope,
+                        where))  # fmt: skip
+    c.calls.append(Call(f"{out}/whole", "concat", {"axis": len(before)}, [first, lower], None,
+                        scope, where))  # fmt: skip
+    c.calls.append(Call(out, "reshape", {"shape": (*before, (n + 1) ** 2, *after)},
+                        [f"{out}/whole"], None, scope, where))  # fmt: skip
+    return True
+
+
+def _window_of(n: int) -> tuple[int, int]:
+    """The window whose relative_position_index has n x n entries: the squarest."""
+    import math
+
+    h = max(h for h in range(1, math.isqrt(n) + 1) if n % h == 0)
+    return h, n // h
+
+
 def _index_item(c: _Converter, item: Any) -> Any:
     """An index with the sizes read from the trace in it as numbers (``x[:, :n]`` with
     ``n = x.shape[1] - 1``); a tensor stays a node (``table[index]``)."""
@@ -1140,7 +1425,7 @@ def _index_item(c: _Converter, item: Any) -> Any:
 
     if isinstance(item, slice):
         return slice(*(_index_item(c, v) for v in (item.start, item.stop, item.step)))
-    if isinstance(item, torch.fx.Node) and item.name not in c.alias:
+    if isinstance(item, torch.fx.Node) and item.name not in c.alias and item.name not in c.deferred:
         return c.const(item)
     return item
 
@@ -1188,15 +1473,139 @@ def _avg_pool(c: _Converter, node: Any) -> None:
 
 def _pad(c: _Converter, node: Any) -> None:
     a = _bound(node, ["input", "pad", "mode", "value"], {"mode": "constant", "value": None})
-    if a["mode"] != "constant":
-        raise UnmappedError(f"padding in mode {a['mode']!r}")
     pads = tuple(c.const(a["pad"]))
     free = len(c.shape(a["input"])) - (c.layout(a["input"]) != UNBATCHED)
     if len(pads) > 2 * free:
         raise UnmappedError("padding of the batch axis")
+    if a["mode"] in ("reflect", "replicate"):
+        _pad_by_slices(c, node, a["input"], pads, a["mode"])
+        return
+    if a["mode"] != "constant":
+        raise UnmappedError(f"padding in mode {a['mode']!r}")
     c.emit(
         node, "pad", {"pads": pads, "value": float(a["value"] or 0.0)}, [c.value(a["input"], node)]
     )
+
+
+def _pad_by_slices(c: _Converter, node: Any, x: Any, pads: tuple, mode: str) -> None:
+    """``F.pad(x, pads, mode="reflect" or "replicate")``: each padded axis as the input
+    with one-element slices of it concatenated on each side (TResNet's blur pooling)."""
+    shape, scope, where = list(c.sample_shape(x)), c.scope_of(node), c.where(node)
+    current = c.value(x, node)
+    for k in range(len(pads) // 2):
+        before, after = pads[2 * k], pads[2 * k + 1]
+        if not (before or after):
+            continue
+        axis, n = len(shape) - 1 - k, shape[len(shape) - 1 - k]
+        if (mode == "reflect" and max(before, after) >= n) or min(before, after) < 0:
+            raise UnmappedError(f"{mode} padding of {max(before, after)} on an axis of {n}")
+        if mode == "reflect":
+            picks = [before - j for j in range(before)], [n - 2 - j for j in range(after)]
+        else:
+            picks = [0] * before, [n - 1] * after
+        pieces = []
+        for i in [*picks[0], None, *picks[1]]:
+            if i is None:
+                pieces.append(current)
+                continue
+            pieces.append(f"{node.name}/{k}/{len(pieces)}")
+            c.calls.append(Call(pieces[-1], "slice", {"axis": axis, "start": i, "end": i + 1},
+                                [current], None, scope, where))  # fmt: skip
+        last = k == len(pads) // 2 - 1 or not any(pads[2 * k + 2 :])
+        out = node.name if last else f"{node.name}/{k}"
+        if last:
+            c.emit(node, "concat", {"axis": axis}, pieces)
+        else:
+            c.calls.append(Call(out, "concat", {"axis": axis}, pieces, None, scope, where))
+        current = out
+        shape[axis] += before + after
+
+
+def _conv_fn(c: _Converter, node: Any) -> None:
+    """``F.conv2d(x, weight, ...)`` with a constant weight, one filter for every channel
+    (depthwise: TResNet's blur pooling): the sum of the strided slices of ``x``, each
+    times its weight."""
+    a = _bound(node, ["input", "weight", "bias", "stride", "padding", "dilation", "groups"],
+               {"bias": None, "stride": 1, "padding": 0, "dilation": 1, "groups": 1})  # fmt: skip
+    w = a["weight"]
+    value = c.values.get(getattr(w, "name", None))
+    x = a["input"]
+    if value is None or a["bias"] is not None or value.dim() != 4:
+        raise UnmappedError("a functional convolution whose weight is not a constant")
+    channels = c.sample_shape(x)[0] if len(c.sample_shape(x)) == 3 else None
+    groups, dilation = c.const(a["groups"]), _pair(c.const(a["dilation"]))
+    if (
+        c.layout(x) != BATCHED or groups != channels or value.shape[:2] != (channels, 1)
+        or dilation != (1, 1) or not bool((value == value[:1]).all())
+    ):  # fmt: skip
+        raise UnmappedError("a functional convolution other than one filter for every channel")
+    kernel = value[0, 0].tolist()
+    stride, padding = _pair(c.const(a["stride"])), c.const(a["padding"])
+    if isinstance(padding, str):
+        raise UnmappedError(f"a functional convolution with padding={padding!r}")
+    padding = _pair(padding)
+    scope, where = c.scope_of(node), c.where(node)
+    source = c.value(x, node)
+    if any(padding):
+        pads = (padding[1], padding[1], padding[0], padding[0])
+        c.calls.append(Call(f"{node.name}/pad", "pad", {"pads": pads}, [source], None, scope,
+                            where))  # fmt: skip
+        source = f"{node.name}/pad"
+    out = c.shape(node)[-2:]
+    terms = []
+    for i, row in enumerate(kernel):
+        for j, weight in enumerate(row):
+            if weight == 0:
+                continue
+            base, piece = f"{node.name}/{i}_{j}", source
+            for axis, start, size, step in ((1, i, out[0], stride[0]), (2, j, out[1], stride[1])):
+                attrs = {"axis": axis, "start": start, "end": start + (size - 1) * step + 1,
+                         "step": step}  # fmt: skip
+                c.calls.append(Call(f"{base}/{axis}", "slice", attrs, [piece], None, scope,
+                                    where))  # fmt: skip
+                piece = f"{base}/{axis}"
+            c.calls.append(Call(base, "scale_shift", {"scale": float(weight)}, [piece], None,
+                                scope, where))  # fmt: skip
+            terms.append(base)
+    if not terms:
+        raise UnmappedError("a functional convolution with a zero filter")
+    total = terms[0]
+    for k, term in enumerate(terms[1:-1]):
+        c.calls.append(Call(f"{node.name}/sum{k}", "add", {}, [total, term], None, scope, where))
+        total = f"{node.name}/sum{k}"
+    if len(terms) == 1:
+        c.emit(node, "scale_shift", {"scale": 1.0}, [total])
+    else:
+        c.emit(node, "add", {}, [total, terms[-1]])
+
+
+_conv_fn.broadcasts = True  # type: ignore[attr-defined] # its constant weight
+
+
+def _repeat(c: _Converter, node: Any) -> None:
+    """``x.repeat(B, 1, ...)`` of a tensor broadcast over the batch (a leading 1), or
+    ``x.repeat(1, ...)``: ``x`` itself."""
+    x = node.args[0]
+    sizes = node.args[1:]
+    if len(sizes) == 1 and isinstance(sizes[0], tuple | list):
+        sizes = sizes[0]
+    sizes = list(c.const(tuple(sizes)))
+    shape = c.shape(x)
+    if c.layout(x) != BATCHED or len(sizes) != len(shape) or any(s != 1 for s in sizes[1:]):
+        raise UnmappedError("a repeat other than over the batch")
+    if sizes[0] != 1 and not (shape[0] == 1 and sizes[0] == c.batch):
+        raise UnmappedError("a repeat along the batch axis")
+    _alias(c, node)
+
+
+def _to(c: _Converter, node: Any) -> None:
+    """``x.to(dtype or device)``: ``x`` when it stays a float32 tensor."""
+    import torch
+
+    meta = node.meta.get("tensor_meta")
+    if meta is None or meta.dtype != torch.float32:
+        raise UnmappedError(f"a conversion to {getattr(meta, 'dtype', 'another type')}")
+    _alias(c, node)
 
 
 def _roll(c: _Converter, node: Any) -> None:
@@ -1426,7 +1835,10 @@ def _functions() -> tuple[dict, dict]:
         F.normalize: _normalize, torch.select: _select, torch.einsum: _einsum,
         F.scaled_dot_product_attention: _sdpa, torch.norm: _norm, F.linear: _linear_fn,
         torch.addcmul: _addcmul,
-        torch.unsqueeze: _unsqueeze,
+        torch.unsqueeze: _unsqueeze, torch.sum: _sum,
+        operator.neg: _unary("scale_shift", scale=-1.0),
+        torch.neg: _unary("scale_shift", scale=-1.0), torch.conv2d: _conv_fn,
+        F.conv2d: _conv_fn,
     }  # fmt: skip
     methods: dict[str, Callable[[_Converter, Any], None]] = {
         "view": _reshape, "reshape": _reshape, "flatten": _flatten_fn, "permute": _permute,
@@ -1437,7 +1849,7 @@ def _functions() -> tuple[dict, dict]:
         "matmul": _binary("matmul"), "div": _binary("div"), "clamp": _clamp,
         "abs": _unary("abs"), "exp": _unary("exp"), "tanh": _unary("tanh"), "sub": _binary("sub"),
         "select": _select, "norm": _norm, "unsqueeze": _unsqueeze, "expand_as": _broadcast_alias,
-        "float": _alias, "type_as": _alias,
+        "float": _alias, "type_as": _alias, "sum": _sum, "repeat": _repeat, "to": _to,
     }  # fmt: skip
     return functions, methods
 
