@@ -158,6 +158,8 @@ CASES: dict[str, Case] = {
         lambda x, w: (F.leaky_relu(x), F.leaky_relu(x, 0.2)),
     ),
     "exp": Case("x: (3, 4)", "return x -> exp", lambda x, w: (torch.exp(x),)),
+    "sin": Case("x: (3, 4)", "return x -> sin", lambda x, w: (torch.sin(x),)),
+    "cos": Case("x: (3, 4)", "return x -> cos", lambda x, w: (torch.cos(x),)),
     "abs": Case("x: (3, 4)", "return x -> abs", lambda x, w: (torch.abs(x),)),
     "sqrt": Case("x: (3, 4)", "return x -> abs -> sqrt", lambda x, w: (torch.sqrt(x.abs()),)),
     "normalize": Case(

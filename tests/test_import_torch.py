@@ -457,3 +457,34 @@ def test_beit_index_with_class_token_rows(monkeypatch):
     text = import_model(model, x)
     assert "values=relative_position_index(4)" in text and text.count("take(") == 3
     assert _parity(model, x, text) <= 1e-5
+
+
+class Rotary(torch.nn.Module):
+    """timm's RoPE-mixed ViT: angles from token positions times learned per-head
+    frequencies (``t.unsqueeze(-1) * freqs[0].unsqueeze(-2)``, as ``get_mixed_freqs``),
+    their sines and cosines each repeated twice along the channels, mixed into the heads
+    with each channel pair rotated."""
+
+    def __init__(self, heads=2, tokens=5, dim=6):
+        super().__init__()
+        self.freqs = torch.nn.Parameter(torch.randn(2, heads, dim // 2))
+        self.register_buffer("t", torch.arange(tokens, dtype=torch.float32), persistent=False)
+        self.proj = torch.nn.Linear(dim, dim)
+
+    def forward(self, x):  # x: (B, heads, tokens, dim)
+        angles = self.t.unsqueeze(-1) * self.freqs[0].unsqueeze(-2)
+        angles = angles + self.t.flip(0).unsqueeze(-1) * self.freqs[1].unsqueeze(-2)
+        sin, cos = angles.sin().repeat_interleave(2, -1), angles.cos().repeat_interleave(2, -1)
+        x = self.proj(x)
+        rotated = torch.stack([-x[..., 1::2], x[..., ::2]], -1).reshape(x.shape)
+        return x * cos + rotated * sin
+
+
+def test_rotary_embedding_sin_cos_and_repeat_interleave():
+    model = randomise_state(Rotary()).eval()
+    x = torch.randn(3, 2, 5, 6)
+    text = import_model(model, x)
+    assert "-> sin" in text and "-> cos" in text
+    # each repeat_interleave(2, -1): two copies side by side on a unit axis, then merged
+    assert len(re.findall(r"concat\((\w+), \1, axis=3\) -> reshape\(\(2, 5, 6\)\)", text)) == 2
+    assert _parity(model, x, text) <= 1e-5

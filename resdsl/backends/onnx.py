@@ -405,6 +405,8 @@ EMITTERS: dict[str, Emitter] = {
     "sub": lambda b, n, a, s: b.op("Sub", _aligned(b, n, a, s), n),
     "div": lambda b, n, a, s: b.op("Div", _aligned(b, n, a, s), n),
     "exp": _unary("Exp"),
+    "sin": _unary("Sin"),
+    "cos": _unary("Cos"),
     "tanh": _unary("Tanh"),
     "leaky_relu": lambda b, n, a, s: b.op("LeakyRelu", a, n, alpha=n.attrs["negative_slope"]),
     "abs": _unary("Abs"),

@@ -273,6 +273,8 @@ EMITTERS: dict[str, Emitter] = {
     "clamp": Emitter(_clamp),
     "sigmoid": Emitter(lambda n, a, m: f"torch.sigmoid({a[0]})"),
     "exp": Emitter(lambda n, a, m: f"torch.exp({a[0]})"),
+    "sin": Emitter(lambda n, a, m: f"torch.sin({a[0]})"),
+    "cos": Emitter(lambda n, a, m: f"torch.cos({a[0]})"),
     "tanh": Emitter(lambda n, a, m: f"torch.tanh({a[0]})"),
     "leaky_relu": Emitter(lambda n, a, m: f"F.leaky_relu({a[0]}, {n.attrs['negative_slope']!r})"),
     "abs": Emitter(lambda n, a, m: f"torch.abs({a[0]})"),

@@ -195,6 +195,8 @@ _UNARY = {
     "Relu": "relu",
     "Sigmoid": "sigmoid",
     "Tanh": "tanh",
+    "Sin": "sin",
+    "Cos": "cos",
     "Exp": "exp",
     "Abs": "abs",
     "Sqrt": "sqrt",

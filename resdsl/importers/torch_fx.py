@@ -1598,6 +1598,26 @@ def _repeat(c: _Converter, node: Any) -> None:
     _alias(c, node)
 
 
+def _repeat_interleave(c: _Converter, node: Any) -> None:
+    """``x.repeat_interleave(r, dim)`` with an integer ``r``: each element ``r`` times in a
+    row, that is ``r`` copies side by side on a unit axis after ``dim``, merged into it."""
+    a = _bound(node, ["input", "repeats", "dim"], {"dim": None})
+    x, repeats, dim = a["input"], c.const(a["repeats"]), c.const(a["dim"])
+    if not isinstance(repeats, int) or dim is None:
+        raise UnmappedError("a repeat_interleave by a tensor of counts, or of the flat tensor")
+    c.set_layout(node, c.layout(x))
+    axis = c.axis(x, dim)
+    shape = list(c.sample_shape(x))
+    shape.insert(axis + 1, 1)
+    scope, where, unit = c.scope_of(node), c.where(node), f"{node.name}/unit"
+    c.calls.append(Call(unit, "reshape", {"shape": tuple(shape)}, [c.value(x, node)],
+                        None, scope, where))  # fmt: skip
+    copies = f"{node.name}/copies"
+    c.calls.append(Call(copies, "concat", {"axis": axis + 1}, [unit] * repeats,
+                        None, scope, where))  # fmt: skip
+    c.emit(node, "reshape", {"shape": c.sample_shape(node)}, [copies])
+
+
 def _to(c: _Converter, node: Any) -> None:
     """``x.to(dtype or device)``: ``x`` when it stays a float32 tensor."""
     import torch
@@ -1826,6 +1846,8 @@ def _functions() -> tuple[dict, dict]:
         F.hardswish: _unary("hardswish"), F.hardsigmoid: _unary("hardsigmoid"),
         F.leaky_relu: _leaky_relu,
         torch.exp: _unary("exp"), torch.abs: _unary("abs"), torch.sqrt: _unary("sqrt"),
+        torch.sin: _unary("sin"), torch.cos: _unary("cos"),
+        torch.repeat_interleave: _repeat_interleave,
         F.adaptive_avg_pool2d: _adaptive_avg, torch.mean: _mean,
         F.softmax: _softmax, torch.softmax: _softmax, F.dropout: _dropout,
         torch.permute: _permute, torch.transpose: _transpose, torch.swapaxes: _transpose,
@@ -1850,6 +1872,7 @@ def _functions() -> tuple[dict, dict]:
         "abs": _unary("abs"), "exp": _unary("exp"), "tanh": _unary("tanh"), "sub": _binary("sub"),
         "select": _select, "norm": _norm, "unsqueeze": _unsqueeze, "expand_as": _broadcast_alias,
         "float": _alias, "type_as": _alias, "sum": _sum, "repeat": _repeat, "to": _to,
+        "sin": _unary("sin"), "cos": _unary("cos"), "repeat_interleave": _repeat_interleave,
     }  # fmt: skip
     return functions, methods
 
@@ -1868,6 +1891,12 @@ class _Table(dict):
             return super().get(key, default)
         except TypeError:  # an unhashable target
             return default
+
+    def __contains__(self, key: Any) -> bool:  # ``known`` may ask before any ``get``
+        return self.get(key, _MISSING) is not _MISSING
+
+
+_MISSING = object()
 
 
 _BROADCASTING = {

@@ -107,6 +107,8 @@ LEAKY_RELU = _unary(
     attrs=(Attr("negative_slope", "float", 0.01),),
 )
 EXP = _unary("exp", "e ** x, elementwise (Swin V2's learned logit scale).")
+SIN = _unary("sin", "The sine, elementwise (rotary position embeddings).")
+COS = _unary("cos", "The cosine, elementwise (rotary position embeddings).")
 ABS = _unary("abs", "The absolute value, elementwise.")
 SQRT = _unary("sqrt", "The square root, elementwise.")
 GELU = _unary(

@@ -250,6 +250,8 @@ EMITTERS: dict[str, Emitter] = {
     "sub": lambda ctx, n, a, s: ctx.emit(R.subtract(*_aligned(ctx, a, s))),
     "div": lambda ctx, n, a, s: ctx.emit(R.divide(*_aligned(ctx, a, s))),
     "exp": lambda ctx, n, a, s: ctx.emit(R.exp(a[0])),
+    "sin": lambda ctx, n, a, s: ctx.emit(R.sin(a[0])),
+    "cos": lambda ctx, n, a, s: ctx.emit(R.cos(a[0])),
     "tanh": lambda ctx, n, a, s: ctx.emit(R.tanh(a[0])),
     "leaky_relu": lambda ctx, n, a, s: ctx.emit(R.nn.leakyrelu(a[0], n.attrs["negative_slope"])),
     "abs": lambda ctx, n, a, s: ctx.emit(R.abs(a[0])),
