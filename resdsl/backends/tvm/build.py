@@ -199,7 +199,11 @@ def build(net: Network, weights: Weights, options: BuildOptions, database=None):
         from .schedules import CUDA_LAYOUTS, cuda_pipeline
 
         layouts = CUDA_LAYOUTS if options.cuda_layout() == "NHWC" else None
-        pipeline = cuda_pipeline(target, layouts=layouts, cuda_graph=options.cuda_graph)
+        # Not for a batch range: main calls the same network again before the result of the
+        # previous call is concatenated, and a captured graph's lifted static storage would
+        # be shared by the calls; untested on a GPU, so off (see docs/deploy.md)
+        graph = options.cuda_graph and not options.dynamic
+        pipeline = cuda_pipeline(target, layouts=layouts, cuda_graph=graph)
         return tvm.compile(mod, target, relax_pipeline=pipeline)
 
 
