@@ -488,3 +488,41 @@ def test_rotary_embedding_sin_cos_and_repeat_interleave():
     # each repeat_interleave(2, -1): two copies side by side on a unit axis, then merged
     assert len(re.findall(r"concat\((\w+), \1, axis=3\) -> reshape\(\(2, 5, 6\)\)", text)) == 2
     assert _parity(model, x, text) <= 1e-5
+
+
+class LateConstantBlock(torch.nn.Module):
+    def __init__(self, d=4):
+        super().__init__()
+        self.norm = torch.nn.LayerNorm(d)
+        self.fc = torch.nn.Linear(d, d)
+
+    def forward(self, x, pos):
+        return x + self.fc(self.norm(x) * pos)
+
+
+class LateConstant(torch.nn.Module):
+    """A constant computed in ``forward`` and first read by a block's second layer (EVA-02's
+    rotary table): converted where it is first read, after that block's first layer."""
+
+    def __init__(self):
+        super().__init__()
+        self.blocks = torch.nn.ModuleList([LateConstantBlock(), LateConstantBlock()])
+
+    def forward(self, x):
+        pos = torch.arange(x.shape[-1], dtype=torch.float32) * 0.5 + 1
+        for b in self.blocks:
+            x = b(x, pos)
+        return x
+
+
+def test_a_constant_read_inside_a_block_is_written_before_the_block():
+    """The block call stands after the constant's calls (it was placed at its first layer,
+    before them, and the structured writer failed with a KeyError)."""
+    model = randomise_state(LateConstant()).eval()
+    x = torch.randn(2, 3, 4)
+    text = import_model(model, x)
+    assert "block late_constant_block() (x0, x1) {" in text
+    network = text[text.index("network late_constant()") :]
+    assert network.index("buffer(") < network.index('"blocks.0": late_constant_block(')
+    assert network.count('": late_constant_block(') == 2
+    assert _parity(model, x, text) <= 1e-5

@@ -102,6 +102,9 @@ def structure(g: Imported) -> Structured:
         for c in members:
             calls.remove(c)
         calls.insert(index, Call(outs[0], BLOCK, {"instance": scope}, ext, scope, _parent(scope)))
+        # a constant is written where a layer first reads it, so an instance's later member
+        # may read one that its first member precedes: the block call goes after it
+        calls = _in_order(calls)
     # 2. shortcuts first (they drop projection instances from the bodies), then by height:
     # an instance after the instances it calls, all of one class and shape as one block
     projecting = {
@@ -138,6 +141,31 @@ def structure(g: Imported) -> Structured:
     _bind(calls, instances)
     calls = _inline_once(blocks, calls)
     return Structured(_ordered(blocks, calls), calls)
+
+
+def _in_order(calls: list[Call]) -> list[Call]:
+    """``calls`` with each after the calls whose values it reads, otherwise in their order
+    (a call waits only for a producer that comes later)."""
+    position = {c.id: k for k, c in enumerate(calls)}
+    waiting: dict[str, list[Call]] = defaultdict(list)
+    done: set[str] = set()
+    out: list[Call] = []
+
+    def place(c: Call) -> None:
+        late = [i for i in c.inputs if i in position and i not in done]
+        if late:
+            waiting[late[0]].append(c)
+            return
+        out.append(c)
+        done.add(c.id)
+        for w in waiting.pop(c.id, []):
+            place(w)
+
+    for c in calls:
+        place(c)
+    if len(out) != len(calls):  # a cycle: not a structure to write
+        raise ValueError("the calls read each other in a cycle")
+    return out
 
 
 def _inline_once(blocks: dict[str, Block], top: list[Call]) -> list[Call]:

@@ -584,7 +584,7 @@ class _Converter:
         self.deferred.discard(node.name)
         value = self.values[node.name]
         sources = [n for n in node.all_input_nodes if n.name in self.deferred]
-        if sources or not isinstance(value, torch.Tensor):
+        if (sources and not _periodic(node)) or not isinstance(value, torch.Tensor):
             try:
                 for n in sources:
                     self.materialise(n, quiet=True)
@@ -1596,6 +1596,12 @@ def _repeat(c: _Converter, node: Any) -> None:
     if sizes[0] != 1 and not (shape[0] == 1 and sizes[0] == c.batch):
         raise UnmappedError("a repeat along the batch axis")
     _alias(c, node)
+
+
+def _periodic(node: Any) -> bool:
+    """Whether ``node`` is a sine or cosine. Of a constant, its value is written (a sine
+    table has few distinct parts to broadcast; what it is computed from may be larger)."""
+    return node.target in ("sin", "cos") or getattr(node.target, "__name__", "") in ("sin", "cos")
 
 
 def _repeat_interleave(c: _Converter, node: Any) -> None:
