@@ -57,10 +57,10 @@ network convs() (x: (16, 13, 13)) {
 # c: 7x7 stride 2 (width 7)    d: strided 1x1 projection + folded batch norm
 # e: grouped (16 channels a group), dilated    f: depthwise    g: 2 channels a group, stride 2
 # h: 6 channels (no lane count divides), dilation, no padding    r: residual add + ReLU fused
-# In NHWC (the pipeline's layout) Conv2d takes all but h; in NCHW it leaves f and g too,
-# whose groups are narrower than a vector.
+# In NHWC (the pipeline's layout) DepthwiseConv2d takes f, Conv2d all others but h; in NCHW
+# Conv2d leaves f and g, whose groups are narrower than a vector.
 CONV_RULES = {
-    "NHWC": {"Conv2d": 8, "SpatialReduction": 1},
+    "NHWC": {"Conv2d": 7, "DepthwiseConv2d": 1, "SpatialReduction": 1},
     "NCHW": {"Conv2d": 6, "SpatialReduction": 3},
 }
 
@@ -111,12 +111,13 @@ network modern() (x: (16, 13, 13), t: (13, 32)) {
     return a, b, c, g, s * x, m, y
 }
 """
-# Every convolution is Conv2d's in NHWC (the ReLU6 and the SE gate in their epilogues); in
-# NCHW the depthwise ones are SpatialReduction's. The token MLP, the attention's projections
+# In NHWC the depthwise convolutions are DepthwiseConv2d's (ReLU6 and SiLU in their
+# epilogues), the others Conv2d's (the SE gate in its epilogue); in NCHW the depthwise ones
+# are SpatialReduction's. The token MLP, the attention's projections
 # and its two products are Matmul's. In NHWC the channel norm reduces over the contiguous
 # axis, as the token norms and the softmax do: TVM's Reduction; in NCHW it is ChannelNorm's.
 MODERN_RULES = {
-    "NHWC": {"Conv2d": 6, "Matmul": 8, "Reduction": 3, "SpatialReduction": 1},
+    "NHWC": {"Conv2d": 3, "DepthwiseConv2d": 3, "Matmul": 8, "Reduction": 3, "SpatialReduction": 1},
     "NCHW": {"Conv2d": 3, "Matmul": 8, "ChannelNorm": 1, "Reduction": 2, "SpatialReduction": 4},
 }
 
@@ -258,6 +259,11 @@ AVX512, AVX2 = Machine(16, 32), Machine(8, 16)
         (AVX512, "NCHW", 32, 2, 9, (1, 16, 9)),  # a group fills a vector
         (AVX2, "NHWC", 64, 1, 56, (2, 8, 4)),  # 12 accumulators with 16 registers
         (AVX2, "NHWC", 64, 1, 112, (2, 8, 4)),
+        (AVX2, "NHWC", 24, 1, 56, (3, 8, 4)),  # 3 vectors x 4 columns, not 1 x 8
+        (AVX2, "NHWC", 24, 1, 7, (1, 8, 7)),  # ... where 4 divides the width
+        (AVX2, "NHWC", 144, 1, 56, (2, 8, 4)),  # two vectors divide: 2 x 4
+        (AVX2, "NHWC", 960, 1, 7, (2, 8, 4)),  # 4 + 3 columns, not 6 + a tail of 1
+        (AVX2, "NHWC", 96, 1, 14, (2, 8, 6)),  # 6 + 6 + 2
     ],
 )
 def test_conv_tile(machine, layout, channels, groups, width, tile):

@@ -20,13 +20,23 @@ from tvm.s_tir import dlight
 from tvm.s_tir import meta_schedule as ms
 
 from ..winograd import winograd_pass
-from .cpu import Conv2d, Elementwise, Machine, Matmul, SpatialReduction, cpu_rules, rule_for
+from .cpu import (
+    Conv2d,
+    DepthwiseConv2d,
+    Elementwise,
+    Machine,
+    Matmul,
+    SpatialReduction,
+    cpu_rules,
+    rule_for,
+)
 from .cuda import TensorCoreMatmul, cuda_rules, dlight_rules
 
 __all__ = [
     "CPU_LAYOUTS",
     "CUDA_LAYOUTS",
     "Conv2d",
+    "DepthwiseConv2d",
     "Elementwise",
     "Machine",
     "Matmul",

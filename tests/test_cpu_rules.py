@@ -1,0 +1,101 @@
+"""The depthwise convolution rule (``DepthwiseConv2d``) on odd shapes: which functions it takes,
+and parity of llvm builds with the PyTorch backend (strides 1 and 2, dilation, no padding,
+3x3/5x5/7x7 kernels, channel counts that the vector width does not divide, widths that the
+column tile does not divide, fused epilogues, a batch of 2).
+"""
+
+import textwrap
+
+import numpy as np
+import pytest
+
+tvm = pytest.importorskip("tvm")
+torch = pytest.importorskip("torch")
+
+import resdsl  # noqa: E402
+from resdsl.backends.tvm import BuildOptions  # noqa: E402
+from resdsl.backends.tvm.build import build  # noqa: E402
+from resdsl.backends.tvm.schedules import DepthwiseConv2d, rule_for  # noqa: E402
+from resdsl.weights import resolve  # noqa: E402
+
+from .test_cpu_schedules import NEEDS_AVX2, fused_functions  # noqa: E402
+from .test_tvm import inputs_for, randomised, reference  # noqa: E402
+
+DEPTHWISE = """
+network depthwise() (x: (12, 17, 17), y: (20, 9, 9), z: (13, 11, 11), u: (48, 15, 15)) {
+    a = x -> d1: conv2d(12, 3, stride=2, padding=1, groups=12) -> relu6
+    b = x -> d2: conv2d(12, 5, padding=2, groups=12, bias=false) -> silu
+    c = y -> d3: conv2d(20, 7, stride=2, padding=3, groups=20)
+    d = z -> d4: conv2d(13, 3, padding=1, groups=13) -> relu
+    e = x -> d5: conv2d(12, 3, padding=2, dilation=2, groups=12, bias=false) -> b5: batchnorm2d
+    f = y -> d6: conv2d(20, 3, groups=20)
+    g = relu((u -> d7: conv2d(48, 7, padding=3, groups=48, bias=false) -> b7: batchnorm2d) + u)
+    h = u -> d8: conv2d(48, 5, stride=2, padding=2, groups=48) -> gelu
+    return a, b, c, d, e, f, g, h
+}
+"""
+# a: stride 2, 12 channels (4 lanes)    b: 5x5, SiLU    c: 7x7 stride 2, 20 channels, width 5
+# d: 13 channels (no lane count from 4 divides them)    e: dilated, folded batch norm
+# f: no padding    g: 7x7 (ConvNeXt's), width 15 = two tiles of 7 and a tail, residual add
+# h: 5x5 stride 2 (EfficientNet's), width 8, GELU
+CONVS = 8
+
+
+@pytest.mark.parametrize("cpu", [None, pytest.param("haswell", marks=NEEDS_AVX2)])
+def test_depthwise_rule_takes_every_depthwise_convolution(cpu):
+    options = BuildOptions("llvm", cpu=cpu)
+    funcs = fused_functions(resdsl.loads(textwrap.dedent(DEPTHWISE)), options)
+    chosen = {name: rule_for(f, options.tvm_target()) for name, f in funcs.items()}
+    assert list(chosen.values()).count("DepthwiseConv2d") == CONVS, chosen
+    assert None not in chosen.values(), chosen
+
+
+def test_depthwise_rule_declines_nchw_and_dense_convolutions():
+    options = BuildOptions("llvm")
+    text = """
+    network n() (x: (16, 9, 9)) {
+        a = x -> c1: conv2d(16, 3, padding=1, groups=16)
+        b = x -> c2: conv2d(16, 3, padding=1)
+        c = x -> c3: conv2d(32, 3, padding=1, groups=16)
+        return a, b, c
+    }
+    """
+    net = resdsl.loads(textwrap.dedent(text))
+    for layout in ("NHWC", "NCHW"):
+        funcs = fused_functions(net, options, layout)
+        chosen = {name: rule_for(f, options.tvm_target()) for name, f in funcs.items()}
+        expected = 1 if layout == "NHWC" else 0  # c1 in NHWC; c2 dense, c3 a multiplier of 2
+        assert list(chosen.values()).count("DepthwiseConv2d") == expected, chosen
+
+
+def test_depthwise_columns():
+    assert [DepthwiseConv2d.columns(w) for w in (112, 56, 28, 14, 7, 8, 15, 5, 3)] == [
+        7,
+        7,
+        7,
+        7,
+        7,
+        4,
+        5,
+        5,
+        3,
+    ]
+
+
+@pytest.mark.parametrize(
+    ("cpu", "batch"), [(None, 1), pytest.param("haswell", 2, marks=NEEDS_AVX2)]
+)
+def test_depthwise_parity_with_torch(cpu, batch):
+    net = resdsl.loads(textwrap.dedent(DEPTHWISE))
+    module = randomised(net)
+    executable = build(
+        net, resolve(net.graph, module)[0], BuildOptions("llvm", cpu=cpu, batch=batch)
+    )
+    vm = tvm.runtime.vm.VirtualMachine(executable, tvm.cpu())
+    xs = inputs_for(net, batch)
+    outs = vm["main"](*[tvm.runtime.tensor(x) for x in xs])
+    for out, ref in zip(outs, reference(module, xs), strict=True):
+        ref = np.asarray(ref)
+        assert out.numpy().shape == ref.shape
+        scale = max(float(np.abs(ref).max()), 1e-30)
+        assert float(np.abs(out.numpy() - ref).max()) / scale < 1e-4
