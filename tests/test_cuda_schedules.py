@@ -170,7 +170,8 @@ def test_nvrtc_compiles_the_kernels(fp16_source, monkeypatch):
 # --- parity on a GPU (runs where one is present; elsewhere the builds alone are checked) ---
 
 # Shapes chosen against the tensor-core rule (odd sizes and channel counts, stride 2, 1x1 and
-# 5x5 kernels, a grouped conv, a residual add): the network benchmarks/gpu_check.sh runs too.
+# 5x5 kernels, a grouped conv, a residual add): the network `benchmarks/gpu_check.sh prepare
+# --extra` adds to the GPU check.
 EDGES = ROOT / "benchmarks" / "specs" / "edges.res"
 
 

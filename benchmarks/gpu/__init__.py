@@ -10,11 +10,20 @@ Run through ``benchmarks/gpu_check.sh`` (``prepare`` / ``run``), which runs this
   artifacts in a subprocess that imports only the bundle.
 * ``device`` (the GPU machine, with the bundle on ``PYTHONPATH``) rebuilds each artifact
   byte for byte, loads it with ``resdsl.runtime``, checks it against the reference and
-  times it next to its PyTorch peers: eager (NCHW, and channels_last; cuDNN autotuned)
-  and torch.compile in modes ``reduce-overhead``, ``default`` and ``max-autotune``; the
-  summary gives the ratio against the fastest peer measured.
+  times it next to PyTorch's peers: eager in channels_last with cuDNN autotuned, that
+  eager model captured as a CUDA graph, and torch.compile (``max-autotune`` by default) in
+  subprocesses bounded by ``--deadline``; the summary gives the ratio against the fastest
+  peer measured, issue 20's target met or not, and the achieved TFLOP/s against the GPU's
+  datasheet peak. The measurements go most important first (``settings.CONFIGS``' order,
+  cheap peers before torch.compile), so a run cut by its deadline keeps what matters.
+* ``dry-run`` (any machine, no GPU needed; ``bash benchmarks/gpu_check.sh --dry-run``)
+  checks everything of ``device`` that needs no GPU: the options and time budget, the
+  configurations, the seeded references (strict loads, spec == torchvision on the CPU), the
+  bundle and its carry size, the rebuild, the peer code on a tiny network and the report
+  on made-up times; exit status 0 when all is in order (:mod:`.dryrun`).
 * ``peers-check`` (any machine, no GPU needed) runs the peer code of ``device`` on the CPU
-  on a tiny network, so that it is known to work before a GPU is lent.
+  on a tiny network, so that it is known to work before a GPU is lent (part of
+  ``dry-run``).
 
 What it needs
 -------------
@@ -35,11 +44,12 @@ temporary folder (the full weights of every artifact).
 
 The modules, by phase: :mod:`.settings` (what is built, defaults), :mod:`.weights` (seeded
 weights and inputs), :mod:`.skeleton` (cutting weights out and back in),
-:mod:`.environment` (CUDA toolkit, NVRTC, importing the carried runtime), :mod:`.bundle`
+:mod:`.environment` (CUDA toolkit, NVRTC, importing the carried runtime), :mod:`.kernels`
+(the artifacts' CUDA kernels compiled in parallel before they load), :mod:`.bundle`
 (the runtime-only copy of TVM, tvm_ffi, Lark and resdsl), :mod:`.build` (compiling the
 artifacts), :mod:`.prepare` and :mod:`.device` (the two phases), :mod:`.report` (results
-and the summary table), :mod:`.peers_check` (the peers on the CPU), :mod:`.cli` (the
-command line).
+and the summary table: ratios, targets, TFLOP/s), :mod:`.peers_check` (the peers on the
+CPU), :mod:`.dryrun` (the no-GPU check of the device run), :mod:`.cli` (the command line).
 
 Modules import only the standard library and NumPy at the top, so ``device`` starts on a
 machine without TVM's compiler, Lark or resdsl installed.

@@ -13,7 +13,13 @@ from typing import Any
 from .environment import nvrtc_check
 from .settings import FORMAT, FP16_REL_TOL, FP32_ABS_TOL, SPECS, VARIANTS, artifact_name, log
 from .skeleton import fill, punch, skeleton_of
-from .weights import folded_weights, seeded_weights, source_sha256, state_sha256
+from .weights import (
+    compiled_sources,
+    folded_weights,
+    seeded_weights,
+    source_sha256,
+    state_sha256,
+)
 
 
 def _capture_executable():
@@ -84,52 +90,103 @@ def _write_skeleton(so: bytes, meta_text: str, folded, entry: dict, out_dir: Pat
     (out_dir / "entry.json").write_text(json.dumps(entry, indent=1) + "\n")
 
 
-def build_set(where: Path, configs, target: str, seed: int, force: bool, arch: str) -> dict:
-    """Compile ``configs`` into ``where/artifacts`` and write ``where/manifest.json``."""
+def build_set(where: Path, configs, target: str, seed: int, force: bool, arch: str,
+              keep=()) -> dict:  # fmt: skip
+    """Compile ``configs`` into ``where/artifacts`` and write ``where/manifest.json``.
+
+    ``keep``: other configurations whose artifacts, when built before and still up to date,
+    stay in the manifest (``prepare --only`` adds to a bundle rather than replacing it). The
+    manifest lists the artifacts in the order of ``keep`` + ``configs`` as given by the
+    caller's full list (``order``), most important first."""
     import tvm
 
     import resdsl
 
-    source = source_sha256()
     specs = where / "specs"
     specs.mkdir(parents=True, exist_ok=True)
-    for name in {c[0] for c in configs}:
-        shutil.copy2(SPECS[name], specs / f"{name}.res")
     old = {}
     if (where / "manifest.json").is_file() and not force:
         old = {a["name"]: a for a in json.loads((where / "manifest.json").read_text())["artifacts"]}
+    suffix = "" if target == "cuda" else f"-{target}"
+    wanted = set(configs)
+    kept = [c for c in keep if c not in wanted and artifact_name(*c) + suffix in old]
+    order = {c: i for i, c in enumerate([*keep, *configs])}
+    for name in {c[0] for c in [*configs, *kept]}:
+        shutil.copy2(SPECS[name], specs / f"{name}.res")
     models: dict[str, Any] = {}
-    artifacts = []
+    artifacts: list[dict] = []
+    failed: list[dict] = []  # compiles that raised, in the manifest for the report
+    if (where / "manifest.json").is_file():  # earlier failures of configurations not retried
+        before = json.loads((where / "manifest.json").read_text()).get("failed", [])
+        retried = {artifact_name(*c) + suffix for c in configs}
+        kept_names = {artifact_name(*c) + suffix for c in keep}
+        failed += [f for f in before if f["name"] in kept_names - retried]
     cache: dict[str, Any] = {}
-    for model, dtype, batch, variant in configs:
+    todo = sorted([*configs, *kept], key=order.__getitem__)
+    for i, config in enumerate(todo):
+        model, dtype, batch, variant = config
         if model not in cache:
             cache[model] = seeded_weights(model, seed)
             models[model] = _model_record(specs / f"{model}.res", model, cache[model][1])
         module, state = cache[model]
-        name = artifact_name(model, dtype, batch, variant) + (
-            "" if target == "cuda" else f"-{target}"
-        )
+        name = artifact_name(model, dtype, batch, variant) + suffix
         out_dir = where / "artifacts" / name
         prev = old.get(name)
-        if _up_to_date(prev, models[model], source, tvm.__version__, out_dir):
-            log(f"  {name}: up to date (use --force to rebuild)")
+        if _up_to_date(prev, models[model], tvm.__version__, out_dir):
+            if config in wanted:
+                log(f"  {name}: up to date (use --force to rebuild)")
             artifacts.append(prev)
+            continue
+        if config not in wanted:  # kept, but stale: left out of the manifest
+            log(f"  {name}: out of date, left out (prepare --only {name} rebuilds it)")
             continue
         log(f"  {name}: compiling ...")
         args = (model, dtype, batch, variant, target, module, state, out_dir, seed, arch)
-        entry = compile_one(*args)
+        try:
+            entry = compile_one(*args)
+        except Exception as e:  # a compiler error: the other artifacts still build
+            lines = str(e).strip().splitlines() or [""]
+            error = f"{type(e).__name__}: {lines[-1][:300]}"
+            log(f"  {name}: FAILED to compile: {error}")
+            failed.append({"name": name, "model": model, "dtype": dtype, "batch": batch,
+                           "variant": variant, "error": error})  # fmt: skip
+            continue
+        files = compiled_sources()
         entry.update(
             state_sha256=models[model]["state_sha256"],
             spec_sha256=models[model]["spec_sha256"],
             resdsl_version=resdsl.__version__,
-            source_sha256=source,
+            source_files=files,
+            source_sha256=source_sha256(files),
             tvm_version=tvm.__version__,
         )
         _log_compiled(name, entry)
         artifacts.append(entry)
+        # written after each compile, with the earlier entries of those still to come (checked
+        # again by the next prepare), so that a prepare cut short loses nothing it compiled
+        later = [old[n] for c in todo[i + 1 :] if (n := artifact_name(*c) + suffix) in old]
+        _write_manifest(where, seed, arch, {**_old_models(where), **models}, artifacts + later,
+                        failed)  # fmt: skip
+    return _write_manifest(where, seed, arch, models, artifacts, failed)
+
+
+def _old_models(where: Path) -> dict:
+    path = where / "manifest.json"
+    return json.loads(path.read_text())["models"] if path.is_file() else {}
+
+
+def _write_manifest(where: Path, seed: int, arch: str, models: dict, artifacts: list,
+                    failed: list) -> dict:  # fmt: skip
+    import tvm
+
+    import resdsl
+
+    used = {a["model"] for a in artifacts}
     manifest = {
         "format": FORMAT, "seed": seed, "arch": arch, "tvm_version": tvm.__version__,
-        "resdsl_version": resdsl.__version__, "models": models, "artifacts": artifacts,
+        "resdsl_version": resdsl.__version__,
+        "models": {k: v for k, v in models.items() if k in used}, "artifacts": artifacts,
+        "failed": failed,
         "tolerances": {"float32_abs": FP32_ABS_TOL, "float16_rel": FP16_REL_TOL},
     }  # fmt: skip
     (where / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
@@ -151,13 +208,14 @@ def _model_record(spec: Path, model: str, state) -> dict[str, Any]:
     }
 
 
-def _up_to_date(prev, model: dict, source: str, tvm_version: str, out_dir: Path) -> bool:
-    """Whether the artifact built before was built from the same weights, spec and code."""
+def _up_to_date(prev, model: dict, tvm_version: str, out_dir: Path) -> bool:
+    """Whether the artifact built before was built from the same weights, spec and code (the
+    resdsl files its compile used, as they are now)."""
     return bool(
         prev
         and prev.get("state_sha256") == model["state_sha256"]
         and prev.get("spec_sha256") == model["spec_sha256"]
-        and prev.get("source_sha256") == source
+        and prev.get("source_sha256") == source_sha256(prev.get("source_files"))
         and prev.get("tvm_version") == tvm_version
         and (out_dir / "model.so.xz").is_file()
     )

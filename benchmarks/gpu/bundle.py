@@ -66,8 +66,10 @@ def _ffi_core_for(version: str, cache: Path, machine: str) -> Path:
     return out
 
 
-def assemble_pylib(pylib: Path, device_python: str, cache: Path, machine: str) -> None:
-    """TVM's runtime (no compiler), tvm_ffi (cores for here and the device), Lark, resdsl."""
+def assemble_pylib(pylib: Path, device_python: str, cache: Path, machine: str,
+                   spares=()) -> None:  # fmt: skip
+    """TVM's runtime (no compiler), tvm_ffi (cores for here, the device and, where their
+    wheels can be had, the ``spares``), Lark, resdsl."""
     import lark
     import tvm
     import tvm_ffi
@@ -82,6 +84,14 @@ def assemble_pylib(pylib: Path, device_python: str, cache: Path, machine: str) -
     here = f"{sys.version_info.major}.{sys.version_info.minor}"
     for version in sorted({here, device_python}):
         core = _ffi_core_for(version, cache, machine)
+        shutil.copy2(core, pylib / "tvm_ffi" / core.name)
+    for version in sorted(set(spares) - {here, device_python}):
+        try:
+            core = _ffi_core_for(version, cache, machine)
+        except (OSError, subprocess.CalledProcessError, ValueError) as e:
+            log(f"   note: no tvm_ffi core for CPython {version} ({type(e).__name__}); "
+                "the GPU machine must not run that version")  # fmt: skip
+            continue
         shutil.copy2(core, pylib / "tvm_ffi" / core.name)
     _copy_package(Path(lark.__file__).parent, pylib / "lark", set())
     # resdsl whole (the GPU side re-derives the weights with its inference passes), with the

@@ -1,14 +1,25 @@
 """``device`` (the GPU machine): rebuild the artifacts, check them, time them.
 
-The phases, in order: probe the environment and import the carried runtime; re-derive the
-weights and rebuild every ``model.so`` byte for byte; PyTorch eager (the float32 reference
-and eager timings, in PyTorch's default NCHW layout and in ``channels_last`` with cuDNN's
-autotuner on); the resdsl artifacts (load, parity, timing); torch.compile while time is
-left, in the modes of ``--compile-modes`` (default ``reduce-overhead``, ``default``,
-``max-autotune``: ``reduce-overhead`` and ``max-autotune`` replay the model as CUDA graphs,
-as resdsl's artifact does); the summary table, with each artifact's ratio against the
-fastest PyTorch peer measured for its model, dtype and batch (``settings.PEERS``). Without
-a GPU, a CUDA run stops after the rebuild (the dry run ``prepare`` does).
+The phases, in order, each bounded by ``--deadline`` (seconds from the start):
+
+1. probe the environment and import the carried runtime; re-derive the weights and
+   rebuild every selected ``model.so`` byte for byte (without a GPU, a CUDA run stops here:
+   the dry run that ``prepare`` and ``dry-run`` do); compile the artifacts' CUDA kernels
+   in parallel processes (:mod:`.kernels`; ``--no-precompile``: as each loads);
+2. shape by shape (model, dtype, batch) in the manifest's order, most important first
+   (``settings.CONFIGS``): the float32 reference (torchvision in NCHW, TF32 off), the resdsl
+   artifacts of that shape (load, parity, timing on device-resident tensors), and the cheap
+   PyTorch peers: eager in ``channels_last`` with cuDNN autotuned (``cudnn.benchmark``) and
+   that eager model captured as a CUDA graph and replayed (``--eager-nchw`` adds eager in
+   NCHW);
+3. torch.compile (``--compile-modes``, default ``max-autotune``) shape by shape in the same
+   order, each in a subprocess that is killed at the deadline, and none started with less
+   than ``--compile-allowance`` seconds left;
+4. the summary (:func:`.report.summary`): per artifact the ratio against the fastest peer
+   measured, issue 20's target met or not, achieved TFLOP/s against the GPU's peak.
+
+TF32: off for the reference always; for the float32 peers off unless ``--tf32`` (resdsl's
+float32 kernels have no TF32 path either way). The report states which.
 """
 
 from __future__ import annotations
@@ -19,6 +30,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -28,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from .environment import choose_kernel_compiler, import_runtime, probe
+from .kernels import embedded_cuda_sources, install, precompile, sha
 from .report import Report, first_lines, median_time, summary
 from .settings import (
     EXIT_ENV,
@@ -35,7 +48,8 @@ from .settings import (
     EXIT_NO_GPU,
     FP16_REL_TOL,
     FP32_ABS_TOL,
-    artifact_name,
+    PACKAGE,
+    tflops,
 )
 from .skeleton import fill
 from .weights import folded_weights, seeded_input, seeded_weights, state_sha256
@@ -62,42 +76,85 @@ def device(args: argparse.Namespace) -> int:
     pylib = os.environ.get("PYTHONPATH", "").split(os.pathsep)[0]
     tvm, runtime = import_runtime(report, Path(pylib) if pylib else None, want_cuda and has_gpu)
 
-    models = rederive_weights(report, manifest, where)
-    selected = [
-        a for a in manifest["artifacts"] if not args.only or any(w in a["name"] for w in args.only)
-    ]
-    ready = rebuild(report, manifest, where, models, selected)
-    report.say(f"{len(ready)} of {len(selected)} artifacts rebuilt byte for byte "
-               f"({time.perf_counter() - t0:.0f} s so far)")  # fmt: skip
+    selected = select(manifest["artifacts"], args.only)
+    wanted = {a["model"] for a in selected}
+    models = rederive_weights(report, manifest, where, wanted)
+    built = Path(tempfile.mkdtemp(prefix="resdsl-gpu-"))
+    try:
+        ready = rebuild(report, where, models, selected, built)
+        report.say(f"{len(ready)} of {len(selected)} artifacts rebuilt byte for byte "
+                   f"({time.perf_counter() - t0:.0f} s so far)")  # fmt: skip
 
-    if want_cuda and not has_gpu:
-        report.say("no CUDA GPU here (torch.cuda.is_available() is False): dry run ends before "
-                   "the GPU checks")  # fmt: skip
-        return EXIT_NO_GPU
-    if report.data["problems"]:
-        report.say("stopping: fix the problems above first")
-        return EXIT_ENV
+        sources = {sha(c) for _, d in ready for c in embedded_cuda_sources(_so(d, want_cuda))}
+        report.say(f"{len(sources)} distinct CUDA sources in the artifacts")
+        if want_cuda and not has_gpu:
+            report.say("no CUDA GPU here (torch.cuda.is_available() is False): dry run ends "
+                       "before the GPU checks")  # fmt: skip
+            return EXIT_NO_GPU
+        if want_cuda and ready and not args.no_precompile:
+            workers = min(16, os.cpu_count() or 1)
+            cache = precompile([d / "model.so" for _, d in ready], workers,
+                               min(240.0, args.deadline / 2), report.say)  # fmt: skip
+            report.data["kernel_cache"] = install(cache)
+        if report.data["problems"]:
+            report.say("stopping: fix the problems above first")
+            return EXIT_ENV
 
-    bench = Bench(report, models, ready, "cuda" if want_cuda else "cpu", args.repeats, args.budget)
-    bench.setup(manifest["seed"])
-    torch_eager(bench)
-    failed = resdsl_artifacts(bench, runtime, tvm)
-    torch_compile(bench, args, t0)
-    summary(report, ready, bench.timings)
+        dev = "cuda" if want_cuda else "cpu"
+        bench = Bench(report, models, ready, dev, args.repeats, args.budget, tf32=args.tf32,
+                      eager_nchw=args.eager_nchw, t0=t0, deadline=args.deadline)  # fmt: skip
+        bench.setup(manifest["seed"])
+        report.data["run"] = {
+            "peers": peers_expected(args), "tf32_peers": args.tf32, "tf32_reference": False,
+            "deadline_s": args.deadline, "compile_allowance_s": args.compile_allowance,
+            "budget_s": args.budget, "repeats": args.repeats,
+        }  # fmt: skip
+        failed = measure(bench, runtime, tvm)
+        torch_compile(bench, args, where)
+        summary(
+            report,
+            ready,
+            bench.timings,
+            peers_expected(args),
+            env.get("gpu"),
+            args.tf32,
+            {k: v["macs"] for k, v in models.items()},
+            select(manifest.get("failed", []), args.only),
+        )
+    finally:
+        shutil.rmtree(built, ignore_errors=True)
     report.say(f"\n{len(ready) - len(failed)} of {len(selected)} artifacts passed"
                f"{': FAILED ' + ', '.join(failed) if failed else ''} "
                f"({time.perf_counter() - t0:.0f} s)")  # fmt: skip
     return EXIT_FAIL if failed or len(ready) < len(selected) else 0
 
 
+def _so(directory: Path, cuda: bool) -> bytes:
+    return (directory / "model.so").read_bytes() if cuda else b""
+
+
+def select(artifacts: list[dict], only: list[str] | None) -> list[dict]:
+    """The artifacts whose names contain one of ``only`` (all without it), in manifest order."""
+    return [a for a in artifacts if not only or any(w in a["name"] for w in only)]
+
+
+def peers_expected(args: argparse.Namespace) -> list[str]:
+    """The PyTorch peers this run means to time (the summary says which ones it missed)."""
+    modes = [] if args.no_compile else args.compile_modes
+    return [*(["eager"] if args.eager_nchw else []), "eager channels_last", "cuda graph",
+            *(f"compile {m}" for m in modes)]  # fmt: skip
+
+
 # --- the weights and the artifacts ----------------------------------------------------------
 
 
-def rederive_weights(report: Report, manifest: dict, where: Path) -> dict[str, Any]:
+def rederive_weights(report: Report, manifest: dict, where: Path, wanted=None) -> dict[str, Any]:
     """Each model's weights, re-derived from the seed and checked against prepare's."""
     seed = manifest["seed"]
     models: dict[str, Any] = {}
     for name, info in manifest["models"].items():
+        if wanted is not None and name not in wanted:
+            continue
         start = time.perf_counter()
         module, state = seeded_weights(name, seed, where / info["spec"])
         sha = state_sha256(state)
@@ -109,19 +166,18 @@ def rederive_weights(report: Report, manifest: dict, where: Path) -> dict[str, A
             continue
         folded = folded_weights(where / info["spec"], state)
         models[name] = {"module": module, "folded": folded, "macs": info["macs"],
-                        "input_shape": tuple(info.get("input_shape", (3, 224, 224)))}  # fmt: skip
+                        "input_shape": tuple(info.get("input_shape", (3, 224, 224))),
+                        "spec": str(where / info["spec"])}  # fmt: skip
         report.say(f"{name}: weights re-derived and checked in {time.perf_counter() - start:.1f} s")
     return models
 
 
-def rebuild(report: Report, manifest: dict, where: Path, models, selected) -> list:
-    """Every selected artifact's model.so, refilled and checked byte for byte: (entry, dir)."""
-    built = Path(tempfile.mkdtemp(prefix="resdsl-gpu-"))
+def rebuild(report: Report, where: Path, models, selected, built: Path) -> list:
+    """Every selected artifact's model.so, refilled into ``built`` and checked byte for
+    byte: [(entry, dir)], in the order of ``selected``."""
     ready = []
-    for a in manifest["artifacts"]:
+    for a in selected:
         if a["model"] not in models:
-            continue
-        if a not in selected:
             continue
         src, dst = where / "artifacts" / a["name"], built / a["name"]
         dst.mkdir(parents=True)
@@ -147,35 +203,43 @@ class Bench:
     report: Report
     models: dict[str, Any]
     ready: list
-    dev: str  # "cuda", or "cpu" for the self-test's llvm artifacts
+    dev: str  # "cuda", or "cpu" for the self-test's llvm artifacts and the dry run
     repeats: int
     budget: float  # seconds per timing
+    tf32: bool = False  # TF32 for the float32 peers (never for the reference)
+    eager_nchw: bool = False  # also time eager in NCHW (the reference's layout)
+    t0: float = field(default_factory=time.perf_counter)
+    deadline: float = float("inf")  # seconds after t0
+    seed: int = 0
     inputs: dict[tuple[str, int], np.ndarray] = field(default_factory=dict)
     refs: dict[tuple[str, int], np.ndarray] = field(default_factory=dict)
-    torch_modules: dict[tuple[str, str], Any] = field(default_factory=dict)
+    torch_modules: dict[tuple, Any] = field(default_factory=dict)
 
     @property
     def timings(self) -> dict[str, dict[str, Any]]:
         return self.report.data["torch"]
 
-    @property
-    def dtypes(self) -> tuple[str, ...]:
-        return ("float32", "float16") if self.dev == "cuda" else ("float32",)
+    def left(self) -> float:
+        """Seconds left before the deadline."""
+        return self.deadline - (time.perf_counter() - self.t0)
 
     def setup(self, seed: int) -> None:
         import torch
 
+        self.seed = seed
         if self.dev == "cuda":
-            torch.backends.cudnn.allow_tf32 = False  # strict fp32 for the reference
-            torch.backends.cuda.matmul.allow_tf32 = False
             torch.backends.cudnn.benchmark = True
+            self.set_tf32(self.tf32)
         for a, _ in self.ready:
             shape = self.models[a["model"]]["input_shape"]
             key = (a["model"], a["batch"])
             self.inputs.setdefault(key, seeded_input(a["batch"], seed, shape))
 
-    def batches(self, name: str) -> list[int]:
-        return sorted({a["batch"] for a, _ in self.ready if a["model"] == name})
+    def set_tf32(self, on: bool) -> None:
+        import torch
+
+        torch.backends.cudnn.allow_tf32 = on
+        torch.backends.cuda.matmul.allow_tf32 = on
 
     def sync(self) -> None:
         if self.dev == "cuda":
@@ -186,8 +250,32 @@ class Bench:
     def time(self, fn, sync=None) -> tuple[float, int]:
         return median_time(fn, sync or self.sync, self.repeats, self.budget)
 
-    def gflops(self, model: str, batch: int, seconds: float) -> float:
-        return 2 * self.models[model]["macs"] * batch / seconds / 1e9
+    def tflops(self, model: str, batch: int, seconds: float) -> float:
+        return tflops(self.models[model]["macs"], batch, seconds)
+
+    def module(self, name: str, dtype: str, layout: str = "") -> Any:
+        """The PyTorch model on the device in ``dtype`` (and ``layout``), made once."""
+        import torch
+
+        key = (name, dtype, layout)
+        if key not in self.torch_modules:
+            m = self.models[name]["module"]
+            if dtype == "float16" or layout:
+                m = copy.deepcopy(m)
+            m = m.to(self.dev)
+            if dtype == "float16":
+                m = m.half()
+            if layout:
+                m = m.to(memory_format=torch.channels_last)
+            self.torch_modules[key] = m.eval()
+        return self.torch_modules[key]
+
+    def x(self, name: str, dtype: str, batch: int, layout: str = "") -> Any:
+        import torch
+
+        x = torch.from_numpy(self.inputs[(name, batch)]).to(self.dev)
+        x = x.half() if dtype == "float16" else x
+        return x.contiguous(memory_format=torch.channels_last) if layout else x
 
 
 def record_peer(b: Bench, key: str, peer: str, seconds: float, diff: float, **extra: Any) -> None:
@@ -199,58 +287,131 @@ def record_peer(b: Bench, key: str, peer: str, seconds: float, diff: float, **ex
     entry.update(extra)
 
 
-def torch_eager(b: Bench) -> None:
-    """PyTorch eager: the fp32 reference, and fp32/fp16 timings in NCHW and channels_last."""
-    import torch
-
-    b.report.say("\n-- PyTorch eager (cudnn.benchmark on; NCHW, then channels_last)")
-    for name in b.models:
-        for dtype in b.dtypes:
-            m = b.models[name]["module"]
-            m = m.to(b.dev) if dtype == "float32" else copy.deepcopy(m).to(b.dev).half()
-            b.torch_modules[(name, dtype)] = m
-            cl = copy.deepcopy(m).to(memory_format=torch.channels_last)
-            b.torch_modules[(name, dtype, "channels_last")] = cl
-        for batch in b.batches(name):
-            x32 = torch.from_numpy(b.inputs[(name, batch)]).to(b.dev)
-            for dtype in b.dtypes:
-                key = f"{name}-{dtype}-b{batch}"
-                x = x32 if dtype == "float32" else x32.half()
-                for layout in ("", "channels_last"):
-                    m = b.torch_modules[(name, dtype, layout) if layout else (name, dtype)]
-                    xl = x.contiguous(memory_format=torch.channels_last) if layout else x
-                    with torch.inference_mode():
-                        out = m(xl).float().cpu().numpy()
-                        if dtype == "float32" and not layout:
-                            b.refs[(name, batch)] = out
-                        diff = float(np.abs(out - b.refs[(name, batch)]).max())
-                        med, n = b.time(lambda m=m, x=xl: m(x))
-                    peer = "eager channels_last" if layout else "eager"
-                    extra = {} if layout else {"eager_ms": med * 1e3,
-                                               "eager_max_abs_diff_vs_fp32": diff}  # fmt: skip
-                    record_peer(b, key, peer, med, diff, **extra)
-                    gfl = b.gflops(name, batch, med)
-                    b.report.say(f"{key:<24} {peer:<19} {med * 1e3:8.3f} ms (n={n}, {gfl:8.1f} "
-                                 f"GFLOP/s)  max|diff| vs fp32 ref {diff:.2e}")  # fmt: skip
-
-
-def resdsl_artifacts(b: Bench, runtime, tvm) -> list[str]:
-    """resdsl artifacts: load (compiles the kernels), parity, timing; the failed ones."""
-    b.report.say("\n-- resdsl artifacts (resdsl.runtime)")
-    failed = []
+def measure(b: Bench, runtime, tvm) -> list[str]:
+    """Phase 2, shape by shape in the artifacts' order: reference, artifacts, cheap peers.
+    Returns the names of the artifacts that failed."""
+    tf32 = "on" if b.tf32 else "off"
+    b.report.say(f"\n-- by shape: float32 reference (NCHW, TF32 off), resdsl artifacts, then "
+                 f"PyTorch eager channels_last and CUDA-graphed eager (cudnn.benchmark on; "
+                 f"TF32 for float32 peers: {tf32})")  # fmt: skip
+    failed: list[str] = []
+    peered: set[str] = set()
     for a, path in b.ready:
-        res: dict[str, Any] = {"compile_here_s": a["compile_s"]}
-        b.report.data["artifacts"][a["name"]] = res
-        loaded = _load_and_run(b, a, path, runtime, res)
-        if loaded is None:
+        key = f"{a['model']}-{a['dtype']}-b{a['batch']}"
+        if b.left() <= 0:
+            b.report.say(f"{a['name']:<28} skipped: past the deadline")
             failed.append(a["name"])
             continue
-        model, out = loaded
-        ok, rule = _parity(b, a, out, res)
-        if not ok:
-            failed.append(a["name"])
-        _time_artifact(b, a, model, tvm, res, rule)
+        reference(b, a["model"], a["batch"])
+        if path is not None:
+            failed += resdsl_artifact(b, a, path, runtime, tvm)
+        if key not in peered:
+            peered.add(key)
+            cheap_peers(b, a["model"], a["dtype"], a["batch"])
     return failed
+
+
+def reference(b: Bench, name: str, batch: int) -> np.ndarray:
+    """The float32 reference output for (model, batch): NCHW, TF32 off (timed as the "eager"
+    peer with --eager-nchw)."""
+    import torch
+
+    if (name, batch) not in b.refs:
+        m, x = b.module(name, "float32"), b.x(name, "float32", batch)
+        if b.dev == "cuda":
+            b.set_tf32(False)
+        with torch.inference_mode():
+            b.refs[(name, batch)] = m(x).float().cpu().numpy()
+        if b.dev == "cuda":
+            b.set_tf32(b.tf32)
+    return b.refs[(name, batch)]
+
+
+def _say_peer(b: Bench, key: str, peer: str, med: float, n: int, diff: float, more="") -> None:
+    name, batch = key.split("-")[0], int(key.rsplit("-b", 1)[1])
+    tf = b.tflops(name, batch, med)
+    b.report.say(f"{key:<28} {peer:<24} {med * 1e3:8.3f} ms (n={n}, {tf:7.2f} TFLOP/s"
+                 f"{more}) max|diff| vs fp32 ref {diff:.2e}")  # fmt: skip
+
+
+def cheap_peers(b: Bench, name: str, dtype: str, batch: int) -> None:
+    """Eager (channels_last; NCHW with --eager-nchw) and the CUDA graph of channels_last eager."""
+    import torch
+
+    key = f"{name}-{dtype}-b{batch}"
+    ref = b.refs[(name, batch)]
+    for layout in ["", "channels_last"] if b.eager_nchw else ["channels_last"]:
+        m, x = b.module(name, dtype, layout), b.x(name, dtype, batch, layout)
+        peer = "eager channels_last" if layout else "eager"
+        try:
+            with torch.inference_mode():
+                diff = float(np.abs(m(x).float().cpu().numpy() - ref).max())
+                med, n = b.time(lambda m=m, x=x: m(x))
+        except Exception as e:  # e.g. out of memory: the other peers still run
+            b.report.say(f"{key:<28} {peer} failed: {type(e).__name__}: {str(e)[:300]}")
+            continue
+        record_peer(b, key, peer, med, diff)
+        _say_peer(b, key, peer, med, n, diff)
+    try:
+        m, x = b.module(name, dtype, "channels_last"), b.x(name, dtype, batch, "channels_last")
+        replay, out = graphed(m, x, b.dev)
+        replay()
+        b.sync()
+        diff = float(np.abs(out.float().cpu().numpy() - ref).max())
+        med, n = b.time(replay)
+    except Exception as e:
+        b.report.say(f"{key:<28} cuda graph failed: {type(e).__name__}: {str(e)[:300]}")
+        return
+    record_peer(b, key, "cuda graph", med, diff)
+    _say_peer(b, key, "cuda graph", med, n, diff, "" if b.dev == "cuda" else "; CPU stand-in")
+
+
+def graphed(m, x, dev: str):
+    """``m`` on a static copy of ``x`` captured as a CUDA graph: (replay, static output).
+
+    cuDNN's autotuner and the caching allocator warm up on a side stream first (three
+    calls), as torch.cuda.graphs' documentation prescribes. Without CUDA (the dry run) the
+    same static buffers are used and ``replay`` calls the model: a stand-in that checks the
+    code around the capture, not the capture."""
+    import torch
+
+    static_x = x.clone()
+    if dev != "cuda":
+        with torch.inference_mode():
+            static_out = m(static_x)
+
+        def replay() -> None:
+            with torch.inference_mode():
+                static_out.copy_(m(static_x))
+
+        return replay, static_out
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream), torch.inference_mode():
+        for _ in range(3):
+            m(static_x)
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.inference_mode(), torch.cuda.graph(graph):
+        static_out = m(static_x)
+    return graph.replay, static_out
+
+
+def resdsl_artifact(b: Bench, a: dict, path: Path, runtime, tvm) -> list[str]:
+    """One resdsl artifact: load (compiles the kernels), parity, timing; [name] if it failed."""
+    res: dict[str, Any] = {"compile_here_s": a.get("compile_s")}
+    b.report.data["artifacts"][a["name"]] = res
+    loaded = _load_and_run(b, a, path, runtime, res)
+    if loaded is None:
+        return [a["name"]]
+    model, out = loaded
+    ok, rule = _parity(b, a, out, res)
+    try:
+        _time_artifact(b, a, model, tvm, res, rule)
+    except Exception as e:
+        b.report.problem(f"{a['name']}: timing failed: {first_lines(e)}")
+        return [a["name"]]
+    return [] if ok else [a["name"]]
 
 
 def _load_and_run(b: Bench, a: dict, path: Path, runtime, res: dict):
@@ -293,79 +454,147 @@ def _parity(b: Bench, a: dict, out: np.ndarray, res: dict) -> tuple[bool, str]:
 
 
 def _time_artifact(b: Bench, a: dict, model, tvm, res: dict, rule: str) -> None:
-    """The numpy call (copies in and out) and the VM on device-resident tensors."""
+    """The VM on device-resident tensors (the figure compared), and the numpy call (copies
+    in and out; a quarter of the time budget)."""
     x = b.inputs[(a["model"], a["batch"])]
-    med_np, _ = b.time(lambda m=model, x=x: m(x))
     tdev = model.device
     xt = tvm.runtime.tensor(np.ascontiguousarray(x.astype(a["dtype"])), tdev)
     main = model._main  # the VM's "main"; resdsl.runtime keeps it there
     med, n = b.time(lambda f=main, t=xt: f(t), tdev.sync)
-    gfl = b.gflops(a["model"], a["batch"], med)
-    eager = b.timings.get(artifact_name(a["model"], a["dtype"], a["batch"]), {}).get("eager_ms")
-    res.update(ms=med * 1e3, numpy_call_ms=med_np * 1e3, repeats=n, gflops=gfl, eager_ms=eager)
+    med_np, _ = median_time(lambda m=model, x=x: m(x), b.sync, b.repeats, b.budget / 4)
+    tf = b.tflops(a["model"], a["batch"], med)
+    res.update(ms=med * 1e3, numpy_call_ms=med_np * 1e3, repeats=n, tflops=tf)
     b.report.say(
-        f"{a['name']:<24} load {res['load_s']:5.1f} s | parity {'PASS' if res['ok'] else 'FAIL'}: "
+        f"{a['name']:<28} load {res['load_s']:5.1f} s | parity {'PASS' if res['ok'] else 'FAIL'}: "
         f"max|diff| {res['max_abs_diff']:.2e} ({rule}) | {med * 1e3:8.3f} ms on device "
-        f"(n={n}, {gfl:8.1f} GFLOP/s), {med_np * 1e3:8.3f} ms numpy in/out"
-        + (f" | eager {eager:.3f} ms" if eager else "")
+        f"(n={n}, {tf:7.2f} TFLOP/s), {med_np * 1e3:8.3f} ms numpy in/out"
     )
+
+
+# --- torch.compile, in subprocesses bounded by the deadline ---------------------------------------
 
 
 def compile_plan(b: Bench, modes: list[str]) -> list[tuple[str, str, str, int]]:
     """(mode, model, dtype, batch) in the order they are compiled: mode by mode (the first
-    mode for every shape before the next mode), so that a run cut short by the deadline has
-    the first modes everywhere rather than every mode for the first shapes."""
-    dtypes = ("float16", "float32") if b.dev == "cuda" else ("float32",)
-    plan = []
-    for mode in modes:
-        for name in b.models:
-            for batch in b.batches(name):
-                for dtype in dtypes:
-                    key = f"{name}-{dtype}-b{batch}"
-                    if any(a["name"].startswith(key) for a, _ in b.ready):
-                        plan.append((mode, name, dtype, batch))
-    return plan
+    mode for every shape before the next), shapes in the artifacts' order (most important
+    first), each shape once."""
+    shapes: list[tuple[str, str, int]] = []
+    for a, _ in b.ready:
+        shape = (a["model"], a["dtype"], a["batch"])
+        if shape not in shapes:
+            shapes.append(shape)
+    return [(mode, *shape) for mode in modes for shape in shapes]
 
 
-def torch_compile(b: Bench, args: argparse.Namespace, t0: float) -> None:
-    """torch.compile in each mode, while time is left (each shape and mode compiles anew)."""
+def torch_compile(b: Bench, args: argparse.Namespace, where: Path | None) -> None:
+    """torch.compile in each mode while time is left: one subprocess per shape and mode
+    (:func:`compile_child`), killed at the deadline; none started with less than
+    ``--compile-allowance`` seconds left."""
     modes = [] if args.no_compile else args.compile_modes
-    b.report.say(f"\n-- torch.compile ({', '.join(modes) or 'none'}), while under "
-                 f"{args.deadline:.0f} s")  # fmt: skip
+    b.report.say(f"\n-- torch.compile ({', '.join(modes) or 'none'}), each in a subprocess "
+                 f"killed at the deadline ({args.deadline:.0f} s); none started with less "
+                 f"than {args.compile_allowance:.0f} s left")  # fmt: skip
     for mode, name, dtype, batch in compile_plan(b, modes):
-        key = f"{name}-{dtype}-b{batch}"
-        allowance = args.autotune_allowance if mode == "max-autotune" else args.compile_allowance
-        if time.perf_counter() - t0 > args.deadline - allowance:
-            b.report.say(f"{key:<24} torch.compile {mode} skipped: time budget")
+        key, peer = f"{name}-{dtype}-b{batch}", f"compile {mode}"
+        left = b.left()
+        if left < args.compile_allowance:
+            b.report.say(f"{key:<28} {peer} skipped: {max(left, 0):.0f} s left")
+            b.timings.setdefault(key, {}).setdefault("skipped", []).append(peer)
             continue
-        _compile_one(b, name, dtype, batch, mode)
+        _compile_one(b, where, name, dtype, batch, mode, left)
 
 
-def _compile_one(b: Bench, name: str, dtype: str, batch: int, mode: str) -> None:
+def _compile_one(b: Bench, where, name: str, dtype: str, batch: int, mode: str, left: float):
+    import subprocess
+
+    key, peer = f"{name}-{dtype}-b{batch}", f"compile {mode}"
+    work = Path(tempfile.mkdtemp(prefix="resdsl-compile-"))
+    log = b.report.out / f"compile-{key}-{mode}.log"
+    info = b.models[name]
+    cmd = [
+        sys.executable, str(PACKAGE), "compile-peer",
+        "--model", name, "--spec", str(info.get("spec") or ""), "--dtype", dtype,
+        "--batch", str(batch), "--mode", mode, "--seed", str(b.seed),
+        "--shape", ",".join(map(str, info["input_shape"])), "--device", b.dev,
+        "--repeats", str(b.repeats), "--budget", str(b.budget), "--work", str(work),
+    ] + (["--tf32"] if b.tf32 else [])  # fmt: skip
+    start = time.perf_counter()
+    with open(log, "w") as f:
+        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            rc = proc.wait(timeout=left)
+        except subprocess.TimeoutExpired:
+            _kill_group(proc)
+            rc = None
+    wall = time.perf_counter() - start
+    result_file = work / "result.json"
+    result = json.loads(result_file.read_text()) if result_file.is_file() else {}
+    if rc is None or "ms" not in result:
+        why = (f"killed at the deadline after {wall:.0f} s" if rc is None
+               else result.get("error") or f"exit status {rc}; see {log.name}")  # fmt: skip
+        b.report.say(f"{key:<28} {peer} not measured: {why}")
+        b.timings.setdefault(key, {}).setdefault("failed", {})[peer] = why
+        shutil.rmtree(work, ignore_errors=True)
+        return
+    out = np.load(work / "out.npy")
+    shutil.rmtree(work, ignore_errors=True)
+    diff = float(np.abs(out - b.refs[(name, batch)]).max())
+    record_peer(b, key, peer, result["ms"] / 1e3, diff)
+    b.timings[key].setdefault("peer_compile_s", {})[peer] = result["compile_s"]
+    more = f"; compiled in {result['compile_s']:.0f} s, {wall:.0f} s in all"
+    _say_peer(b, key, peer, result["ms"] / 1e3, result["repeats"], diff, more)
+
+
+def _kill_group(proc) -> None:
+    import contextlib
+    import signal
+
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def compile_child(args: argparse.Namespace) -> int:
+    """``compile-peer`` (internal): one torch.compile peer in this process; writes
+    ``WORK/result.json`` (ms, repeats, compile_s) and ``WORK/out.npy`` (its output, float32)."""
     import torch
 
-    key = f"{name}-{dtype}-b{batch}"
-    m = b.torch_modules[(name, dtype)]
-    x = torch.from_numpy(b.inputs[(name, batch)]).to(b.dev)
-    x = x.half() if dtype == "float16" else x
-    peer = f"compile {mode}"
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    if args.device == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cudnn.allow_tf32 = args.tf32
+        torch.backends.cuda.matmul.allow_tf32 = args.tf32
+    if args.model == "tiny":
+        from .peers_check import tiny_resnet
+
+        module = tiny_resnet()
+    else:
+        module, _ = seeded_weights(args.model, args.seed, Path(args.spec) if args.spec else None)
+    shape = tuple(int(s) for s in args.shape.split(","))
+    x = torch.from_numpy(seeded_input(args.batch, args.seed, shape)).to(args.device)
+    module = module.to(args.device)
+    if args.dtype == "float16":
+        module, x = module.half(), x.half()
+    module = module.to(memory_format=torch.channels_last).eval()
+    x = x.contiguous(memory_format=torch.channels_last)
+
+    def sync() -> None:
+        if args.device == "cuda":
+            torch.cuda.synchronize()
+
     try:
-        torch._dynamo.reset()  # each mode compiles from scratch, not on another's cache
-        compiled = torch.compile(m, mode=mode)
+        compiled = torch.compile(module, mode=args.mode)
         start = time.perf_counter()
         with torch.inference_mode():
             out = compiled(x).float().cpu().numpy()  # a copy: CUDA graphs reuse outputs
             compile_s = time.perf_counter() - start
-            med, n = b.time(lambda c=compiled, x=x: c(x))
+            med, n = median_time(lambda: compiled(x), sync, args.repeats, args.budget)
     except Exception as e:
-        b.report.say(f"{key:<24} torch.compile {mode} failed: {type(e).__name__}: "
-                     f"{str(e)[:300]}")  # fmt: skip
-        return
-    diff = float(np.abs(out - b.refs[(name, batch)]).max())
-    gfl = b.gflops(name, batch, med)
-    extra = {"compile_ms": med * 1e3, "compile_s": compile_s} if mode == "default" else {}
-    record_peer(b, key, peer, med, diff, **extra)
-    b.timings[key].setdefault("peer_compile_s", {})[peer] = compile_s
-    b.report.say(f"{key:<24} {peer:<27} {med * 1e3:8.3f} ms (n={n}, {gfl:8.1f} "
-                 f"GFLOP/s; compiled in {compile_s:.0f} s) max|diff| vs fp32 ref "
-                 f"{diff:.2e}")  # fmt: skip
+        result = {"error": f"{type(e).__name__}: {first_lines(e, 2)[:300]}"}
+        (work / "result.json").write_text(json.dumps(result) + "\n")
+        return 1
+    np.save(work / "out.npy", out)
+    result = {"ms": med * 1e3, "repeats": n, "compile_s": compile_s}
+    (work / "result.json").write_text(json.dumps(result) + "\n")
+    return 0

@@ -1,13 +1,16 @@
 """``peers-check``: the PyTorch-peer code of ``device`` run on the CPU, on a tiny network.
 
-``device`` compares each artifact with PyTorch eager (NCHW and channels_last) and with
-torch.compile in several modes; on the GPU machine that code runs once per lent GPU, so
-it is exercised here first, where no GPU is needed: a small residual network (two 3x3
+``device`` compares each artifact with PyTorch eager in channels_last, that eager model
+replayed as a CUDA graph, and torch.compile (``max-autotune`` by default, in a subprocess
+bounded by the deadline); on the GPU machine that code runs once per lent GPU, so it is
+exercised here first, where no GPU is needed: a small residual network (two 3x3
 convolutions with batch norm, a shortcut, pooling and a classifier; 16x16 inputs) goes
-through the same :func:`.device.torch_eager`, :func:`.device.torch_compile` and
-:func:`.report.summary`, with a stand-in artifact time. On the CPU, torch.compile's
-``reduce-overhead`` and ``max-autotune`` build no CUDA graphs; what is checked is that every
-peer runs, matches the float32 reference, lands in the results and in the summary.
+through the same :func:`.device.reference`, :func:`.device.cheap_peers` (eager NCHW too),
+:func:`.device.torch_compile` and :func:`.report.summary`, with a stand-in artifact time. On
+the CPU there is no CUDA graph to capture: :func:`.device.graphed` replays the model on the
+same static buffers instead, and torch.compile's ``max-autotune`` builds no CUDA graphs;
+what is checked is that every peer runs, matches the float32 reference, lands in the
+results and in the summary.
 
     python benchmarks/gpu peers-check [--out DIR] [--compile-modes MODE...]
 
@@ -19,12 +22,10 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
-import time
 from pathlib import Path
 
-from .device import Bench, torch_compile, torch_eager
+from .device import Bench, cheap_peers, reference, torch_compile
 from .report import Report, summary
-from .settings import PEERS
 
 
 def tiny_resnet():
@@ -51,28 +52,32 @@ def tiny_resnet():
     return Tiny().eval()
 
 
+TINY_MACS = 2 * 8 * 8 * 9 * 16 * 16 + 3 * 8 * 9 * 16 * 16 + 8 * 10
+
+
 def peers_check(args: argparse.Namespace) -> int:
     out = Path(args.out or tempfile.mkdtemp(prefix="resdsl-peers-check-"))
     report = Report(out)
     module, batch, shape = tiny_resnet(), 2, (3, 16, 16)
-    macs = 2 * 8 * 8 * 9 * 16 * 16 + 3 * 8 * 9 * 16 * 16 + 8 * 10
-    models = {"tiny": {"module": module, "folded": None, "macs": macs, "input_shape": shape}}
+    models = {"tiny": {"module": module, "folded": None, "macs": TINY_MACS, "input_shape": shape}}
     entry = {"name": f"tiny-float32-b{batch}", "model": "tiny", "dtype": "float32",
-             "batch": batch}  # fmt: skip
+             "batch": batch, "variant": ""}  # fmt: skip
     ready = [(entry, None)]
-    bench = Bench(report, models, ready, "cpu", repeats=5, budget=0.2)
+    bench = Bench(report, models, ready, "cpu", repeats=5, budget=0.2, eager_nchw=True)
     bench.setup(seed=0)
-    torch_eager(bench)
+    reference(bench, "tiny", batch)
+    cheap_peers(bench, "tiny", "float32", batch)
     report.data["artifacts"][entry["name"]] = {"ms": 1.0, "ok": True}  # a stand-in artifact
     compile_args = argparse.Namespace(
         no_compile=False, compile_modes=args.compile_modes, deadline=float("inf"),
-        compile_allowance=0.0, autotune_allowance=0.0,
+        compile_allowance=0.0,
     )  # fmt: skip
-    torch_compile(bench, compile_args, time.perf_counter())
-    summary(report, ready, bench.timings)
+    torch_compile(bench, compile_args, None)
+    wanted = ["eager", "eager channels_last", "cuda graph",
+              *(f"compile {m}" for m in args.compile_modes)]  # fmt: skip
+    summary(report, ready, bench.timings, wanted, None, False)
 
     timed = bench.timings[f"tiny-float32-b{batch}"]
-    wanted = [p for p in PEERS if not p.startswith("compile ") or p[8:] in args.compile_modes]
     missing = [p for p in wanted if p not in timed.get("peers", {})]
     diffs = timed.get("peer_max_abs_diff_vs_fp32", {})
     report.say(f"\npeers timed: {json.dumps(timed.get('peers', {}))}")

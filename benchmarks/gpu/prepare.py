@@ -14,9 +14,11 @@ from .environment import device_env
 from .settings import (
     CONFIGS,
     EXIT_NO_GPU,
+    EXTRA_CONFIGS,
     PACKAGE,
     ROOT,
     SELFTEST_CONFIGS,
+    SPARE_PYTHONS,
     artifact_name,
     log,
 )
@@ -27,12 +29,19 @@ MIB = 2**20
 def prepare(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     bundle, selftest = Path(args.bundle).resolve(), Path(args.selftest).resolve()
+    every = [*CONFIGS, *(EXTRA_CONFIGS if args.extra else [])]
+    configs = [c for c in every if not args.only or artifact_name(*c) in args.only]
+    unknown = sorted(set(args.only or ()) - {artifact_name(*c) for c in every})
+    if unknown:
+        log(f"error: --only {' '.join(unknown)}: not among the configurations "
+            f"({', '.join(artifact_name(*c) for c in every)})")  # fmt: skip
+        return 2
     log(f"== assembling the runtime-only copy in {bundle / 'pylib'}")
-    assemble_pylib(bundle / "pylib", args.device_python, Path(args.cache), args.device_machine)
+    assemble_pylib(bundle / "pylib", args.device_python, Path(args.cache), args.device_machine,
+                   SPARE_PYTHONS)  # fmt: skip
     log(f"   {tree_size(bundle / 'pylib') / MIB:.1f} MiB")
-    log(f"== compiling {len(CONFIGS)} CUDA artifacts for {args.arch} into {bundle / 'artifacts'}")
-    configs = [c for c in CONFIGS if not args.only or artifact_name(*c) in args.only]
-    build_set(bundle, configs, "cuda", args.seed, args.force, args.arch)
+    log(f"== compiling {len(configs)} CUDA artifacts for {args.arch} into {bundle / 'artifacts'}")
+    manifest = build_set(bundle, configs, "cuda", args.seed, args.force, args.arch, keep=every)
 
     log("== self-test: the carried copy runs llvm artifacts (device code, CPU, subprocess)")
     build_set(selftest, SELFTEST_CONFIGS, "llvm", args.seed, args.force, args.arch)
@@ -51,7 +60,12 @@ def prepare(args: argparse.Namespace) -> int:
     if rc != EXIT_NO_GPU:
         log(f"FAILED: the dry run exited {rc}, expected {EXIT_NO_GPU} (no GPU)")
         return 1
-    return _check_size(bundle, args.carry_limit_mib, start)
+    rc = _check_size(bundle, args.carry_limit_mib, start)
+    if manifest["failed"]:
+        log("FAILED to compile (resdsl errors; the run reports them as rows): "
+            + "; ".join(f"{f['name']}: {f['error']}" for f in manifest["failed"]))  # fmt: skip
+        return 1
+    return rc
 
 
 def _check_size(bundle: Path, limit_mib: float, start: float) -> int:
