@@ -214,3 +214,22 @@ def test_a_kernel_the_intrinsics_do_not_fit_falls_back_to_dlight(monkeypatch):
     options = BuildOptions(target="cuda", arch="sm_90", dtype="float16")
     source = cuda_source(build(net, weights, options))
     assert "conv2d" in source and "wmma" not in source  # built, on dlight's FMA schedule
+
+
+def test_a_dlight_rule_that_fails_an_assertion_passes_the_kernel_on(monkeypatch):
+    """dlight's Matmul asserts that a matmul's epilogue inlines (EfficientNet-B0's SE
+    epilogues at batch 32 do not): the next rule schedules the kernel instead of the build
+    stopping with an internal error."""
+    from tvm.s_tir import dlight
+
+    calls = []
+
+    def fails(self, func, target, tunable):
+        calls.append(func)
+        raise AssertionError("There are some consumers of the cache-write stage that are not")
+
+    monkeypatch.setattr(dlight.gpu.Matmul, "apply", fails)
+    net = resdsl.loads("network one() (x: (8, 6)) { return x -> linear(16) -> relu }")
+    weights, _ = resolve(net.graph, None, 0)
+    source = cuda_source(build(net, weights, BuildOptions(target="cuda", arch="sm_90")))
+    assert calls and "__global__" in source  # asked, failed, and built by another rule

@@ -265,9 +265,32 @@ class TensorCoreMatmul(dlight.ScheduleRule):
 
 
 def dlight_rules() -> list[dlight.ScheduleRule]:
-    """TVM's default GPU rules, as its CUDA pipeline applies them."""
+    """TVM's default GPU rules, as its CUDA pipeline applies them; one that fails on a
+    function passes it to the next (:class:`Declining`)."""
     gpu = dlight.gpu
-    return [gpu.Matmul(), gpu.GEMV(), gpu.Reduction(), gpu.GeneralReduction(), gpu.Fallback()]
+    rules = [gpu.Matmul(), gpu.GEMV(), gpu.Reduction(), gpu.GeneralReduction(), gpu.Fallback()]
+    return [Declining(rule) for rule in rules]
+
+
+class Declining(dlight.ScheduleRule):
+    """``rule``, except that an assertion it fails on a function declines the function.
+
+    dlight's ``Matmul`` asserts that a matmul's epilogue inlines into its cache-write stage
+    (``auto_inline_consumer_chain``), which EfficientNet-B0's squeeze-excitation epilogues
+    at batch 32 do not: the build stopped there, where the next rule can schedule it.
+    """
+
+    def __init__(self, rule: dlight.ScheduleRule) -> None:
+        self.rule = rule
+
+    def is_target_available(self, target: tvm.target.Target) -> bool:
+        return self.rule.is_target_available(target)
+
+    def apply(self, func: tirx.PrimFunc, target: tvm.target.Target, tunable: bool):
+        try:
+            return self.rule.apply(func, target, tunable)
+        except AssertionError:
+            return None
 
 
 def cuda_rules() -> list[dlight.ScheduleRule]:
