@@ -255,8 +255,8 @@ class TensorCoreMatmul(dlight.ScheduleRule):
             return None  # a block the intrinsics do not match: dlight's rules take it
         try:
             matmul.auto_inline_consumer_chain(sch, to_global)
-        except (AssertionError, RuntimeError):  # an epilogue that does not inline (seen in
-            return None  # EfficientNet-B0 at batch 32): dlight's rules take the kernel
+        except (AssertionError, RuntimeError):  # an epilogue that does not inline into the
+            return None  # tile's store: dlight's rules take the kernel
         fused = sch.fuse(*sch.get_loops(to_global)[-2:])
         _, tx, vec = sch.split(fused, factors=[None, WARP, VECTOR])
         sch.bind(tx, "threadIdx.x")
