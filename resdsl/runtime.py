@@ -225,17 +225,17 @@ def check_shape(meta: dict[str, Any], spec: dict[str, Any], shape: tuple[int, ..
     """Raise :func:`shape_error` unless an array of ``shape`` fits the input ``spec`` of
     the artifact ``meta``: its own shape, any batch of a dynamic-batch artifact's range."""
     low_high = meta.get("batch_range")
-    if low_high and len(shape) == len(spec["shape"]) and shape:
-        if list(shape[1:]) == spec["shape"][1:] and not low_high[0] <= shape[0] <= low_high[1]:
-            low, high = low_high
-            raise ArtifactError(
-                f"input {spec['name']!r} has a batch of {shape[0]}; this artifact takes "
-                f"batches from {low} to {high} (compile with --batch LOW..HIGH to change it)"
-            )
-        if list(shape[1:]) == spec["shape"][1:]:
+    if not low_high:
+        if list(shape) == spec["shape"]:
             return
-    elif list(shape) == spec["shape"]:
-        return
+    elif len(shape) == len(spec["shape"]) and shape and list(shape[1:]) == spec["shape"][1:]:
+        low, high = low_high
+        if low <= shape[0] <= high:
+            return
+        raise ArtifactError(
+            f"input {spec['name']!r} has a batch of {shape[0]}; this artifact takes "
+            f"batches from {low} to {high} (compile with --batch LOW..HIGH to change it)"
+        )
     raise shape_error(spec, shape, dynamic=bool(low_high))
 
 

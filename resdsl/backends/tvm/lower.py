@@ -471,11 +471,9 @@ def _emit_dynamic(
     params = _params(graph, n, dtype)
     shapes = [graph.info(node).shape for _, node in graph.outputs]
 
-    def result(batch) -> relax.Type:
-        types = [relax.TensorType((batch, *shape), dtype) for shape in shapes]
-        return types[0] if len(types) == 1 else relax.TupleType(types)
-
-    main = bb.add_func(relax.Function.create_empty(params, result(n)), "main")
+    types = [relax.TensorType((n, *shape), dtype) for shape in shapes]
+    result = types[0] if len(types) == 1 else relax.TupleType(types)
+    main = bb.add_func(relax.Function.create_empty(params, result), "main")
 
     def exact(size: int) -> relax.SeqExpr:
         seq = _Seq(bb)
@@ -491,20 +489,11 @@ def _emit_dynamic(
             for p in params
         ]
         tail = [seq.bind(R.strided_slice(p, [0], [size], [n])) for p in params]
-        first = seq.bind(relax.Call(forwards[size], head))
-        rest = seq.bind(relax.Call(main, tail))
+        parts = [seq.bind(relax.Call(forwards[size], head)), seq.bind(relax.Call(main, tail))]
         if len(shapes) == 1:
-            return seq.end(seq.bind(R.concat([first, rest], axis=0)))
-        joined = [
-            seq.bind(
-                R.concat(
-                    [seq.bind(relax.TupleGetItem(first, k)), seq.bind(relax.TupleGetItem(rest, k))],
-                    axis=0,
-                )
-            )
-            for k in range(len(shapes))
-        ]
-        return seq.end(seq.bind(relax.Tuple(joined)))
+            return seq.end(seq.bind(R.concat(parts, axis=0)))
+        columns = [[seq.bind(relax.TupleGetItem(p, k)) for p in parts] for k in range(len(shapes))]
+        return seq.end(seq.bind(relax.Tuple([seq.bind(R.concat(c, axis=0)) for c in columns])))
 
     # if n == s: forward{s}; elif n > s: forward{s} on the first s and main on the rest
     # (sizes largest first); else n == 1 (an empty batch fails the size-1 shape check)
@@ -514,8 +503,8 @@ def _emit_dynamic(
     for condition, branch in reversed(branches):
         body = relax.If(relax.prim_value(condition), branch, body)
     seq = _Seq(bb)
-    out = seq.match(seq.bind(body), result(n))
-    func = relax.Function(params, seq.end(out), result(n)).with_attr("global_symbol", "main")
+    out = seq.match(seq.bind(body), result)
+    func = relax.Function(params, seq.end(out), result).with_attr("global_symbol", "main")
     bb.update_func(main, func)
 
 
