@@ -376,3 +376,89 @@ def test_fuzz_random_graphs(tmp_path_factory, data):
         return
     with contextlib.suppress(SpecError):  # a graph the spec refuses is a SpecError too
         resdsl.loads(write_flat(imported))
+
+
+# --- values whose batch is not their first axis ------------------------------------------------
+
+
+def _export(module, shape, tmp_path, name="m.onnx"):
+    """``module`` exported as torch.onnx.export writes it, the batch axis dynamic."""
+    path = str(tmp_path / name)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module.eval(), torch.randn(2, *shape), path, dynamo=False,
+                          input_names=["x"], dynamic_axes={"x": {0: "N"}})  # fmt: skip
+    return path
+
+
+class _ClassTokenAttention(torch.nn.Module):
+    """ViT's pattern: a class token expanded over the batch, batch-first self-attention
+    (exported with the batch behind the tokens, (L, B, E), and merged with the heads,
+    (B * H, L, d)), the class token's row out."""
+
+    def __init__(self):
+        super().__init__()
+        self.class_token = torch.nn.Parameter(torch.randn(1, 1, 16))
+        self.attention = torch.nn.MultiheadAttention(16, 4, batch_first=True)
+        self.norm = torch.nn.LayerNorm(16)
+
+    def forward(self, x):
+        x = torch.cat([self.class_token.expand(x.shape[0], -1, -1), x], dim=1)
+        y, _ = self.attention(x, x, x, need_weights=False)
+        return self.norm(x + y)[:, 0]
+
+
+class _Windows(torch.nn.Module):
+    """Swin's and MaxViT's patterns: padding to whole windows with sizes read from the
+    shape, windows moved into the batch axis, a mask built by slice assignment, einsum
+    attention, the windows put back and the padding cropped."""
+
+    def __init__(self, window=3):
+        super().__init__()
+        self.window = window
+        self.qkv = torch.nn.Linear(8, 24)
+
+    def forward(self, x):
+        b, h, w, c = x.shape
+        k = self.window
+        x = torch.nn.functional.pad(x, (0, 0, 0, (k - w % k) % k, 0, (k - h % k) % k))
+        hp, wp = x.shape[1], x.shape[2]
+        x = x.view(b, hp // k, k, wp // k, k, c).permute(0, 1, 3, 2, 4, 5)
+        x = x.reshape(-1, k * k, c)  # (B * windows, k * k, C)
+        mask = x.new_zeros((k * k, k * k))
+        mask[: k, k:] = -100.0
+        mask[k:, : k] = -100.0
+        q, kk, v = self.qkv(x).chunk(3, dim=-1)
+        attn = torch.einsum("bic,bjc->bij", q, kk) + mask
+        y = torch.einsum("bij,bjc->bic", attn.softmax(-1), v)
+        y = y.view(b, hp // k, wp // k, k, k, c).permute(0, 1, 3, 2, 4, 5)
+        return y.reshape(b, hp, wp, c)[:, :h, :w, :]
+
+
+@pytest.mark.parametrize(
+    ("module", "shape"), [(_ClassTokenAttention, (5, 16)), (_Windows, (7, 8, 8))]
+)
+def test_batch_behind_other_axes(module, shape, tmp_path):
+    torch.manual_seed(0)
+    path = _export(module(), shape, tmp_path)
+    ops = {n.op_type for n in onnx.load(path).graph.node}
+    imported = import_onnx(path)
+    x = np.random.default_rng(2).standard_normal((3, *shape)).astype(np.float32)
+    _, out = _imported_output(imported, x)
+    assert _relative(out, _reference(path, x)) <= 1e-5
+    if module is _Windows:
+        assert {"Pad", "Einsum", "ScatterND", "Mod"} <= ops
+    else:
+        assert {"Expand", "Transpose"} <= ops
+
+
+def test_a_reshape_that_mixes_samples_is_refused(tmp_path):
+    nodes = [
+        helper.make_node("Transpose", ["x"], ["t"], perm=[1, 0, 2], name="swap"),
+        helper.make_node("Reshape", ["t", "shape"], ["r"], name="mix"),
+    ]
+    shape = numpy_helper.from_array(np.asarray([3, -1], np.int64), "shape")
+    model = _model(nodes, [_info("x", [2, 3, 4])], [_info("r", None)], [shape])
+    with pytest.raises(ModelImportError) as e:
+        import_onnx(_save(model, tmp_path))
+    assert "node mix (Reshape)" in str(e.value)

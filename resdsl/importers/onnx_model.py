@@ -55,18 +55,47 @@ class _Const:
     batch: bool = False  # holds the batch sentinel (a shape)
 
 
+# Where a tensor's batch is: (axis, outer, inner): its ONNX axis ``axis`` has ``outer *
+# batch * inner`` elements. Batch first is (0, 1, 1); attention as PyTorch exports it moves
+# the batch behind the tokens, (L, B, E), and merges it with the heads, (B * H, L, d), and
+# Swin's windows, (B * windows, ...). ``outer`` and ``inner``, where not 1, are per-sample
+# axes in its place: the per-sample value of (B * H, L, d) is (H, L, d).
+_FIRST = (0, 1, 1)
+
+
 @dataclass(eq=False)
 class _Tensor:
-    """A value computed per sample: ``id`` a call or graph input, ``shape`` per sample."""
+    """A value computed per sample: ``id`` a call or graph input, ``shape`` per sample,
+    ``lay`` where its batch is among its ONNX axes (see ``_FIRST``)."""
 
     id: str
     shape: tuple[int, ...] | None
+    lay: tuple[int, int, int] = _FIRST
 
     @property
-    def rank(self) -> int:  # with the batch axis
+    def rank(self) -> int:  # ONNX's: with the batch axis
         if self.shape is None:
             raise _Skip(" (the input's shape is unknown)")
-        return len(self.shape) + 1
+        _, outer, inner = self.lay
+        return len(self.shape) + 1 - (outer > 1) - (inner > 1)
+
+    def groups(self) -> list[list[int]]:
+        """The per-sample axes of each ONNX axis: one each, 0 to 2 for the batch's."""
+        at, outer, inner = self.lay
+        out, j = [], 0
+        for i in range(self.rank):
+            n = (outer > 1) + (inner > 1) if i == at else 1
+            out.append(list(range(j, j + n)))
+            j += n
+        return out
+
+    def full(self, batch: int) -> list[int]:
+        """The ONNX shape, with ``batch`` for the batch."""
+        at, outer, inner = self.lay
+        return [
+            outer * batch * inner if i == at else (self.shape or ())[g[0]]
+            for i, g in enumerate(self.groups())
+        ]
 
 
 class _Bad:
@@ -203,11 +232,19 @@ _UNARY = {
     "HardSwish": "hardswish",
 }
 _BINARY = {"Add": "add", "Sub": "sub", "Mul": "mul", "Div": "div"}
+# ops whose conversion handles a batch that is not the first axis (``_Tensor.lay``)
+_ANY_LAYOUT = {
+    "Identity", "Dropout", "Cast", "Relu", "Sigmoid", "Tanh", "Exp", "Abs", "Sqrt",
+    "HardSwish", "Gelu", "Clip", "Softmax", "Add", "Sub", "Mul", "Div", "MatMul", "Gemm",
+    "Shape", "Reshape", "Transpose", "Unsqueeze", "Squeeze", "Gather", "Concat",
+    "LayerNormalization", "Einsum", "Slice", "Split",
+}  # fmt: skip
 _FOLDABLE = {
     "Identity", "Cast", "Reshape", "Transpose", "Unsqueeze", "Squeeze", "Concat", "Gather",
     "Slice", "Add", "Sub", "Mul", "Div", "Neg", "Sqrt", "Shape", "ConstantOfShape", "Range",
     "Equal", "Where", "Expand", "Floor", "Ceil", "Min", "Max", "Abs", "Size", "Flatten",
-    "Dropout", "Exp", "Relu", "Sigmoid", "Tanh", "Pow", "Not", "Less", "Greater",
+    "Dropout", "Exp", "Relu", "Sigmoid", "Tanh", "Pow", "Not", "Less", "Greater", "Mod",
+    "ScatterND",
 }  # fmt: skip
 
 
@@ -312,6 +349,9 @@ class _Importer:
                     continue
             if v is _BAD and not self.items:  # pragma: no cover - a bug if it happens
                 self.items.append(Unsupported(f"output {o.name}", "a value not computed"))
+            if isinstance(v, _Tensor) and v.lay != _FIRST:
+                self.items.append(Unsupported(f"output {o.name}", "its batch axis is not first"))
+                continue
             if isinstance(v, _Tensor):
                 if v.id in dict(inputs):
                     v = self._call(o.name + "/output", "identity", {}, [v])
@@ -495,15 +535,21 @@ class _Importer:
         node: Any = None,
         label: str | None = None,
         shape: tuple[int, ...] | str | None = "infer",
+        lay: tuple[int, int, int] | None = None,
     ) -> _Tensor:
+        """A call of ``op``; its batch is where its first input's is, unless ``lay``."""
         cid = self._fresh(out)
         source = f"node {node.name or node.op_type} ({node.op_type})" if node is not None else ""
         self.calls.append(Call(cid, op, attrs, [t.id for t in inputs], label, "", source))
+        if lay is None:
+            lay = inputs[0].lay if inputs else _FIRST
         if shape == "infer":
-            shape = _op_shape(op, attrs, inputs) or self._per_sample(out)
+            shape = _op_shape(op, attrs, inputs) or (
+                self._per_sample(out) if lay == _FIRST else None
+            )
         if isinstance(shape, tuple):
             self.call_shapes[cid] = shape
-        return _Tensor(cid, shape)  # type: ignore[arg-type]
+        return _Tensor(cid, shape, lay)  # type: ignore[arg-type]
 
     def _label(self, node: Any, *candidates: tuple[str | None, str]) -> str:
         """A fresh label: the first candidate initializer named ``<label>.<suffix>``, else
@@ -564,6 +610,10 @@ class _Importer:
             handler = getattr(self, f"_op_{op}", None)
             if handler is None:
                 raise _Skip("")
+            if op not in _ANY_LAYOUT and any(
+                isinstance(v, _Tensor) and v.lay != _FIRST for v in ins
+            ):
+                raise _Skip(" (on a value whose batch is not its first axis)")
             result = handler(node, ins)
             if not isinstance(result, list):
                 result = [result]
@@ -608,6 +658,17 @@ class _Importer:
             if o and (o in self.consumers or o in self.graph_outputs):
                 raise _Skip(f" (its output {o!r} is read)")
 
+    def _axis_of(self, x: _Tensor, axis: int, what: str = "axis") -> int:
+        """ONNX axis ``axis`` of ``x`` as a per-sample axis (``x``'s batch anywhere)."""
+        if x.lay == _FIRST:
+            return self._axis(axis, x.rank, what)
+        a = axis + x.rank if axis < 0 else axis
+        if not 0 <= a < x.rank:
+            raise _Skip(f" ({what} {axis} out of range)")
+        if a == x.lay[0]:
+            raise _Skip(f" ({what} {axis} holds the batch)")
+        return x.groups()[a][0]
+
     def _axis(self, axis: int, rank: int, what: str = "axis") -> int:
         """A per-sample axis (>= 0) from an ONNX axis over ``rank`` axes with the batch."""
         a = axis + rank if axis < 0 else axis
@@ -617,16 +678,24 @@ class _Importer:
             raise _Skip(f" ({what} {axis} is the batch axis)")
         return a - 1
 
-    def _tensor(self, v: Any, rank: int) -> _Tensor:
+    def _tensor(self, v: Any, rank: int, lay: tuple[int, int, int] = _FIRST) -> _Tensor:
         """A constant operand as a call: a ``parameter`` when it is a named initializer (a
-        weight such as a layer scale), else a ``buffer`` holding its values."""
+        weight such as a layer scale), else a ``buffer`` holding its values. ``rank`` and
+        ``lay``: those of the value it meets."""
         if isinstance(v, _Tensor):
             return v
         c = self._const(v, "the operand")
         if c.batch or c.value.dtype.kind not in "f":
             raise _Skip(" (an integer constant as an operand)")
         arr = c.value
-        if arr.ndim == rank and arr.shape[0] == 1:
+        if lay != _FIRST and arr.ndim > rank - 1 - lay[0]:  # it meets the batch's axis
+            at, outer, inner = lay
+            full = (1,) * (rank - arr.ndim) + arr.shape
+            if len(full) != rank or full[at] != 1:
+                raise _Skip(f" (a constant of shape {arr.shape} spans the batch axis)")
+            ones = (1,) * ((outer > 1) + (inner > 1))
+            ps = (*full[:at], *ones, *full[at + 1 :])
+        elif arr.ndim == rank and arr.shape[0] == 1:
             ps = arr.shape[1:]
         elif arr.ndim < rank:
             ps = arr.shape
@@ -674,12 +743,13 @@ class _Importer:
             arr = np.asarray(value)
             if arr.size > MAX_FOLD:
                 raise _Skip(f" (a constant of {arr.size} elements)")
+            batch_held = batch and _holds_batch(arr)
             if view and first is not None and first.orig is not None:
                 v = view
                 if first.view != "same":
                     v = "reshape" if view == "reshape" and first.view == "reshape" else "other"
-                return [_Const(arr, first.name, first.orig, v, batch)]
-            return [_Const(arr, batch=batch)]
+                return [_Const(arr, first.name, first.orig, v, batch_held)]
+            return [_Const(arr, batch=batch_held)]
 
         x = vals[0] if vals else None
         if op in ("Identity", "Dropout"):
@@ -732,7 +802,8 @@ class _Importer:
             return out(x[tuple(index)])
         if op == "Shape":
             start, end = a.get("start", 0), a.get("end")
-            return [_Const(np.asarray(x.shape, np.int64)[start:end], batch=batch)]
+            dims = np.asarray(x.shape, np.int64)[start:end]
+            return [_Const(dims, batch=batch and _holds_batch(dims))]
         if op == "Size":
             return out(np.asarray(x.size, np.int64))
         if op == "ConstantOfShape":
@@ -750,16 +821,43 @@ class _Importer:
             return out(np.arange(vals[0].reshape(()), vals[1].reshape(()), vals[2].reshape(())))
         if op == "Expand":
             shape = [int(t) for t in vals[1].reshape(-1)]
+            if ins[1].batch and shape and shape[0] == BATCH:
+                # a constant repeated for every sample (a class token): one sample's copy
+                shape[0] = 1
+                if not x.ndim or np.broadcast_shapes(x.shape, tuple(shape)) == x.shape:
+                    return [ins[0]]
             full = np.broadcast_shapes(x.shape, tuple(shape))
             if math.prod(full) > MAX_FOLD:
                 raise _Skip(f" (a constant of shape {full})")
             return out(np.broadcast_to(x, full).copy())
         if op == "Where":
             return out(np.where(vals[0], vals[1], vals[2]))
+        if op == "ScatterND":  # Swin's shifted-window mask, built by slice assignments
+            index, updates = vals[1].astype(np.int64), vals[2]
+            k = index.shape[-1] if index.ndim else 0
+            if not 1 <= k <= x.ndim or updates.shape != index.shape[:-1] + x.shape[k:]:
+                raise _Skip(" (indices and updates do not fit the data)")
+            if np.any(index < -np.asarray(x.shape[:k])) or np.any(index >= x.shape[:k]):
+                raise _Skip(" (an index out of range)")
+            where = tuple(np.moveaxis(index, -1, 0))
+            result = x.copy()
+            reduction = a.get("reduction", b"none")
+            reduction = reduction.decode() if isinstance(reduction, bytes) else reduction
+            if reduction == "none":
+                result[where] = updates
+            elif reduction in ("add", "mul", "min", "max"):
+                ufunc = {"add": np.add, "mul": np.multiply, "min": np.minimum, "max": np.maximum}
+                ufunc[reduction].at(result, where, updates)
+            else:
+                raise _Skip(f" (reduction {reduction!r})")
+            return out(result)
         binary = {
             "Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Equal": np.equal,
             "Pow": np.power, "Less": np.less, "Greater": np.greater,
+            "Mod": np.fmod if a.get("fmod") else np.mod,
         }  # fmt: skip
+        if op == "Mod" and np.any(vals[1] == 0):
+            raise _Skip(" (a division by zero)")
         if op in binary:
             return out(binary[op](vals[0], vals[1]))
         if op == "Div":
@@ -796,8 +894,8 @@ class _Importer:
         if x.shape is None:
             raise _Skip(" (unknown input shape)")
         a = self._attrs(node)
-        full = np.asarray([self.batch or BATCH, *x.shape], np.int64)
-        return _Const(full[a.get("start", 0) : a.get("end")], batch=self.batch is None)
+        dims = np.asarray(x.full(self.batch or BATCH), np.int64)[a.get("start", 0) : a.get("end")]
+        return _Const(dims, batch=self.batch is None and _holds_batch(dims))
 
     def _op_Identity(self, node: Any, ins: list[Any]) -> Any:
         return ins[0]
@@ -855,10 +953,11 @@ class _Importer:
     def _op_Softmax(self, node: Any, ins: list[Any]) -> _Tensor:
         x = self._x(ins[0])
         axis = self._attrs(node).get("axis", 1 if self.opset < 13 else -1)
-        a = self._axis(axis, x.rank)
-        if self.opset < 13 and a != x.rank - 2:
+        a = self._axis_of(x, axis)
+        last = len(x.shape or ()) - 1
+        if self.opset < 13 and a != last:
             raise _Skip(" (before opset 13, Softmax over several axes)")
-        attrs = {} if a == x.rank - 2 else {"axis": a}
+        attrs = {} if a == last else {"axis": a}
         return self._call(node.output[0], "softmax", attrs, [x], node)
 
     def _binary(self, node: Any, ins: list[Any]) -> _Tensor:
@@ -868,6 +967,8 @@ class _Importer:
         if isinstance(a, _Tensor) and isinstance(b, _Tensor):
             if a.rank != b.rank:
                 raise _Skip(" (operands of different ranks broadcast across the batch axis)")
+            if a.lay != b.lay:
+                raise _Skip(" (operands whose batches are in different places)")
             return self._call(node.output[0], op, {}, [a, b], node)
         t, c = (a, b) if isinstance(a, _Tensor) else (b, a)
         c = self._const(c, "an operand")
@@ -888,8 +989,10 @@ class _Importer:
                 attrs = {"scale": _f32(1 / s)}
             if attrs is not None:
                 return self._call(node.output[0], "scale_shift", attrs, [t], node)
-        m = self._tensor(c, t.rank)
-        return self._call(node.output[0], op, {}, [a if a is t else m, b if b is t else m], node)
+        m = self._tensor(c, t.rank, t.lay)
+        return self._call(
+            node.output[0], op, {}, [a if a is t else m, b if b is t else m], node, lay=t.lay
+        )
 
     _op_Add = _op_Sub = _op_Mul = _op_Div = _binary
 
@@ -1022,11 +1125,11 @@ class _Importer:
         w = self._const(ins[1], "B (the weight)")
         c = self._const(ins[2], "C (the bias)") if len(ins) > 2 and ins[2] is not None else None
         a = self._attrs(node)
-        if a.get("transA", 0) or x.rank != 2 or w.value.ndim != 2:
+        if a.get("transA", 0) or x.rank != 2 or x.lay[0] != 0 or w.value.ndim != 2:
             raise _Skip(" (only x @ W with a (batch, features) input)")
         weight = w.value if a.get("transB", 0) else w.value.T
         weight = weight * np.float32(a.get("alpha", 1.0)) if a.get("alpha", 1.0) != 1 else weight
-        if weight.shape[1] != x.shape[0]:  # type: ignore[index]
+        if weight.shape[1] != x.shape[-1]:  # type: ignore[index]
             raise _Skip(" (the weight does not fit the input)")
         bias = None
         if c is not None:
@@ -1044,8 +1147,12 @@ class _Importer:
         if isinstance(a, _Tensor) and isinstance(b, _Tensor):
             if a.rank != b.rank:
                 raise _Skip(" (operands of different ranks broadcast across the batch axis)")
+            if a.lay != b.lay or a.lay[0] >= a.rank - 2:
+                raise _Skip(" (a product over the batch's axis)")
             return self._call(node.output[0], "matmul", {}, [a, b], node)
         x = self._x(a)
+        if x.lay[0] == x.rank - 1:
+            raise _Skip(" (a product over the batch's axis)")
         w = self._const(b, "the weight")
         if w.value.ndim != 2 or x.shape is None or not x.shape or x.shape[-1] != w.value.shape[0]:
             raise _Skip(" (a constant operand that is not an (in, out) matrix)")
@@ -1073,6 +1180,32 @@ class _Importer:
                     return out
         label = self._label(node, (wname, "weight"))
         return self._linear(node, x, weight, None, label)
+
+    def _op_Einsum(self, node: Any, ins: list[Any]) -> _Tensor:
+        """A batched matrix product (``bhid,bhjd->bhij``, ``bhij,bhjd->bhid``: MaxViT's
+        attention), ``b`` transposed first where its last two letters are swapped."""
+        eq = self._attrs(node)["equation"]
+        eq = (eq.decode() if isinstance(eq, bytes) else eq).replace(" ", "")
+        if len(ins) != 2 or eq.count("->") != 1 or "..." in eq:
+            raise _Skip(f" ({eq!r}: only batched matrix products of two values)")
+        (ta, tb), out = eq.split("->")[0].split(","), eq.split("->")[1]
+        a, b = self._x(ins[0]), self._x(ins[1])
+        shared = ta[:-2]
+        if not (
+            len(ta) == len(tb) == len(out) == a.rank == b.rank >= 3
+            and tb[:-2] == shared == out[:-2]
+            and len(set(ta + tb)) == len(ta) + 1
+            and out[-2] == ta[-2]
+            and {tb[-2], tb[-1]} == {ta[-1], out[-1]}
+            and a.lay == b.lay
+            and a.lay[0] < a.rank - 2
+        ):
+            raise _Skip(f" ({eq!r}: only batched matrix products)")
+        if tb[-2:] != ta[-1] + out[-1]:  # b is (..., j, k): its last two axes swapped
+            n = len(b.shape or ())
+            axes = (*range(n - 2), n - 1, n - 2)
+            b = self._call(node.output[0] + "/transpose", "permute", {"axes": axes}, [b], node)
+        return self._call(node.output[0], "matmul", {}, [a, b], node)
 
     def _pool(self, node: Any, ins: list[Any], op: str) -> _Tensor:
         x = self._x(ins[0])
@@ -1139,11 +1272,13 @@ class _Importer:
         k = tuple(x.shape[1:])
         return self._call(node.output[0], "maxpool2d", {"kernel": k, "stride": k}, [x], node)
 
-    def _reshape(self, node: Any, x: _Tensor, shape: tuple[int, ...]) -> _Tensor:
+    def _reshape(
+        self, node: Any, x: _Tensor, shape: tuple[int, ...], lay: tuple[int, int, int] = _FIRST
+    ) -> _Tensor:
         if x.shape is not None and tuple(shape) == tuple(x.shape):
-            return x
+            return x if lay == x.lay else _Tensor(x.id, x.shape, lay)
         return self._call(
-            node.output[0], "reshape", {"shape": tuple(shape)}, [x], node, shape=shape
+            node.output[0], "reshape", {"shape": tuple(shape)}, [x], node, shape=shape, lay=lay
         )
 
     def _op_Flatten(self, node: Any, ins: list[Any]) -> _Tensor:
@@ -1163,33 +1298,64 @@ class _Importer:
         if not target:
             raise _Skip(" (to a scalar)")
         allowzero = self._attrs(node).get("allowzero", 0)
-        full = (None, *x.shape)
+        full = x.full(BATCH)
         dims: list[int] = []
         for i, t in enumerate(target):
             if t == 0 and not allowzero:
                 if i >= len(full):
                     raise _Skip(" (a 0 beyond the input's axes)")
-                t = full[i] if i else BATCH
+                t = full[i]
             dims.append(t)
+        return self._reshape_full(node, x, dims, target)
+
+    def _reshape_full(
+        self, node: Any, x: _Tensor, dims: list[int], target: list[int] | None = None
+    ) -> _Tensor:
+        """``x`` reshaped to the ONNX shape ``dims`` (-1 inferred; an axis holding the
+        batch a multiple of :data:`BATCH`, or the first axis at a known batch size, or
+        else the inferred axis). A reshape keeps the order of the elements, so the batch
+        keeps its stride: it stays one factor of one axis, and each sample's elements keep
+        their order, which makes the per-sample value a reshape too. A reshape that splits
+        the batch or mixes samples is refused."""
+        assert x.shape is not None
+        target = dims if target is None else target
         size = math.prod(x.shape)
-        head, rest = dims[0], dims[1:]
-        if any(d == BATCH or (d > 0 and d % BATCH == 0) for d in rest):
-            raise _Skip(" (merges the batch axis with others)")
-        if head == -1:
-            if -1 in rest or math.prod(rest) != size:
-                raise _Skip(" (the batch axis is inferred)")
-        elif head not in (BATCH, self.batch):
-            raise _Skip(f" (the batch axis becomes {head})")
-        if rest.count(-1) > 1 or any(d < -1 or d == 0 for d in rest):
+        if any(d < -1 or d == 0 for d in dims) or dims.count(-1) > 1:
             raise _Skip(f" (shape {target})")
-        if -1 in rest:
-            known = math.prod(d for d in rest if d != -1)
-            if known == 0 or size % known:
-                raise _Skip(f" (shape {target} does not fit {x.shape})")
+        held = [j for j, d in enumerate(dims) if d > 0 and d % BATCH == 0]
+        if len(held) > 1:
+            raise _Skip(f" (shape {target} has the batch in two axes)")
+        if held:
+            j, q = held[0], dims[held[0]] // BATCH
+        elif self.batch is not None and dims[0] == self.batch and x.lay == _FIRST:
+            j, q = 0, 1
+        elif -1 in dims and self.batch in (None, 1):
+            j, q = dims.index(-1), None  # the inferred axis holds the batch
+        else:
+            raise _Skip(f" (shape {target}: where the batch goes is unknown)")
+        rest = [d for k, d in enumerate(dims) if k != j]
+        if q is None:
+            known = math.prod(rest)
+            if size % known:
+                raise _Skip(f" (shape {target} does not fit {tuple(x.shape)})")
+            q = size // known
+        elif -1 in rest:
+            known = q * math.prod(d for d in rest if d != -1)
+            if size % known:
+                raise _Skip(f" (shape {target} does not fit {tuple(x.shape)})")
             rest[rest.index(-1)] = size // known
-        if math.prod(rest) != size:
-            raise _Skip(f" (shape {target} does not fit {x.shape})")
-        return self._reshape(node, x, tuple(rest))
+        if q * math.prod(rest) != size:
+            raise _Skip(f" (shape {target} does not fit {tuple(x.shape)})")
+        at, _, inner = x.lay
+        stride = inner * math.prod(x.full(1)[at + 1 :])  # elements after the batch's
+        after = math.prod(rest[j:])
+        if stride % after or q % (stride // after):
+            raise _Skip(f" (shape {target} mixes samples)")
+        inner = stride // after
+        outer = q // inner
+        shape = (*rest[:j], *([outer] if outer > 1 else []), *([inner] if inner > 1 else []),
+                 *rest[j:])  # fmt: skip
+        return self._reshape(node, x, shape, (j, outer, inner))
 
     def _axes_input(self, node: Any, ins: list[Any]) -> list[int] | None:
         a = self._attrs(node)
@@ -1203,44 +1369,50 @@ class _Importer:
         x = self._x(ins[0])
         axes = self._axes_input(node, ins) or []
         rank = x.rank + len(axes)
-        shape = list(x.shape or ())
-        for ax in sorted(self._axis(ax, rank) for ax in axes):
-            shape.insert(ax, 1)
-        return self._reshape(node, x, tuple(shape))
+        dims = x.full(BATCH)
+        for ax in sorted(ax + rank if ax < 0 else ax for ax in axes):
+            if not 0 <= ax < rank:
+                raise _Skip(f" (axis {ax} out of range)")
+            dims.insert(ax, 1)
+        return self._reshape_full(node, x, dims)
 
     def _op_Squeeze(self, node: Any, ins: list[Any]) -> _Tensor:
         x = self._x(ins[0])
         axes = self._axes_input(node, ins)
-        shape = list(x.shape or ())
-        drop = (
-            [i for i, d in enumerate(shape) if d == 1]
-            if axes is None
-            else [self._axis(ax, x.rank) for ax in axes]
-        )
-        if any(shape[i] != 1 for i in drop):
-            raise _Skip(" (an axis that is not 1)")
-        return self._reshape(node, x, tuple(d for i, d in enumerate(shape) if i not in drop))
+        dims = x.full(BATCH)
+        if axes is None:
+            drop = [i for i, d in enumerate(dims) if d == 1]
+        else:
+            drop = [ax + x.rank if ax < 0 else ax for ax in axes]
+            if any(not 0 <= i < x.rank or dims[i] != 1 for i in drop):
+                raise _Skip(" (an axis that is not 1)")
+        return self._reshape_full(node, x, [d for i, d in enumerate(dims) if i not in drop])
 
     def _op_Transpose(self, node: Any, ins: list[Any]) -> _Tensor:
         x = self._x(ins[0])
         perm = list(self._attrs(node).get("perm") or range(x.rank)[::-1])
-        if sorted(perm) != list(range(x.rank)) or perm[0] != 0:
-            raise _Skip(f" (perm {perm} moves the batch axis)")
-        axes = tuple(p - 1 for p in perm[1:])
+        if sorted(perm) != list(range(x.rank)):
+            raise _Skip(f" (perm {perm})")
+        groups = x.groups()
+        axes = tuple(a for p in perm for a in groups[p])
+        lay = (perm.index(x.lay[0]), x.lay[1], x.lay[2])
         if axes == tuple(range(len(axes))):
-            return x
-        return self._call(node.output[0], "permute", {"axes": axes}, [x], node)
+            return x if lay == x.lay else _Tensor(x.id, x.shape, lay)
+        return self._call(node.output[0], "permute", {"axes": axes}, [x], node, lay=lay)
 
     def _op_Concat(self, node: Any, ins: list[Any]) -> _Tensor:
         tensors = [v for v in ins if isinstance(v, _Tensor)]
         if not tensors:
             raise _Skip(" (no computed input)")
-        rank = tensors[0].rank
-        parts = [self._tensor(v, rank) for v in ins if v is not None]
+        rank, lay = tensors[0].rank, tensors[0].lay
+        if any(t.lay != lay for t in tensors):
+            raise _Skip(" (values whose batches are in different places)")
+        parts = [self._tensor(v, rank, lay) for v in ins if v is not None]
         if len(parts) == 1:
             return parts[0]
-        axis = self._axis(self._attrs(node)["axis"], rank)
-        return self._call(node.output[0], "concat", {"axis": axis} if axis else {}, parts, node)
+        axis = self._axis_of(tensors[0], self._attrs(node)["axis"])
+        attrs = {"axis": axis} if axis else {}
+        return self._call(node.output[0], "concat", attrs, parts, node, lay=lay)
 
     def _slices(
         self, node: Any, x: _Tensor, out: str, specs: list[tuple[int, int, int, int]]
@@ -1254,19 +1426,21 @@ class _Importer:
                 raise _Skip(f" (axis {axis} out of range)")
             if step <= 0:
                 raise _Skip(f" (step {step})")
-            if a == 0:
-                if start in (0,) and end >= (self.batch or _BIG) and step == 1:
+            if a == x.lay[0]:
+                whole = min(x.full(self.batch or BATCH)[a], _BIG)
+                if start in (0,) and end >= whole and step == 1:
                     continue
                 raise _Skip(" (slices the batch axis)")
-            n = shape[a - 1]
+            pa = x.groups()[a][0]
+            n = shape[pa]
             lo, hi, _ = slice(_clip(start), _clip(end), step).indices(n)
             hi = max(lo, hi)
             if lo == 0 and hi == n and step == 1:
                 continue
             if hi == lo:
                 raise _Skip(" (an empty slice)")
-            todo.append((a - 1, lo, hi, step))
-            shape[a - 1] = len(range(lo, hi, step))
+            todo.append((pa, lo, hi, step))
+            shape[pa] = len(range(lo, hi, step))
         y = x
         cur = list(x.shape or ())
         for k, (axis, lo, hi, step) in enumerate(todo):
@@ -1301,11 +1475,48 @@ class _Importer:
             node, x, node.output[0], list(zip(axes, starts, ends, steps, strict=True))
         )
 
+    def _op_Pad(self, node: Any, ins: list[Any]) -> _Tensor:
+        x = self._x(ins[0])
+        if x.shape is None:
+            raise _Skip(" (unknown input shape)")
+        a = self._attrs(node)
+        mode = a.get("mode", b"constant")
+        mode = mode.decode() if isinstance(mode, bytes) else mode
+        if mode != "constant":
+            raise _Skip(f" (mode {mode!r})")
+        if self.opset < 11:
+            pads, value = list(a["pads"]), float(a.get("value", 0.0))
+        else:
+            pads = self._ints(ins[1], "the pads")
+            value = 0.0
+            if len(ins) > 2 and ins[2] is not None:
+                value = float(self._const(ins[2], "the padding value").value.reshape(-1)[0])
+        axes = list(range(x.rank))
+        if len(ins) > 3 and ins[3] is not None:
+            axes = [ax + x.rank if ax < 0 else ax for ax in self._ints(ins[3], "the axes")]
+        if len(pads) != 2 * len(axes) or any(not 0 <= ax < x.rank for ax in axes):
+            raise _Skip(f" ({len(pads)} pads for {len(axes)} axes)")
+        if any(p < 0 for p in pads):
+            raise _Skip(" (a negative pad crops)")
+        widths = {ax: (pads[i], pads[i + len(axes)]) for i, ax in enumerate(axes)}
+        if widths.pop(0, (0, 0)) != (0, 0):
+            raise _Skip(" (pads the batch axis)")
+        padded = [ax for ax, (b, e) in widths.items() if b or e]
+        if not padded:
+            return x
+        # F.pad's pairs: the last axis first, down to the first padded one
+        axes = range(x.rank - 1, min(padded) - 1, -1)
+        torch_pads = [w for ax in axes for w in widths.get(ax, (0, 0))]
+        attrs: dict[str, Any] = {"pads": tuple(torch_pads)}
+        if value:
+            attrs["value"] = value
+        return self._call(node.output[0], "pad", attrs, [x], node)
+
     def _op_Split(self, node: Any, ins: list[Any]) -> list[_Tensor]:
         x = self._x(ins[0])
         a = self._attrs(node)
-        axis = self._axis(a.get("axis", 0), x.rank)
-        n = (x.shape or ())[axis]
+        onnx_axis = a.get("axis", 0) % max(x.rank, 1)
+        n = (x.shape or ())[self._axis_of(x, onnx_axis)]
         if "split" in a:
             sizes = list(a["split"])
         elif len(ins) > 1 and ins[1] is not None:
@@ -1318,7 +1529,7 @@ class _Importer:
             raise _Skip(f" (sizes {sizes} of an axis of {n})")
         out, start = [], 0
         for name, size in zip(node.output, sizes, strict=True):
-            out.append(self._slices(node, x, name, [(axis + 1, start, start + size, 1)]))
+            out.append(self._slices(node, x, name, [(onnx_axis, start, start + size, 1)]))
             start += size
         return out
 
@@ -1327,13 +1538,17 @@ class _Importer:
         index = self._const(ins[1], "the index").value
         if index.dtype.kind not in "iu" or index.ndim > 1:
             raise _Skip(" (a constant index of integers, at most 1-D)")
-        axis = self._axis(self._attrs(node).get("axis", 0), x.rank)
+        onnx_axis = self._attrs(node).get("axis", 0)
+        axis = self._axis_of(x, onnx_axis)
         n = (x.shape or ())[axis]
         if np.any(index < -n) or np.any(index >= n):
             raise _Skip(" (an index out of range)")
         if index.ndim == 0:
             attrs = {"axis": axis, "index": int(index) % n}
-            return self._call(node.output[0], "select", attrs, [x], node)
+            at, outer, inner = x.lay
+            if onnx_axis % x.rank < at:
+                at -= 1  # the axis in front of the batch's is gone
+            return self._call(node.output[0], "select", attrs, [x], node, lay=(at, outer, inner))
         values = tuple(int(i) % n for i in index)
         idx = self._call(node.output[0] + "/index", "buffer", {
             "shape": (len(values),), "values": values, "dtype": "int64", "persistent": False},
@@ -1365,7 +1580,7 @@ class _Importer:
         self._only_first_output(node)
         a = self._attrs(node)
         axis = a.get("axis", -1)
-        if (axis + x.rank if axis < 0 else axis) != x.rank - 1:
+        if (axis + x.rank if axis < 0 else axis) != x.rank - 1 or x.lay[0] == x.rank - 1:
             raise _Skip(f" (axis {axis}: only over the last axis)")
         scale = self._const(ins[1], "the scale")
         shift = self._const(ins[2], "the bias") if len(ins) > 2 and ins[2] is not None else None
@@ -1392,6 +1607,15 @@ def _as_float32(arr: np.ndarray) -> np.ndarray:
 
 def _weight(c: _Const) -> np.ndarray:
     return np.ascontiguousarray(c.value, np.float32)
+
+
+def _holds_batch(arr: np.ndarray) -> bool:
+    """Whether a value computed from a shape that holds :data:`BATCH` may still hold it: an
+    integer one only where it has a multiple of it (Swin's mask is built from a shape's
+    other sizes), any other conservatively."""
+    if arr.dtype.kind not in "iu":
+        return True
+    return bool(np.any((arr != 0) & (arr % BATCH == 0)))
 
 
 def _clip(v: int) -> int:
