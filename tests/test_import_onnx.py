@@ -426,8 +426,8 @@ class _Windows(torch.nn.Module):
         x = x.view(b, hp // k, k, wp // k, k, c).permute(0, 1, 3, 2, 4, 5)
         x = x.reshape(-1, k * k, c)  # (B * windows, k * k, C)
         mask = x.new_zeros((k * k, k * k))
-        mask[: k, k:] = -100.0
-        mask[k:, : k] = -100.0
+        mask[:k, k:] = -100.0
+        mask[k:, :k] = -100.0
         q, kk, v = self.qkv(x).chunk(3, dim=-1)
         attn = torch.einsum("bic,bjc->bij", q, kk) + mask
         y = torch.einsum("bij,bjc->bic", attn.softmax(-1), v)
@@ -462,3 +462,20 @@ def test_a_reshape_that_mixes_samples_is_refused(tmp_path):
     with pytest.raises(ModelImportError) as e:
         import_onnx(_save(model, tmp_path))
     assert "node mix (Reshape)" in str(e.value)
+
+
+def test_shared_initializers_do_not_name_their_users(tmp_path):
+    """PyTorch's exporter keeps one copy of equal initializers (an untrained model's zero
+    biases) and reads it through Identity nodes: each layer is named after its node."""
+    nn = torch.nn
+    model = nn.Sequential(
+        nn.Conv2d(3, 4, 3, bias=False), nn.BatchNorm2d(4), nn.ReLU(),  # folded: a zero bias
+        nn.BatchNorm2d(4),  # kept: its zero bias is the initializer they share
+        nn.Conv2d(4, 4, 3, bias=False), nn.BatchNorm2d(4),
+    )  # fmt: skip
+    path = _export(model, (3, 9, 9), tmp_path)
+    graph = onnx.load(path).graph
+    assert "Identity" in {n.op_type for n in graph.node}
+    assert "3.bias" in {t.name for t in graph.initializer}
+    imported = import_onnx(path)
+    assert [c.label for c in imported.calls if c.op == "conv2d"] == ["0", "4"]

@@ -752,6 +752,10 @@ class _Importer:
             return [_Const(arr, batch=batch_held)]
 
         x = vals[0] if vals else None
+        if op == "Identity" and first is not None and first.name is not None:
+            # PyTorch's exporter shares one initializer among equal weights (the zero
+            # biases of an untrained model) through Identity nodes: its name is not theirs
+            return [_Const(first.value, batch=first.batch)]
         if op in ("Identity", "Dropout"):
             return [ins[0]]  # type: ignore[list-item]
         if op == "Cast":
