@@ -18,6 +18,7 @@ torch = pytest.importorskip("torch")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+from torch.nn import functional as F  # noqa: E402, N812
 
 import resdsl  # noqa: E402
 from resdsl.backends import onnx as backend  # noqa: E402
@@ -435,8 +436,33 @@ class _Windows(torch.nn.Module):
         return y.reshape(b, hp, wp, c)[:, :h, :w, :]
 
 
+class _CosineAttention(torch.nn.Module):
+    """Swin V2's attention: F.normalize'd queries and keys (ReduceL2, Clip, Expand), a
+    clamped logit scale and a position MLP on a constant table (folded), heads merged
+    with the batch."""
+
+    def __init__(self):
+        super().__init__()
+        self.qkv = torch.nn.Linear(8, 24)
+        self.logit_scale = torch.nn.Parameter(torch.log(10 * torch.rand(2, 1, 1) + 1))
+        self.mlp = torch.nn.Sequential(torch.nn.Linear(2, 16), torch.nn.ReLU(),
+                                       torch.nn.Linear(16, 2))  # fmt: skip
+        self.register_buffer("table", torch.randn(1, 5, 5, 2), persistent=False)
+
+    def forward(self, x):
+        b, n, c = x.shape
+        qkv = self.qkv(x).reshape(b, n, 3, 2, c // 2).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv[0], qkv[1], qkv[2]
+        attn = F.normalize(q, dim=-1) @ F.normalize(k, dim=-1).transpose(-2, -1)
+        attn = attn * torch.clamp(self.logit_scale, max=4.6).exp()
+        bias = self.mlp(self.table).view(-1, 2)[: n * n].view(n, n, 2).permute(2, 0, 1)
+        attn = (attn + 16 * torch.sigmoid(bias)).softmax(-1)
+        return (attn @ v).transpose(1, 2).reshape(b, n, c)
+
+
 @pytest.mark.parametrize(
-    ("module", "shape"), [(_ClassTokenAttention, (5, 16)), (_Windows, (7, 8, 8))]
+    ("module", "shape"),
+    [(_ClassTokenAttention, (5, 16)), (_Windows, (7, 8, 8)), (_CosineAttention, (4, 8))],
 )
 def test_batch_behind_other_axes(module, shape, tmp_path):
     torch.manual_seed(0)
@@ -448,6 +474,8 @@ def test_batch_behind_other_axes(module, shape, tmp_path):
     assert _relative(out, _reference(path, x)) <= 1e-5
     if module is _Windows:
         assert {"Pad", "Einsum", "ScatterND", "Mod"} <= ops
+    elif module is _CosineAttention:
+        assert {"ReduceL2", "Clip", "Expand"} <= ops
     else:
         assert {"Expand", "Transpose"} <= ops
 

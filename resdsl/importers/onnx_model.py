@@ -237,14 +237,15 @@ _ANY_LAYOUT = {
     "Identity", "Dropout", "Cast", "Relu", "Sigmoid", "Tanh", "Exp", "Abs", "Sqrt",
     "HardSwish", "Gelu", "Clip", "Softmax", "Add", "Sub", "Mul", "Div", "MatMul", "Gemm",
     "Shape", "Reshape", "Transpose", "Unsqueeze", "Squeeze", "Gather", "Concat",
-    "LayerNormalization", "Einsum", "Slice", "Split",
+    "LayerNormalization", "Einsum", "Slice", "Split", "ReduceMean", "ReduceSum", "ReduceL2",
+    "Expand",
 }  # fmt: skip
 _FOLDABLE = {
     "Identity", "Cast", "Reshape", "Transpose", "Unsqueeze", "Squeeze", "Concat", "Gather",
     "Slice", "Add", "Sub", "Mul", "Div", "Neg", "Sqrt", "Shape", "ConstantOfShape", "Range",
     "Equal", "Where", "Expand", "Floor", "Ceil", "Min", "Max", "Abs", "Size", "Flatten",
     "Dropout", "Exp", "Relu", "Sigmoid", "Tanh", "Pow", "Not", "Less", "Greater", "Mod",
-    "ScatterND",
+    "ScatterND", "MatMul", "Clip",
 }  # fmt: skip
 
 
@@ -836,6 +837,20 @@ class _Importer:
             return out(np.broadcast_to(x, full).copy())
         if op == "Where":
             return out(np.where(vals[0], vals[1], vals[2]))
+        if op == "Clip":  # of constants: Swin V2's logit scale, clamped
+            if self.opset < 11:
+                lo, hi = a.get("min"), a.get("max")
+            else:
+                lo, hi = (v if v is None else v.reshape(()) for v in [*vals, None, None][1:3])
+            return out(np.clip(x, lo, hi))
+        if op == "MatMul":  # of constants: Swin V2's position MLP on its coordinate table
+            if (
+                x.ndim == 0
+                or vals[1].ndim == 0
+                or x.shape[-1] != vals[1].shape[max(vals[1].ndim - 2, 0)]
+            ):
+                raise _Skip(" (operands that do not fit)")
+            return out(np.matmul(x, vals[1]))
         if op == "ScatterND":  # Swin's shifted-window mask, built by slice assignments
             index, updates = vals[1].astype(np.int64), vals[2]
             k = index.shape[-1] if index.ndim else 0
@@ -1559,7 +1574,7 @@ class _Importer:
             [], node, shape=(len(values),))  # fmt: skip
         return self._call(node.output[0], "take", {"axis": axis}, [x, idx], node)
 
-    def _reduce(self, node: Any, ins: list[Any], op: str) -> _Tensor:
+    def _reduce(self, node: Any, ins: list[Any], op: str, out: str | None = None) -> _Tensor:
         x = self._x(ins[0])
         a = self._attrs(node)
         axes = self._axes_input(node, ins)
@@ -1567,17 +1582,54 @@ class _Importer:
             if a.get("noop_with_empty_axes", 0):
                 return x
             raise _Skip(" (over every axis, the batch too)")
-        per = tuple(sorted({self._axis(ax, x.rank) for ax in axes}))
+        per = tuple(sorted({self._axis_of(x, ax) for ax in axes}))
         attrs: dict[str, Any] = {"axis": per}
+        at, outer, inner = x.lay
         if a.get("keepdims", 1):
             attrs["keepdim"] = True
-        return self._call(node.output[0], op, attrs, [x], node)
+        else:  # the axes in front of the batch's are gone
+            at -= len({ax % x.rank for ax in axes if ax % x.rank < at})
+        return self._call(out or node.output[0], op, attrs, [x], node, lay=(at, outer, inner))
 
     def _op_ReduceMean(self, node: Any, ins: list[Any]) -> _Tensor:
         return self._reduce(node, ins, "mean")
 
     def _op_ReduceSum(self, node: Any, ins: list[Any]) -> _Tensor:
         return self._reduce(node, ins, "sum")
+
+    def _op_ReduceL2(self, node: Any, ins: list[Any]) -> _Tensor:
+        """The L2 norm (F.normalize's, Swin V2's cosine attention): sqrt(sum(x * x))."""
+        x = self._x(ins[0])
+        out = node.output[0]
+        square = self._call(out + "/square", "mul", {}, [x, x], node)
+        total = self._reduce(node, [square, *ins[1:]], "sum", out + "/sum")
+        return self._call(out, "sqrt", {}, [total], node)
+
+    def _op_Expand(self, node: Any, ins: list[Any]) -> _Tensor:
+        """A computed value broadcast to a shape: left as it is where every reader is an
+        elementwise op whose other operand has that shape (it broadcasts alike)."""
+        x = self._x(ins[0])
+        target = self._ints(ins[1], "the shape")
+        full = x.full(BATCH)
+        if len(target) > len(full):
+            raise _Skip(" (a broadcast that adds axes)")
+        target = [1] * (len(full) - len(target)) + target
+        want = [f if t == 1 else t for f, t in zip(full, target, strict=True)]
+        if want == full:
+            return x
+        for i in self.consumers.get(node.output[0], []):
+            user = self.nodes[i]
+            others = [self.values.get(n) for n in user.input if n != node.output[0]]
+            if user.op_type not in _BINARY or len(others) != 1:
+                raise _Skip(" (a broadcast read by other than an elementwise op)")
+            other = others[0]
+            shape = other.full(BATCH) if isinstance(other, _Tensor) else (
+                list(other.value.shape) if isinstance(other, _Const) else None)  # fmt: skip
+            if shape != want:
+                raise _Skip(" (a broadcast to a shape its reader does not have)")
+        if node.output[0] in self.graph_outputs:
+            raise _Skip(" (a broadcast output)")
+        return x
 
     def _op_LayerNormalization(self, node: Any, ins: list[Any]) -> _Tensor:
         x = self._x(ins[0])
