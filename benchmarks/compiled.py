@@ -63,10 +63,23 @@ far less (every engine then runs in the calling thread).
     python benchmarks/compiled.py --no-winograd               # resdsl's direct 3x3 kernels
     python benchmarks/compiled.py --batches 8 --micro-batch 4 # choose the micro-batch
     python benchmarks/compiled.py --dynamic                   # add the dynamic-batch artifact
+    python benchmarks/compiled.py --models mobilenet_v2 --profile   # where the time goes
 
 ``--no-winograd`` and ``--micro-batch N`` build resdsl's artifacts with those
 ``BuildOptions`` (``resdsl compile``'s options of the same names), to measure what each
 part of the pipeline gives.
+
+``--profile [N]`` adds, after each (model, batch) is timed, where the time goes: resdsl's
+artifact run ``--profile-runs`` more times with the Relax VM's instrument hook
+(``VirtualMachine.set_instrument``) timing every call the VM makes (the fused kernels, and its
+builtins such as allocations), and onnxruntime run as often in a second session with
+``SessionOptions.enable_profiling`` (its per-node kernel times). For each engine the top N
+(default 15) functions or nodes are printed, with time per forward pass (the same clock as
+the tables), share of the summed times, calls per pass and the argument shapes.
+onnxruntime's node times are its own wall times; on a busy machine they sum to more than a
+pass's CPU time, so they are scaled to sum to the pass's time on the tables' clock (their
+unscaled sum is printed). The instrumented runs are not part of the timed rounds, so the
+tables are unchanged.
 
 Exits 0 when every output agrees with PyTorch eager within 1e-3 relative, 1 otherwise.
 """
@@ -134,6 +147,7 @@ class Case:
     macs: int  # per sample
     compile_s: dict[str, float] = field(default_factory=dict)
     timings: dict[str, Timing] = field(default_factory=dict)
+    artifacts: dict[str, object] = field(default_factory=dict, repr=False)  # for --profile
 
     def gflops(self, t: Timing) -> float | None:
         if t.median_s is None:
@@ -390,6 +404,9 @@ def run_model(model: str, args: argparse.Namespace, workdir: str) -> list[Case]:
                 compare(t, out, timed["eager"][2])
         summary = ", ".join(f"{k} {timed[k][0] * 1e3:.1f} ms" for k in engines)
         print(f"  {model} b{batch}: {summary} ({timed['eager'][1]} rounds)", flush=True)
+        if args.profile and "resdsl" in case.artifacts:
+            print_profile(f"{model} b{batch}", case.artifacts["resdsl"], x, args)
+            print_ort_profile(f"{model} b{batch}", onnx_path, x, args, workdir)
         cases.append(case)
     return cases
 
@@ -412,6 +429,7 @@ def compile_engines(case: Case, net, module, x: np.ndarray, args, workdir: str) 
         case.compile_s[key] = compile_artifact(net, module, case.batch, out_dir, args, database)
         artifact = resdsl.runtime.load(out_dir)
         engines[key] = lambda a=artifact: a(x)
+        case.artifacts[key] = artifact
         threads = tvm.get_global_func("runtime.NumThreads")()  # the pool starts here
         micro = artifact.meta["micro_batch"]
         print(
@@ -435,6 +453,109 @@ def compile_dynamic(model: str, net, module, args, workdir: str):
         flush=True,
     )
     return artifact, seconds
+
+
+# --------------------------------------------------------------------------- profiles
+
+
+@dataclass
+class Entry:
+    seconds: float = 0.0
+    calls: int = 0
+    detail: str = ""
+
+
+def _print_top(title: str, entries: dict[str, Entry], runs: int, total_s: float, top: int):
+    """The ``top`` entries by time: ms per pass, share of the summed times, calls per pass."""
+    summed = sum(e.seconds for e in entries.values()) / runs
+    print(f"  {title}: summed {summed * 1e3:.2f} ms per pass (whole pass {total_s * 1e3:.2f} ms)")
+    print(f"    {'ms':>8} {'share':>6} {'calls':>5}  function / node")
+    ranked = sorted(entries.items(), key=lambda kv: -kv[1].seconds)
+    for name, e in ranked[:top]:
+        share = 100 * e.seconds / runs / max(summed, 1e-12)
+        print(
+            f"    {e.seconds / runs * 1e3:>8.3f} {share:>5.1f}% {e.calls // runs:>5}  "
+            f"{name[:60]}  {e.detail}"
+        )
+    rest = ranked[top:]
+    if rest:
+        print(f"    {sum(e.seconds for _, e in rest) / runs * 1e3:>8.3f} (the other {len(rest)})")
+    sys.stdout.flush()
+
+
+def print_profile(label: str, artifact, x: np.ndarray, args) -> None:
+    """resdsl: time every call the Relax VM makes (``set_instrument``) over a few passes."""
+    vm = artifact._vm
+    entries: dict[str, Entry] = {}
+    started: list[float] = []
+
+    def instrument(func, symbol, before, ret, *call_args):
+        if before:
+            started.append(clock())
+            return 0
+        e = entries.setdefault(str(symbol), Entry())
+        e.seconds += clock() - started.pop()
+        e.calls += 1
+        if not e.detail:
+            shapes = [tuple(int(d) for d in a.shape) for a in call_args if hasattr(a, "shape")]
+            e.detail = " ".join(str(s).replace(" ", "") for s in shapes)
+        return 0
+
+    artifact(x)  # warm
+    start = clock()
+    for _ in range(args.profile_runs):
+        artifact(x)
+    total = (clock() - start) / args.profile_runs
+    vm.set_instrument(instrument)
+    try:
+        for _ in range(args.profile_runs):
+            artifact(x)
+    finally:
+        vm.set_instrument(None)
+    _print_top(f"{label} resdsl profile", entries, args.profile_runs, total, args.profile)
+
+
+def print_ort_profile(label: str, onnx_path: str, x: np.ndarray, args, workdir: str) -> None:
+    """onnxruntime: a second session with ``enable_profiling``; its per-node kernel times."""
+    import json
+
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = args.threads
+    options.enable_profiling = True
+    options.profile_file_prefix = os.path.join(workdir, "ort-profile")
+    session = ort.InferenceSession(onnx_path, options, providers=["CPUExecutionProvider"])
+    session.run(None, {"x": x})  # warm: its events are dropped below
+    start = clock()
+    for _ in range(args.profile_runs):
+        session.run(None, {"x": x})
+    total = (clock() - start) / args.profile_runs
+    with open(session.end_profiling()) as f:
+        events = json.load(f)
+    entries: dict[str, Entry] = {}
+    for event in events:
+        name = event.get("name", "")
+        if event.get("cat") != "Node" or not name.endswith("_kernel_time"):
+            continue
+        key = name[: -len("_kernel_time")]
+        if key not in entries:  # the warm-up pass: dropped, its shapes kept
+            e = entries[key] = Entry()
+            a = event.get("args", {})
+            shapes = [next(iter(s.values()), None) for s in a.get("input_type_shape", [])]
+            e.detail = f"{a.get('op_name', '?')} " + " ".join(
+                str(tuple(s)).replace(" ", "") for s in shapes if s is not None
+            )
+            continue
+        entries[key].seconds += event["dur"] * 1e-6
+        entries[key].calls += 1
+    # its node times are wall times, which a busy machine stretches beyond the tables' CPU
+    # time: scaled so that they sum to the timed pass (the shares are its own)
+    wall = sum(e.seconds for e in entries.values()) / args.profile_runs
+    for e in entries.values():
+        e.seconds *= total / max(wall, 1e-12)
+    title = f"{label} onnxruntime profile (node wall times {wall * 1e3:.2f} ms, scaled)"
+    _print_top(title, entries, args.profile_runs, total, args.profile)
 
 
 # --------------------------------------------------------------------------- report
@@ -619,6 +740,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="also time one artifact compiled for batches 1..max(--batches) at each batch",
     )  # fmt: skip
     parser.add_argument("--seed", type=int, default=0, help="weights and input (default 0)")
+    parser.add_argument(
+        "--profile", type=int, nargs="?", const=15, default=0, metavar="N",
+        help="after each case, the top N (default 15) kernels of resdsl and onnxruntime",
+    )  # fmt: skip
+    parser.add_argument(
+        "--profile-runs", type=int, default=10, help="passes profiled per engine (default 10)"
+    )
     args = parser.parse_args(argv)
     if "all" in args.models:
         args.models = MODELS

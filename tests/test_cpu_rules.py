@@ -1,7 +1,8 @@
 """The depthwise convolution rule (``DepthwiseConv2d``) on odd shapes: which functions it takes,
 and parity of llvm builds with the PyTorch backend (strides 1 and 2, dilation, no padding,
 3x3/5x5/7x7 kernels, channel counts that the vector width does not divide, widths that the
-column tile does not divide, fused epilogues, a batch of 2).
+column tile does not divide, fused epilogues, a batch of 2). Then ``Conv2d``'s pixel tiles
+(``h x w`` as one axis, pixels and channels padded to whole tiles): the tile chosen and parity.
 """
 
 import textwrap
@@ -15,7 +16,7 @@ torch = pytest.importorskip("torch")
 import resdsl  # noqa: E402
 from resdsl.backends.tvm import BuildOptions  # noqa: E402
 from resdsl.backends.tvm.build import build  # noqa: E402
-from resdsl.backends.tvm.schedules import DepthwiseConv2d, rule_for  # noqa: E402
+from resdsl.backends.tvm.schedules import Conv2d, DepthwiseConv2d, rule_for  # noqa: E402
 from resdsl.weights import resolve  # noqa: E402
 
 from .test_cpu_schedules import NEEDS_AVX2, fused_functions  # noqa: E402
@@ -99,3 +100,83 @@ def test_depthwise_parity_with_torch(cpu, batch):
         assert out.numpy().shape == ref.shape
         scale = max(float(np.abs(ref).max()), 1e-30)
         assert float(np.abs(out.numpy() - ref).max()) / scale < 1e-4
+
+
+# Conv2d's pixel tiles (``h x w`` as one axis, NHWC): 1 x 1 convolutions whose pixels are
+# padded to whole tiles (a: 49 -> 50 pixels and 136 -> 144 channels, 2 x 5; b: 25 pixels and
+# a residual add; d: no epilogue at all, 128 channels), a 3 x 3 convolution whose row tile
+# has a tail (14 = 6 + 6 + 2) and whose pixels take whole 3 x 4 tiles (c: grouped, so not
+# Winograd), a strided 1 x 1
+# (e) and a short reduction (f), which keep tiling rows.
+PIXELS = """
+network pixels() (x: (64, 7, 7), y: (72, 14, 14), z: (136, 5, 5), s: (16, 7, 7)) {
+    a = x -> p1: conv2d(136, 1, bias=false) -> b1: batchnorm2d -> relu6
+    b = relu((z -> p2: conv2d(136, 1, bias=false) -> b2: batchnorm2d) + z)
+    c = y -> p3: conv2d(96, 3, padding=1, groups=4) -> silu
+    d = x -> p4: conv2d(128, 1, bias=false)
+    e = y -> p5: conv2d(160, 1, stride=2)
+    f = s -> p6: conv2d(144, 1) -> relu
+    return a, b, c, d, e, f
+}
+"""
+
+
+@pytest.mark.parametrize(
+    ("channels", "pixels", "partial", "tile"),
+    [
+        (440, 49, True, (2, 8, 5)),  # RegNet's 7 x 7: channels padded to 448, pixels to 50
+        (208, 196, True, (2, 8, 6)),  # 196 = 32 x 6 + 4: padded to 198
+        (208, 196, False, (2, 8, 4)),  # whole tiles only
+        (576, 196, False, (3, 8, 4)),  # MobileNetV2's 14 x 14 expansion: 3 x 4 divides
+        (440, 49, False, None),  # 55 vectors: neither two nor three divide them
+        (13, 49, True, None),  # no lane count from 4 divides 13
+    ],
+)
+def test_pixel_tile(channels, pixels, partial, tile):
+    from resdsl.backends.tvm.schedules.cpu import Machine, pixel_tile
+
+    assert pixel_tile(channels, pixels, Machine(lanes=8, registers=16), partial) == tile
+
+
+@pytest.mark.parametrize(
+    ("cpu", "batch"), [(None, 1), pytest.param("haswell", 2, marks=NEEDS_AVX2)]
+)
+def test_pixel_tiles_parity_with_torch(cpu, batch):
+    net = resdsl.loads(textwrap.dedent(PIXELS))
+    options = BuildOptions("llvm", cpu=cpu, batch=batch)
+    funcs = fused_functions(net, options)
+    chosen = {name: rule_for(f, options.tvm_target()) for name, f in funcs.items()}
+    convs = [name for name in chosen if "conv2d" in name]
+    assert len(convs) == 6 and all(chosen[name] == "Conv2d" for name in convs), chosen
+    # ... without the fallback to rows (Conv2d.apply retries by rows where a primitive refuses)
+    rule = Conv2d()
+    for name in convs:
+        assert super(Conv2d, rule).apply(funcs[name], options.tvm_target(), False), name
+    module = randomised(net)
+    executable = build(net, resolve(net.graph, module)[0], options)
+    vm = tvm.runtime.vm.VirtualMachine(executable, tvm.cpu())
+    xs = inputs_for(net, batch)
+    outs = vm["main"](*[tvm.runtime.tensor(x) for x in xs])
+    for out, ref in zip(outs, reference(module, xs), strict=True):
+        ref = np.asarray(ref)
+        assert out.numpy().shape == ref.shape
+        scale = max(float(np.abs(ref).max()), 1e-30)
+        assert float(np.abs(out.numpy() - ref).max()) / scale < 1e-4
+
+
+def test_compiled_benchmark_profile_flag():
+    # benchmarks/compiled.py --profile [N] (the kernel profiles these rules were tuned with):
+    # off by default, the top 15 without N
+    import sys
+    from pathlib import Path
+
+    pytest.importorskip("torchvision")
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    try:
+        import compiled
+    finally:
+        sys.path.pop(0)
+    assert compiled.parse_args([]).profile == 0
+    assert compiled.parse_args(["--profile"]).profile == 15
+    args = compiled.parse_args(["--profile", "5", "--profile-runs", "3"])
+    assert (args.profile, args.profile_runs) == (5, 3)

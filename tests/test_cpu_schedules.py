@@ -9,6 +9,7 @@ Parity runs for the host CPU and, where the host has AVX2, for ``-mcpu=haswell``
 
 import os
 import pathlib
+import re
 import subprocess
 import sys
 import textwrap
@@ -31,7 +32,7 @@ from resdsl.backends.tvm.schedules import (  # noqa: E402
     llvm_pipeline,
     rule_for,
 )
-from resdsl.backends.tvm.schedules.cpu import _Conv  # noqa: E402
+from resdsl.backends.tvm.schedules.cpu import Matmul, _Conv, _Matmul  # noqa: E402
 from resdsl.passes import run_inference_passes  # noqa: E402
 from resdsl.weights import resolve  # noqa: E402
 
@@ -115,10 +116,39 @@ network modern() (x: (16, 13, 13), t: (13, 32)) {
 # epilogues), the others Conv2d's (the SE gate in its epilogue); in NCHW the depthwise ones
 # are SpatialReduction's. The token MLP, the attention's projections
 # and its two products are Matmul's. In NHWC the channel norm reduces over the contiguous
-# axis, as the token norms and the softmax do: TVM's Reduction; in NCHW it is ChannelNorm's.
+# axis, as the token norms and the softmax do: RowReduction's; in NCHW it is ChannelNorm's.
 MODERN_RULES = {
-    "NHWC": {"Conv2d": 3, "DepthwiseConv2d": 3, "Matmul": 8, "Reduction": 3, "SpatialReduction": 1},
-    "NCHW": {"Conv2d": 3, "Matmul": 8, "ChannelNorm": 1, "Reduction": 2, "SpatialReduction": 4},
+    "NHWC": {
+        "Conv2d": 3,
+        "DepthwiseConv2d": 3,
+        "Matmul": 8,
+        "RowReduction": 3,
+        "SpatialReduction": 1,
+    },
+    "NCHW": {"Conv2d": 3, "Matmul": 8, "ChannelNorm": 1, "RowReduction": 2, "SpatialReduction": 4},
+}
+
+# Transformer shapes of issue 19 in small: attention over 37 tokens (softmax over 37 keys:
+# four chunks of 8 and a tail of 5), token layer norms over 48 features (split by rfactor),
+# a ConvNeXt block's MLP on (7, 6, 24) tokens, flattened to one product of 42 rows with a
+# residual, and a layer norm over 20 channels (no vector of lanes divides it).
+TOKENS = """
+import std.transformer
+
+network tokens() (t: (37, 48), x: (24, 7, 6), v: (5, 20)) {
+    y = t -> encoder: encoder(1, 4, 96)
+    m = x -> permute((1, 2, 0)) -> ln: layernorm(1e-6) -> l1: linear(96) -> gelu -> l2: linear(24)
+    r = m + (x -> permute((1, 2, 0)))
+    n = v -> ln2: layernorm(1e-5)
+    return y, r, n
+}
+"""
+# The encoder's qkv and proj products, its MLP's two and its two attention products are
+# Matmul's, as the block's two linear layers; the softmax and the norms (the encoder's three
+# share one function) are RowReduction's.
+TOKEN_RULES = {
+    "NHWC": {"Matmul": 8, "RowReduction": 4},
+    "NCHW": {"Matmul": 8, "RowReduction": 4},
 }
 
 SPECS = {
@@ -126,6 +156,7 @@ SPECS = {
     "heads": (HEADS, HEAD_RULES),
     "tiles": (TILES, TILE_RULES),
     "modern": (MODERN, MODERN_RULES),
+    "tokens": (TOKENS, TOKEN_RULES),
 }
 
 
@@ -181,6 +212,8 @@ def test_rules_take_the_functions_they_are_for(name, cpu, layout):
         ("tiles", None, 2, "NHWC"),
         ("tiles", None, 1, "NCHW"),
         ("modern", None, 1, "NHWC"),
+        ("tokens", None, 1, "NHWC"),
+        pytest.param("tokens", "haswell", 2, "NHWC", marks=NEEDS_AVX2),
         pytest.param("modern", None, 2, "NCHW", marks=pytest.mark.slow),  # ~30 s each
         pytest.param("convs", "haswell", 2, "NHWC", marks=NEEDS_AVX2),
         pytest.param("modern", "haswell", 2, "NHWC", marks=[NEEDS_AVX2, pytest.mark.slow]),
@@ -269,6 +302,45 @@ AVX512, AVX2 = Machine(16, 32), Machine(8, 16)
 def test_conv_tile(machine, layout, channels, groups, width, tile):
     conv = _Conv(None, layout, 1, (), channels, channels // groups, width)
     assert Conv2d.tile(conv, machine) == tile
+
+
+@pytest.mark.parametrize(
+    ("rows", "columns", "tile"),
+    [
+        (197, 3072, (2, 8, 6)),  # ViT's tokens: two vectors by six rows, 198 rows computed
+        (197, 768, (2, 8, 6)),
+        (3136, 384, (3, 8, 4)),  # ConvNeXt's: 4 divides the rows, 6 does not: 3 x 4, no pad
+        (196, 1536, (3, 8, 4)),
+        (3136, 96, (3, 8, 4)),
+        (49, 3072, (2, 8, 6)),  # 4 does not divide 49 either: 2 x 6
+        (12, 48, (2, 8, 6)),  # 6 divides the rows
+        (1, 1000, (2, 8, 1)),  # a classifier: one row
+    ],
+)
+def test_matmul_tile(rows, columns, tile):
+    assert Matmul.tile(_Matmul(None, 1, True, rows, columns), AVX2) == tile
+
+
+def test_products_of_tokens_are_flattened_to_rows():
+    # ConvNeXt's linear layers on (H, W, C) tokens are one product of H * W rows, bias,
+    # GELU and residual add in its epilogue; the reshapes around it are views, not kernels.
+    net = resdsl.loads(textwrap.dedent(TOKENS))
+    funcs = fused_functions(net, BuildOptions("llvm"))
+    products = [f for name, f in funcs.items() if name.startswith("fused_matmul")]
+    shapes = {tuple(int(e) for e in f.params[0].shape) for f in products}
+    assert (42, 24) in shapes and (42, 96) in shapes, shapes
+    target = BuildOptions("llvm").tvm_target()
+    mod = llvm_pipeline(target)(lowered(net, randomised(net)))
+    main = mod["main"].script()
+    assert "vm.builtin.reshape" in main
+    assert not re.search(r"^\s*reshape\d*\(", main, re.MULTILINE), main  # no reshape kernel
+
+
+def test_softmax_uses_the_fast_exp_and_chunked_reductions():
+    funcs = fused_functions(resdsl.loads(textwrap.dedent(TOKENS)), BuildOptions("llvm"))
+    (softmax,) = [f.script() for name, f in funcs.items() if "softmax" in name]
+    assert "T.exp(" not in softmax
+    assert "softmax_max_partial" in softmax and "softmax_sum_tail" in softmax
 
 
 def test_only_real_padding_is_materialised():
