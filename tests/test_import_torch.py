@@ -526,3 +526,97 @@ def test_a_constant_read_inside_a_block_is_written_before_the_block():
     assert network.index("buffer(") < network.index('"blocks.0": late_constant_block(')
     assert network.count('": late_constant_block(') == 2
     assert _parity(model, x, text) <= 1e-5
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_torchvision_swin_attention_traced_through_its_wrapped_function(version):
+    """torchvision's Swin attention is a ``torch.fx.wrap``'ed function with control flow on
+    its input's shape, whose shifted-window mask is built in forward by slice assignments
+    (and V2's qkv bias has its key part zeroed in place): traced through with the
+    example's sizes, the assignments as functions; the mask is written as each
+    position's region, a row's number plus a column's."""
+    from torchvision.models import swin_transformer as swin
+
+    cls = swin.ShiftedWindowAttention if version == 1 else swin.ShiftedWindowAttentionV2
+    model = randomise_state(cls(16, [2, 2], [1, 1], 2)).eval()
+    x = torch.randn(2, 6, 6, 16, generator=torch.Generator().manual_seed(0))
+    text = import_model(model, x)  # the importer checks its outputs on x itself
+    assert "roll((-1, -1), (0, 1))" in text and "-100.0" in text  # the mask, 144 numbers
+    if version == 2:  # the bias's key part zeroed, and nothing left unread
+        assert "scale_shift(scale=0.0)" in text and text.count("slice(start=16, end=32)") == 1
+    module = resdsl.loads(text).to_torch().eval()
+    module.load_state_dict(model.state_dict(), strict=True)
+    with torch.no_grad():
+        want, got = model(x), module(x)
+    assert float((got - want).abs().max() / want.abs().max()) <= 1e-5
+
+
+class ShapeBranches(torch.nn.Module):
+    """What symbolic tracing cannot take (Hiera's and NaFlexViT's): control flow on sizes,
+    ``len`` of a shape, an optional argument left at None, an in-place add."""
+
+    def __init__(self):
+        super().__init__()
+        self.proj = torch.nn.Linear(8, 8)
+        self.table = torch.nn.Parameter(torch.randn(1, 8, 4))
+
+    def forward(self, x, mask=None):  # (B, N, 8)
+        if mask is not None:
+            x = x * mask
+        if len(x.shape) == 3 and x.shape[1] > 4:
+            x = x[:, :4]
+        y = self.proj(x)
+        pos = torch.nn.functional.interpolate(self.table, size=y.shape[1] * 2, mode="linear")
+        y.add_(pos.permute(0, 2, 1)[:, ::2])
+        return y.view(y.shape[0], 2, 2, 8).amax(dim=1) + self.table.tile((1, 1, 2))[:, :2]
+
+
+def test_sizes_as_numbers_where_symbolic_tracing_fails():
+    model = randomise_state(ShapeBranches()).eval()
+    x = torch.randn(2, 6, 8, generator=torch.Generator().manual_seed(0))
+    text = import_model(model, x)
+    assert "maxpool2d((2, 1))" in text and "concat(table, table, axis=1)" in text
+    module = resdsl.loads(text).to_torch().eval()
+    module.load_state_dict(model.state_dict(), strict=True)
+    with torch.no_grad():
+        want, got = model(x), module(x)
+    assert float((got - want).abs().max() / want.abs().max()) <= 1e-5
+
+
+def test_a_spec_too_large_to_write_is_an_error_not_a_crash():
+    class Noise(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            for k in range(3):  # 12,000 distinct numbers: no form, more than 64 KiB of text
+                self.register_buffer(f"n{k}", torch.randn(4000), persistent=False)
+
+        def forward(self, x):
+            return x + self.n0 + self.n1 + self.n2
+
+    with pytest.raises(ModelImportError, match="the imported spec cannot be written"):
+        import_model(Noise(), torch.randn(2, 4000))
+
+
+def test_a_shifted_window_mask_is_written_as_row_and_column_bands():
+    """Swin's mask for 8 x 8 windows of 7 x 7 (64 x 49 x 49 numbers): each position's region
+    is a row band's number plus a column band's, two buffers of 56 numbers."""
+    region = torch.zeros(56, 56)
+    for k, (h, w) in enumerate(
+        (h, w)
+        for h in (slice(0, -7), slice(-7, -3), slice(-3, None))
+        for w in (slice(0, -7), slice(-7, -3), slice(-3, None))
+    ):
+        region[h, w] = k
+    windows = region.view(8, 7, 8, 7).permute(0, 2, 1, 3).reshape(64, 49)
+    mask = (windows[:, None, :] - windows[:, :, None]).ne(0).float() * -100.0
+
+    class Masked(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("mask", mask, persistent=False)
+
+        def forward(self, x):  # (B, 64, 49, 49)
+            return x + self.mask
+
+    text = import_model(Masked(), torch.randn(2, 64, 49, 49))  # checked on the example
+    assert "(8, 1, 7, 1)" in text and "(1, 8, 1, 7)" in text and len(text) < 3000

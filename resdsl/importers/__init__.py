@@ -84,9 +84,13 @@ def write(graph: Imported) -> str:
             text = writer(copy.deepcopy(graph))
             loads(text)
         except Exception as e:  # a bug of the structure found: the flat spec is still right
-            if writer is write_flat:
-                raise
-            problem = f"{type(e).__name__}: {str(e).splitlines()[0]}"
+            first = f"{type(e).__name__}: {str(e).splitlines()[0]}"
+            if writer is write_flat:  # too large to write, say: an error, never a crash
+                raise ModelImportError(
+                    graph.origin, [], f"{graph.origin}: the imported spec cannot be written "
+                    f"({problem + '; flat: ' if problem else ''}{first})",
+                ) from None  # fmt: skip
+            problem = f"structured: {first}"
             continue
         if graph.verify is None:
             return text

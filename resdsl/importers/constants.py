@@ -162,13 +162,27 @@ class _Builder:
             return False
         lead = a.shape[:-2]
         rank = len(lead) + 2
-        r = self.buffer(regions.reshape(*lead, n, 1))
+        r = self.regions(regions, flat == 0, (*lead, n, 1))
         rt = self.call("permute", {"axes": (*range(rank - 2), rank - 1, rank - 2)}, [r])
         d = self.call("sub", {}, [r, rt])
         d = self.call("abs", {}, [d])
         d = self.call("clamp", {"max": 1.0}, [d])
         self.call("scale_shift", {"scale": v}, [d], final=True)
         return True
+
+    def regions(self, regions: np.ndarray, same: np.ndarray, shape: tuple) -> str:
+        """The buffer of each position's region, ``regions`` (windows, n), where ``same``
+        (windows, n, n) says which positions of a window share one; as a sum of a row's
+        and a column's number where the windows tile a grid and the regions its rows and
+        columns (Swin's: a few bands of rows and of columns), else by its elements."""
+        labels = _grid_regions(same)
+        if labels is None:
+            return self.buffer(regions.reshape(shape))
+        rows, cols, _ = labels
+        u = self.buffer(rows)
+        v = self.buffer(cols)
+        total = self.call("add", {}, [u, v])
+        return self.call("reshape", {"shape": tuple(int(k) for k in shape)}, [total])
 
     def broadcast(self, a: np.ndarray) -> bool:
         """``a`` (or ``a`` with an axis of h * h elements seen as (h, h)) in parts along one
@@ -266,3 +280,33 @@ def bordered_take(index: Any) -> tuple[np.ndarray, np.ndarray, int] | None:
         return None
     corner, row, column, inner = parts
     return np.concatenate([[corner], row]), column, inner.shape[0]
+
+
+def _grid_regions(same: np.ndarray) -> tuple[np.ndarray, np.ndarray, tuple] | None:
+    """Labels ``rows (gh, 1, h, 1) + cols (1, gw, 1, w)`` whose equality within each window
+    is ``same`` (windows, n, n): the windows a gh x gw grid, each h x w positions."""
+    count, n = same.shape[:2]
+    best = None
+    for gh in range(1, count + 1):
+        if count % gh:
+            continue
+        gw = count // gh
+        for h in range(1, n + 1):
+            if n % h:
+                continue
+            w = n // h
+            if best is not None and gh * h + gw * w >= best[0]:
+                continue
+            s = same.reshape(gh, gw, h, w, h, w)
+            # a position's row band: the first row of its window's first column alike
+            rows = np.argmax(s[:, 0, :, 0, :, 0], axis=-1)  # (gh, h)
+            cols = np.argmax(s[0, :, 0, :, 0, :], axis=-1)  # (gw, w)
+            labels = rows[:, None, :, None] + h * cols[None, :, None, :]
+            flat = labels.reshape(count, n)
+            if np.array_equal(flat[:, :, None] == flat[:, None, :], same):
+                best = (gh * h + gw * w, (
+                    rows.reshape(gh, 1, h, 1).astype(np.float32),
+                    (h * cols).reshape(1, gw, 1, w).astype(np.float32),
+                    (gh, gw, h, w),
+                ))  # fmt: skip
+    return None if best is None or best[0] >= count * n else best[1]

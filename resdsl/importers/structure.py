@@ -93,7 +93,11 @@ def structure(g: Imported) -> Structured:
         outs = [c.id for c in members if c.id in outside]
         if not members:
             continue
-        if len(outs) != 1 or not ext:
+        own = {id(c) for c in members}
+        stray = any(  # a call of the module's own (a shared buffer) left outside it
+            c.label and c.label.startswith(scope + ".") for c in calls if id(c) not in own
+        )
+        if len(outs) != 1 or not ext or stray:
             for c in members:  # not a block: its calls stay, in the enclosing body
                 c.scope = _parent(scope)
             continue

@@ -38,8 +38,8 @@ def import_torch(
         shape = input_shape or _default_shape(name)
         example = torch.randn(2, *shape, generator=torch.Generator().manual_seed(0))
     try:
-        eval_outputs = _output_count(_Converter(module.eval(), name, origin).trace())
-        train_outputs = _output_count(_Converter(module.train(), name, origin).trace())
+        eval_outputs = _output_count(_Converter(module.eval(), name, origin).trace(example, True))
+        train_outputs = _output_count(_Converter(module.train(), name, origin).trace(example, True))
     finally:
         module.train(was_training)
     if train_outputs > eval_outputs:  # auxiliary classifiers: traced in training mode
@@ -346,9 +346,14 @@ class _Converter:
         self.folded: set[str] = set()  # ids of calls converted from constants
         self.front = 0  # where the next constant written whole goes in `calls`
         self.written: dict[tuple, str] = {}  # a constant written whole -> its id
+        self.concrete = False  # traced with sizes as numbers (see `trace`)
 
-    def trace(self) -> Any:
-        """The module's fx graph, leaves the op table's modules."""
+    def trace(self, example: Any = None, scratch: bool = False) -> Any:
+        """The module's fx graph, leaves the op table's modules. Where symbolic tracing
+        fails (control flow on a tensor's shape: Hiera, NaFlexViT), and an ``example`` is
+        given, the module is traced on it with every size a number (the graph is the
+        example's, as the spec is); on a copy of the module if ``scratch`` and it is in
+        training mode (the run moves batch norms' statistics)."""
         import torch.fx
 
         leaves = tuple(self.leaves)
@@ -365,19 +370,59 @@ class _Converter:
         try:
             graph = tracer.trace(self.module)
         except Exception as e:  # data-dependent control flow, unsupported Python
-            raise ModelImportError(
-                self.origin, [], f"{self.origin}: torch.fx cannot trace it: {type(e).__name__}: "
-                f"{str(e).splitlines()[0] if str(e) else ''}",
-            ) from None  # fmt: skip
+            problem = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+            graph = None if example is None else self.trace_concrete(Tracer, example, scratch)
+            if graph is None:
+                raise ModelImportError(
+                    self.origin, [], f"{self.origin}: torch.fx cannot trace it: {problem}"
+                ) from None
+            return graph
         self.root = tracer.root
+        return graph
+
+    def trace_concrete(self, base: type, example: Any, scratch: bool) -> Any:
+        """The graph traced with sizes as numbers (see ``trace``), or None."""
+        import copy
+        import inspect
+
+        import torch
+
+        values: dict[Any, Any] = {}
+        inputs = [example]
+
+        class Tracer(_concrete_tracer(base, values)):  # type: ignore[misc]
+            def create_proxy(self, kind: str, target: Any, args: tuple, *rest: Any,
+                             **more: Any) -> Any:  # fmt: skip
+                if kind == "placeholder" and inputs:
+                    proxy = super().create_proxy(kind, target, (), *rest, **more)
+                    values[proxy.node] = inputs.pop(0)
+                    return proxy
+                return super().create_proxy(kind, target, args, *rest, **more)
+
+        module = copy.deepcopy(self.module) if scratch and self.module.training else self.module
+        tracer = Tracer(autowrap_functions=tuple(_wrapped(self.module)))
+        try:
+            # the optional arguments of `forward` (Hiera's mask=None) at their defaults
+            params = list(inspect.signature(module.forward).parameters.values())[1:]
+            fixed = {p.name: p.default for p in params if p.default is not p.empty}
+            with torch.no_grad():
+                graph = tracer.trace(module, concrete_args=fixed or None)
+        except Exception:  # the symbolic trace's error is the one reported
+            return None
+        self.root = tracer.root
+        self.concrete = True
         return graph
 
     def run(self, example: Any) -> Imported:
         import torch.fx
 
-        graph = self.trace()
+        graph = self.trace(example)
         gm = torch.fx.GraphModule(self.root, graph)
+        if self.concrete:
+            gm.graph.eliminate_dead_code()  # what an assignment left unread (`bias[a:b]`)
+            gm.recompile()
         self.state_keys = set(self.module.state_dict())
+        _inline_wrapped(self, gm, example)
         try:
             with torch.no_grad():
                 _ConstantProp(gm, self).propagate(example)
@@ -829,6 +874,8 @@ class _Converter:
         """A node whose value is not one tensor: sizes (``x.shape[0]``), tuples of tensors
         (``x.chunk(2)``) and what picks from them."""
         target, args = node.target, node.args
+        if getattr(target, "__name__", "") == "_assert_is_none":  # fx's check of an argument
+            return  # left at its default, None (the concrete trace's)
         if node.op == "call_function" and target is getattr and args[1] == "shape":
             self.consts[node.name] = ("shape", self.shape(args[0]))
             return
@@ -991,7 +1038,7 @@ def _ConstantProp(gm: Any, converter: _Converter) -> Any:  # noqa: N802 - a clas
             elif n.op == "get_attr":
                 if n.target in converter.state_keys or n.target in params:
                     dynamic.add(n.name)
-            elif _reads_shape(n):
+            elif _reads_shape(n) or _fresh(n):
                 pass
             elif any(a.name in dynamic for a in n.all_input_nodes):
                 dynamic.add(n.name)
@@ -1011,6 +1058,14 @@ def _reads_shape(node: Any) -> bool:
     if node.op == "call_function" and node.target is getattr:
         return node.args[1] in _STATIC_ATTRS
     return node.op == "call_method" and node.target in ("size", "dim")
+
+
+_FRESH_METHODS = ("new_zeros", "new_ones", "new_full")
+
+
+def _fresh(node: Any) -> bool:
+    """``x.new_zeros(size)`` and the like: a new tensor that reads only ``x``'s dtype."""
+    return node.op == "call_method" and node.target in _FRESH_METHODS
 
 
 def _reads_raw(node: Any, arg: Any) -> bool:
@@ -1331,6 +1386,8 @@ def _getitem(c: _Converter, node: Any) -> None:
     if Ellipsis in index:
         at = index.index(Ellipsis)
         index[at : at + 1] = [slice(None)] * (len(shape) - len(index) + 1)
+    if None not in index:  # `x[:, :H]` where H is the whole axis (Swin's unpadding): no step
+        index = [slice(None) if _whole(i, n) else i for i, n in zip(index, shape, strict=False)]
     if c.layout(x) != UNBATCHED:
         if not index or index[0] != slice(None):
             raise UnmappedError("indexing along the batch axis")
@@ -1369,6 +1426,15 @@ def _getitem(c: _Converter, node: Any) -> None:
         return
     c.shapes[node.name] = c.sample_shape(node)
     c.alias[node.name] = ids
+
+
+def _whole(item: Any, size: int) -> bool:
+    """Whether ``item`` is a slice of every element of an axis of ``size``."""
+    ends = (item.start, item.stop, item.step) if isinstance(item, slice) else (None,)
+    return (
+        isinstance(item, slice) and all(type(v) is int or v is None for v in ends)
+        and item.indices(size) == (0, size, 1)
+    )  # fmt: skip
 
 
 def _bordered_take(c: _Converter, node: Any, item: Any, data: str, axis: int, out: str) -> bool:
@@ -1482,6 +1548,9 @@ def _pad(c: _Converter, node: Any) -> None:
         return
     if a["mode"] != "constant":
         raise UnmappedError(f"padding in mode {a['mode']!r}")
+    if not any(pads):  # Swin's padding to a multiple of the window, none here
+        _alias(c, node)
+        return
     c.emit(
         node, "pad", {"pads": pads, "value": float(a["value"] or 0.0)}, [c.value(a["input"], node)]
     )
@@ -1757,6 +1826,7 @@ def _linear_fn(c: _Converter, node: Any) -> None:
     w = a["weight"]
     if c.layout(w) != UNBATCHED or len(c.shape(w)) != 2:
         raise UnmappedError("a linear layer whose weight is not a matrix of the model")
+    c.set_layout(node, c.layout(a["input"]))  # the weight's and bias's have no batch axis
     scope, where = c.scope_of(node), c.where(node)
     wt, product = f"{node.name}/wt", f"{node.name}/xw"
     c.calls.append(Call(wt, "permute", {"axes": (1, 0)}, [c.value(w, node)], None, scope, where))
@@ -1834,6 +1904,169 @@ def _expand(c: _Converter, node: Any) -> None:
     _alias(c, node)
 
 
+def _interpolate(c: _Converter, node: Any) -> None:
+    """``F.interpolate(x, size or scale_factor, mode)``: linear in ``x`` and separable, so
+    each resized axis is ``x`` times a constant matrix (the op's own weights: what it makes
+    of each unit vector), the axis moved last for it (NaFlexViT's position tables)."""
+    import torch
+    import torch.nn.functional as F  # noqa: N812
+
+    names = ["input", "size", "scale_factor", "mode", "align_corners", "recompute_scale_factor",
+             "antialias"]  # fmt: skip
+    a = _bound(node, names, {"size": None, "scale_factor": None, "mode": "nearest",
+                             "align_corners": None, "recompute_scale_factor": None,
+                             "antialias": False})  # fmt: skip
+    x, mode = a["input"], c.const(a["mode"])
+    if mode not in ("nearest", "linear", "bilinear", "bicubic", "nearest-exact"):
+        raise UnmappedError(f"interpolation in mode {mode!r}")
+    src, out = c.shape(x), c.shape(node)
+    spatial = len(src) - 2
+    options = {"mode": mode}
+    if mode in ("linear", "bilinear", "bicubic"):
+        options["align_corners"] = c.const(a["align_corners"])
+    if c.const(a["antialias"]):  # in two passes, one per axis: separable too
+        options["antialias"] = True
+    scale = c.const(a["scale_factor"])
+    if scale is not None and c.const(a["size"]) is None:  # the source's own rounding of it
+        scales = tuple(scale) if isinstance(scale, tuple | list) else (scale,) * spatial
+        options["scale_factor"] = scales
+        options["recompute_scale_factor"] = c.const(a["recompute_scale_factor"])
+    current, scope, where = c.value(x, node), c.scope_of(node), c.where(node)
+    rank = len(c.sample_shape(x))
+    steps = [k for k in range(spatial) if src[2 + k] != out[2 + k]]
+    if not steps:
+        _alias(c, node)
+        return
+    for n, k in enumerate(steps):
+        # the op on unit vectors along axis k, every other spatial axis of size 1
+        size_in = src[2 + k]
+        shape = [size_in, 1] + [size_in if j == k else 1 for j in range(spatial)]
+        basis = torch.eye(size_in).reshape(shape)  # sample j: unit vector j along axis k
+        unit = {**options}
+        if "scale_factor" in unit:
+            unit["scale_factor"] = tuple(v if j == k else 1.0 for j, v in
+                                         enumerate(unit["scale_factor"]))  # fmt: skip
+        else:
+            unit["size"] = tuple(out[2 + j] if j == k else 1 for j in range(spatial))
+        weights = F.interpolate(basis.float(), **unit)
+        matrix = weights.reshape(size_in, -1)  # (in, out): row j is unit vector j's image
+        if matrix.shape[1] != out[2 + k]:
+            raise UnmappedError("an interpolation whose axes are not resized one by one")
+        axis = c.axis(x, 2 + k)
+        m = c.shared_constant(f"{node.name}/matrix{k}", matrix, scope, where)
+        swap = list(range(rank))
+        swap[axis], swap[-1] = swap[-1], swap[axis]
+        if axis != rank - 1:
+            c.calls.append(Call(f"{node.name}/t{k}", "permute", {"axes": tuple(swap)}, [current],
+                                None, scope, where))  # fmt: skip
+            current = f"{node.name}/t{k}"
+        last = n == len(steps) - 1 and axis == rank - 1
+        if last:
+            c.emit(node, "matmul", {}, [current, m])
+            return
+        c.calls.append(Call(f"{node.name}/m{k}", "matmul", {}, [current, m], None, scope, where))
+        current = f"{node.name}/m{k}"
+        if axis != rank - 1:
+            final = n == len(steps) - 1
+            cid = node.name if final else f"{node.name}/b{k}"
+            if final:
+                c.emit(node, "permute", {"axes": tuple(swap)}, [current])
+                return
+            c.calls.append(Call(cid, "permute", {"axes": tuple(swap)}, [current], None, scope,
+                                where))  # fmt: skip
+            current = cid
+
+
+_interpolate.broadcasts = True  # type: ignore[attr-defined] # its constant matrices
+
+
+def _amax(c: _Converter, node: Any) -> None:
+    """``x.amax(dim, keepdim)`` over one axis of k elements: that axis moved first and the
+    rest flattened, (1, k, rest), max-pooled with a (k, 1) window."""
+    a = _bound(node, ["input", "dim", "keepdim"], {"dim": (), "keepdim": False})
+    x, dims = a["input"], c.const(a["dim"])
+    dims = (dims,) if isinstance(dims, int) else tuple(dims)
+    if len(dims) != 1:
+        raise UnmappedError("a maximum over other than one axis")
+    axis, shape = c.axis(x, dims[0]), list(c.sample_shape(x))
+    k = shape[axis]
+    rest = [n for j, n in enumerate(shape) if j != axis]
+    scope, where, current = c.scope_of(node), c.where(node), c.value(x, node)
+    if axis != 0:
+        axes = (axis, *(j for j in range(len(shape)) if j != axis))
+        c.calls.append(Call(f"{node.name}/first", "permute", {"axes": axes}, [current], None,
+                            scope, where))  # fmt: skip
+        current = f"{node.name}/first"
+    size = 1
+    for n in rest:
+        size *= n
+    c.calls.append(Call(f"{node.name}/3d", "reshape", {"shape": (1, k, size)}, [current], None,
+                        scope, where))  # fmt: skip
+    pool = {"kernel": (k, 1), "stride": (k, 1), "padding": (0, 0), "dilation": (1, 1),
+            "ceil_mode": False}  # fmt: skip
+    c.calls.append(Call(f"{node.name}/pool", "maxpool2d", pool, [f"{node.name}/3d"], None,
+                        scope, where))  # fmt: skip
+    c.emit(node, "reshape", {"shape": c.sample_shape(node)}, [f"{node.name}/pool"])
+
+
+def _tile(c: _Converter, node: Any) -> None:
+    """``x.tile(reps)``: copies of ``x`` concatenated along each repeated axis."""
+    x, reps = node.args[0], node.args[1:]
+    if len(reps) == 1 and isinstance(reps[0], tuple | list):
+        reps = reps[0]
+    reps = list(c.const(tuple(reps)))
+    rank = len(c.shape(x))
+    reps = [1] * (rank - len(reps)) + reps
+    if len(reps) != rank:
+        raise UnmappedError("a tile that adds axes")
+    current, scope, where = c.value(x, node), c.scope_of(node), c.where(node)
+    steps = [d for d, r in enumerate(reps) if r != 1]
+    if not steps:
+        _alias(c, node)
+        return
+    for n, d in enumerate(steps):
+        axis = c.axis(x, d)
+        if n == len(steps) - 1:
+            c.emit(node, "concat", {"axis": axis}, [current] * reps[d])
+            return
+        c.calls.append(Call(f"{node.name}/{d}", "concat", {"axis": axis}, [current] * reps[d],
+                            None, scope, where))  # fmt: skip
+        current = f"{node.name}/{d}"
+
+
+def _setitem_fn(c: _Converter, node: Any) -> None:
+    """``t[a:b] = v`` (traced as :func:`_setitem`) along one axis, ``v`` a number: the
+    slices before and after, and ``v`` where the slice was (Swin V2's query and value bias
+    with the key's part zeroed)."""
+    t, index, value = node.args
+    value = c.const(value)
+    if not isinstance(value, int | float):
+        raise UnmappedError("an assignment of a tensor into a slice")
+    index = list(index) if isinstance(index, tuple) else [index]
+    index = [_index_item(c, i) for i in index]
+    shape = c.shape(t)
+    steps = [(k, i) for k, i in enumerate(index) if i != slice(None)]
+    if len(steps) != 1 or not isinstance(steps[0][1], slice) or steps[0][1].step not in (None, 1):
+        raise UnmappedError("an assignment into other than one slice of one axis")
+    k, item = steps[0]
+    start, end, _ = item.indices(shape[k])
+    axis = c.axis(t, k)
+    x, scope, where = c.value(t, node), c.scope_of(node), c.where(node)
+    pieces = []
+    for tag, a, b in (("before", 0, start), ("part", start, end), ("after", end, shape[k])):
+        if b <= a:
+            continue
+        pieces.append(f"{node.name}/{tag}")
+        c.calls.append(Call(pieces[-1], "slice", {"axis": axis, "start": a, "end": b}, [x],
+                            None, scope, where))  # fmt: skip
+        if tag == "part":
+            c.calls.append(Call(f"{node.name}/value", "scale_shift",
+                                {"scale": 0.0, "shift": float(value)}, [pieces[-1]], None,
+                                scope, where))  # fmt: skip
+            pieces[-1] = f"{node.name}/value"
+    c.emit(node, "concat", {"axis": axis}, pieces)
+
+
 def _functions() -> tuple[dict, dict]:
     import torch
     import torch.nn.functional as F  # noqa: N812
@@ -1866,7 +2099,8 @@ def _functions() -> tuple[dict, dict]:
         torch.unsqueeze: _unsqueeze, torch.sum: _sum,
         operator.neg: _unary("scale_shift", scale=-1.0),
         torch.neg: _unary("scale_shift", scale=-1.0), torch.conv2d: _conv_fn,
-        F.conv2d: _conv_fn,
+        F.conv2d: _conv_fn, _setitem: _setitem_fn, F.interpolate: _interpolate,
+        torch.amax: _amax, torch.tile: _tile,
     }  # fmt: skip
     methods: dict[str, Callable[[_Converter, Any], None]] = {
         "view": _reshape, "reshape": _reshape, "flatten": _flatten_fn, "permute": _permute,
@@ -1879,6 +2113,7 @@ def _functions() -> tuple[dict, dict]:
         "select": _select, "norm": _norm, "unsqueeze": _unsqueeze, "expand_as": _broadcast_alias,
         "float": _alias, "type_as": _alias, "sum": _sum, "repeat": _repeat, "to": _to,
         "sin": _unary("sin"), "cos": _unary("cos"), "repeat_interleave": _repeat_interleave,
+        "amax": _amax, "tile": _tile,
     }  # fmt: skip
     return functions, methods
 
@@ -1918,3 +2153,290 @@ _STATIC = {
 }  # fmt: skip
 _FUNCTIONS = _Table(0)
 _METHODS = _Table(1)
+
+
+# --- functions the source wraps (torch.fx.wrap): traced through with concrete shapes --------------
+
+
+def _setitem(t: Any, index: Any, value: Any) -> Any:
+    """``t[index] = value`` as a function: how an in-place assignment in a wrapped function
+    is traced (on a copy, so what read ``t`` before keeps its value)."""
+    out = t.clone()
+    out[index] = value
+    return out
+
+
+def _inline_wrapped(converter: _Converter, gm: Any, example: Any) -> None:
+    """Replace each call of a function the source keeps out of the trace (``torch.fx.wrap``:
+    torchvision's Swin attention, whose control flow reads its input's shape) that reads
+    the input or a weight, and has no op, by the function's own body, traced with the
+    shapes its arguments have on the example (sizes are numbers there, as everywhere in
+    the trace). A body that does not trace so is left as the call it was (reported)."""
+    import torch
+    import torch.fx
+
+    dynamic: set[Any] = set()
+    params = {name for name, _ in converter.module.named_parameters()}
+    targets = []
+    for n in gm.graph.nodes:
+        if n.op in ("placeholder", "call_module") or (
+            n.op == "get_attr" and (n.target in converter.state_keys or n.target in params)
+        ):
+            dynamic.add(n)
+        elif not _reads_shape(n) and any(a in dynamic for a in n.all_input_nodes):
+            dynamic.add(n)
+            if n.op == "call_function" and _inlinable(n.target):
+                targets.append(n)
+    if not targets:
+        return
+    wanted = {a for n in targets for a in n.all_input_nodes}
+    seen: dict[Any, Any] = {}
+
+    class Recorder(torch.fx.Interpreter):
+        def run_node(self, n: Any) -> Any:
+            result = super().run_node(n)
+            if n in wanted:
+                seen[n] = result
+            return result
+
+    with torch.no_grad():
+        Recorder(gm).run(example)
+    changed = False
+    for node in targets:
+        try:
+            with torch.no_grad():
+                sub, arg_nodes, result_value = _trace_concrete(node, seen)
+        except Exception:  # left as the call it was: reported there
+            continue
+        placeholders = [n for n in sub.nodes if n.op == "placeholder"]
+        env: dict[Any, Any] = dict(zip(placeholders, arg_nodes, strict=True))
+        out = None
+        with gm.graph.inserting_before(node):
+            for n in sub.nodes:
+                if n.op == "placeholder":
+                    continue
+                if n.op == "output":
+                    out = torch.fx.node.map_arg(n.args[0], env.__getitem__)
+                    continue
+                new = gm.graph.node_copy(n, env.__getitem__)
+                for key in ("nn_module_stack", "stack_trace"):
+                    if key in node.meta:
+                        new.meta[key] = node.meta[key]
+                env[n] = new
+        node.replace_all_uses_with(out)
+        if isinstance(out, torch.fx.Node):
+            seen[out] = result_value
+        gm.graph.erase_node(node)
+        changed = True
+    if changed:
+        gm.graph.lint()
+        gm.recompile()
+
+
+def _inlinable(target: Any) -> bool:
+    """A Python function of the model's library that the converter has no rule for."""
+    import inspect
+
+    if not inspect.isfunction(target) or target is _setitem:
+        return False
+    if getattr(target, "__name__", "") == "drop_path" or _FUNCTIONS.get(target) is not None:
+        return False
+    return (getattr(target, "__module__", "") or "").split(".")[0] != "torch"
+
+
+_IN_PLACE_FILL = {"zero_": 0.0, "fill_": None}
+
+
+def _concrete_tracer(base: type, values: dict) -> type:
+    """A subclass of the fx tracer ``base`` whose proxies know their value on the example
+    (``values``, by node, filled as the trace goes): sizes read from them are numbers, so
+    control flow on shapes runs as it does on the example. An assignment into a tensor
+    (``mask[a:b, c:d] = k``, ``bias[a:b].zero_()``) is traced as :func:`_setitem` and what
+    reads the tensor later reads its result."""
+    import torch
+    import torch.fx
+
+    class Concrete(torch.fx.Proxy):
+        base: Any = None  # (proxy, index) for what ``proxy[index]`` returned
+
+        @property
+        def shape(self) -> Any:
+            return values[self.node].shape
+
+        def size(self, dim: int | None = None) -> Any:
+            shape = values[self.node].shape
+            return shape if dim is None else shape[dim]
+
+        def dim(self) -> int:
+            return values[self.node].dim()
+
+        @property
+        def ndim(self) -> int:
+            return values[self.node].dim()
+
+        @property
+        def dtype(self) -> Any:
+            return values[self.node].dtype
+
+        @property
+        def device(self) -> Any:
+            return values[self.node].device
+
+        @property
+        def is_cuda(self) -> bool:
+            return bool(values[self.node].is_cuda)
+
+        def numel(self) -> int:
+            return values[self.node].numel()
+
+        def __len__(self) -> int:
+            return len(values[self.node])
+
+        def __iter__(self) -> Any:
+            value = values[self.node]
+            if isinstance(value, tuple | list):  # a tuple a call returned
+                return iter([self[k] for k in range(len(value))])
+            raise torch.fx.proxy.TraceError("iterating a tensor")
+
+        def __bool__(self) -> bool:
+            raise torch.fx.proxy.TraceError("a branch on a tensor's value")
+
+        def __setitem__(self, index: Any, value: Any) -> None:
+            self.assign(index, value)
+
+        def assign(self, index: Any, value: Any) -> None:
+            new = self.tracer.create_proxy("call_function", _setitem, (self, index, value), {})
+            self.node = new.node  # what reads this tensor from now on reads the new value
+
+    class Tracer(base):
+        def proxy(self, n: Any) -> Any:
+            return Concrete(n, self)
+
+        def create_proxy(self, kind: str, target: Any, args: tuple, kwargs: dict, *rest: Any,
+                         **more: Any) -> Any:  # fmt: skip
+            if kind == "call_method" and target.endswith("_") and not target.startswith("__"):
+                x = args[0]
+                if isinstance(x, Concrete) and x.base is None and _fresh_result(x.node, values):
+                    # `x.add_(y)` on a tensor nothing else reads or shares: `x = x.add(y)`
+                    new = self.create_proxy(kind, target[:-1], args, kwargs, *rest, **more)
+                    x.node = new.node
+                    return x
+                if target not in _IN_PLACE_FILL or not isinstance(x, Concrete) or x.base is None:
+                    raise torch.fx.proxy.TraceError(f"in-place {target}")
+                fill = _IN_PLACE_FILL[target]
+                fill = args[1] if fill is None else fill
+                source, index = x.base
+                source.assign(index, fill)
+                return source
+            proxy = super().create_proxy(kind, target, args, kwargs, *rest, **more)
+            n = proxy.node
+            a = torch.fx.node.map_arg(n.args, values.__getitem__)
+            k = torch.fx.node.map_arg(n.kwargs, values.__getitem__)
+            if kind == "placeholder":
+                if n not in values:
+                    values[n] = a[0] if a else None  # an optional argument: its default
+            elif kind == "call_function":
+                values[n] = n.target(*a, **k)
+            elif kind == "call_method":
+                values[n] = getattr(a[0], n.target)(*a[1:], **k)
+            elif kind == "call_module":
+                values[n] = _unpatched_call(self.root.get_submodule(n.target), a, k)
+            elif kind == "get_attr":
+                values[n] = _raw_attr(self.root, n.target)
+            if (
+                kind == "call_function"
+                and target is operator.getitem
+                and isinstance(args[0], Concrete)
+            ):
+                proxy.base = (args[0], args[1])
+            return proxy
+
+        def create_arg(self, a: Any) -> Any:
+            node = super().create_arg(a)
+            if getattr(node, "op", None) == "get_attr" and node not in values:
+                values[node] = a  # a tensor made from numbers (`torch.arange(n)`)
+            return node
+
+    return Tracer
+
+
+def _fresh_result(node: Any, values: dict) -> bool:
+    """Whether ``node``'s value is a tensor that nothing has read yet and that shares its
+    memory with no other value of the trace (not a view, not a weight): an in-place op
+    on it changes nothing else."""
+    import torch
+
+    value = values.get(node)
+    if node.users or node.op in ("placeholder", "get_attr") or not isinstance(value, torch.Tensor):
+        return False
+    ptr = value.untyped_storage().data_ptr()
+    return not any(
+        v is not value and isinstance(v, torch.Tensor) and v.untyped_storage().data_ptr() == ptr
+        for v in values.values()
+    )
+
+
+def _raw_attr(root: Any, target: str) -> Any:
+    """``root.a.b``, read without ``nn.Module.__getattr__`` (the tracer's, while it runs)."""
+    t = root
+    for part in target.split("."):
+        d = object.__getattribute__(t, "__dict__")
+        for table in ("_parameters", "_buffers", "_modules"):
+            if part in d.get(table, {}):
+                t = d[table][part]
+                break
+        else:
+            t = getattr(t, part)
+    return t
+
+
+def _unpatched_call(module: Any, args: Any, kwargs: Any) -> Any:
+    """``module(*args, **kwargs)`` on tensors, during a trace: with ``nn.Module``'s own
+    ``__call__`` and ``__getattr__``, which the tracer replaces while it runs."""
+    import torch
+    from torch.fx import _symbolic_trace as fx_trace
+
+    patched = torch.nn.Module.__call__, torch.nn.Module.__getattr__
+    torch.nn.Module.__call__ = fx_trace._orig_module_call  # type: ignore[method-assign]
+    torch.nn.Module.__getattr__ = fx_trace._orig_module_getattr  # type: ignore[method-assign]
+    try:
+        return module(*args, **kwargs)
+    finally:
+        torch.nn.Module.__call__, torch.nn.Module.__getattr__ = patched  # type: ignore[method-assign]
+
+
+def _trace_concrete(node: Any, seen: dict) -> tuple[Any, list, Any]:
+    """The graph of ``node``'s function called on its arguments' example values, a
+    placeholder for each tensor argument (returned, in order), every size a number; and
+    the function's value on them."""
+    import torch
+    import torch.fx
+
+    values: dict[Any, Any] = {}
+    tracer = _concrete_tracer(torch.fx.Tracer, values)()
+    tracer.graph = torch.fx.Graph(tracer_cls=type(tracer))
+    tracer.root = torch.nn.Module()
+    tracer.tensor_attrs = {}
+    arg_nodes: list[Any] = []
+
+    def argument(a: Any) -> Any:
+        if not isinstance(a, torch.fx.Node):
+            return a
+        value = seen[a]
+        if not isinstance(value, torch.Tensor):
+            return value
+        p = tracer.create_proxy("placeholder", f"arg{len(arg_nodes)}", (), {})
+        values[p.node] = value
+        arg_nodes.append(a)
+        return p
+
+    args = torch.fx.node.map_aggregate(node.args, argument)
+    kwargs = torch.fx.node.map_aggregate(node.kwargs, argument)
+    result = node.target(*args, **kwargs)
+    if not isinstance(result, torch.fx.Proxy):
+        raise torch.fx.proxy.TraceError("a wrapped function that returns no tensor it computes")
+    tracer.create_node("output", "output", (result.node,), {})
+    tracer.graph.eliminate_dead_code()  # what an assignment left unread (`bias[a:b]`)
+    if any(n.op == "get_attr" for n in tracer.graph.nodes):
+        raise torch.fx.proxy.TraceError("a tensor created from Python values")
+    return tracer.graph, arg_nodes, values[result.node]

@@ -317,6 +317,8 @@ class Printer(Source, Lines):
         head, stages = tree.children[0], tree.children[2::2]
         first = rows[0]
         align = indent + len(prefix) + (len(self.expr(head)) + 1 if first else 0)
+        if align > WIDTH:  # a head wider than a line: the arrows below it, one indent in
+            align = indent + len(prefix) + INDENT
         out = []
         for k, row in enumerate(rows):
             nodes = [head, *(stages[n] for n in row)] if k == 0 else [stages[n] for n in row]
@@ -396,13 +398,18 @@ class Printer(Source, Lines):
             left = " ".join(self.expr(c) for c in node.children[:-1])  # split the right operand
             return self.layout(node.children[-1], indent, f"{prefix}{left} ", suffix, base)
         b = self.bracketed(node)
-        if b is None or not b[1]:
-            return [" " * indent + text]
+        if b is None or not b[1] or (node.data == "tuple_lit" and len(b[1]) == 1):
+            return [" " * indent + text]  # `(x,)` split would lose its comma: `(x)`
         opening, items, magic = b
         inner, comprehension = base + INDENT, node.data == "comprehension"
         texts = [self.expr(i) for i in items]
         hug = (" " if comprehension else ", ").join(texts)
-        plain = all(isinstance(i, Token) or len(i.children) == 1 for i in items)
+        plain = all(
+            isinstance(i, Token) or len(i.children) == 1
+            or (i.data == "unary" and all(isinstance(c, Token) or len(c.children) == 1
+                                          for c in i.children))  # -1.5
+            for i in items
+        )  # fmt: skip
         if not magic and not any(map(self.has_magic, items)) and inner + len(hug) <= WIDTH:
             body = [" " * inner + hug]
         elif not magic and plain and not comprehension:
