@@ -726,3 +726,32 @@ def test_docs_code_is_in_the_canonical_layout(where, body):
 
 def test_docs_have_code_to_check():
     assert len(doc_snippets()) >= 15
+
+
+def test_negative_numbers_fill_lines_and_a_one_element_tuple_keeps_its_comma():
+    """Imported specs hold long tuples of negative numbers (one per line made Swin V2's
+    spec too large to parse) and `(n,)` shapes in calls too wide for a line (split, it
+    lost its comma: `(n)` is a number)."""
+    numbers = ", ".join(str(-1000 - i) for i in range(24))
+    check(
+        f"block b() (x) {{ t = ({numbers}) return x }}",
+        "block b() (x) {\n"
+        "    t = (\n"
+        "        -1000, -1001, -1002, -1003, -1004, -1005, -1006, -1007, -1008, -1009, -1010,"
+        " -1011, -1012,\n"
+        "        -1013, -1014, -1015, -1016, -1017, -1018, -1019, -1020, -1021, -1022, -1023\n"
+        "    )\n"
+        "    return x\n"
+        "}\n",
+    )
+    label = "a" * 70
+    check(
+        f'block b() (x) {{ y = x -> "{label}": reshape((2304,)) -> relu return y }}',
+        "block b() (x) {\n"
+        f'    y = x -> "{label}": reshape(\n'
+        "                 (2304,)\n"
+        "             )\n"
+        "          -> relu\n"
+        "    return y\n"
+        "}\n",
+    )
