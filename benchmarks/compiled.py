@@ -578,10 +578,20 @@ UNTUNED_VS_ORT = 1.0
 DYNAMIC_VS_FIXED = 1.1
 
 
+def _x(value: float | None, width: int) -> str:
+    """A ratio right-aligned in ``width`` columns: ``0.93x``, or ``-`` where there is none."""
+    return (_fmt(value, ".2f") + ("" if value is None else "x")).rjust(width)
+
+
+def _model_width(cases: list[Case]) -> int:
+    return max([9, *(len(c.model) for c in cases)])
+
+
 def print_tables(cases: list[Case], peak: float, threads: int) -> None:
     print(f"every engine on {threads} thread{'s' if threads > 1 else ''}; {clock_name()}")
+    w = _model_width(cases)
     header = (
-        f"{'model':<9} {'batch':>5}  {'engine':<17} {'median ms':>10} {'rounds':>6} "
+        f"{'model':<{w}} {'batch':>5}  {'engine':<17} {'median ms':>10} {'rounds':>6} "
         f"{'GFLOP/s':>8} {'% peak':>6} {'max|diff| vs eager':>18} {'rel':>9}"
     )
     print(header)
@@ -592,12 +602,12 @@ def print_tables(cases: list[Case], peak: float, threads: int) -> None:
             if t is None:
                 continue
             if t.median_s is None:
-                print(f"{c.model:<9} {c.batch:>5}  {t.engine:<17} {t.note}")
+                print(f"{c.model:<{w}} {c.batch:>5}  {t.engine:<17} {t.note}")
                 continue
             flag = "  MISMATCH" if t.rel_diff is not None and t.rel_diff > MISMATCH_REL else ""
             gflops = c.gflops(t)
             print(
-                f"{c.model:<9} {c.batch:>5}  {t.engine:<17} {t.median_s * 1e3:>10.1f} "
+                f"{c.model:<{w}} {c.batch:>5}  {t.engine:<17} {t.median_s * 1e3:>10.1f} "
                 f"{t.repeats:>6} {_fmt(gflops, '.1f'):>8} {_fmt(100 * gflops / peak, '.0f'):>6} "
                 f"{_fmt(t.max_abs_diff, '.2e', '(reference)'):>18} {_fmt(t.rel_diff, '.1e'):>9}"
                 f"{flag}"
@@ -612,8 +622,9 @@ def print_tables(cases: list[Case], peak: float, threads: int) -> None:
 
 def print_ratios(cases: list[Case]) -> None:
     dynamic = any("dynamic" in c.timings for c in cases)
+    w = _model_width(cases)
     header = (
-        f"{'model':<9} {'batch':>5}  {'resdsl/eager':>12} {'resdsl/ort':>10} "
+        f"{'model':<{w}} {'batch':>5}  {'resdsl/eager':>12} {'resdsl/ort':>10} "
         f"{'tuned/eager':>11} {'tuned/ort':>9} {'compile s':>9} {'tuned compile s':>15}"
         + (f" {'dynamic/fixed':>13} {'dynamic compile s':>17}" if dynamic else "")
     )
@@ -621,14 +632,14 @@ def print_ratios(cases: list[Case]) -> None:
     print("-" * len(header))
     for c in cases:
         print(
-            f"{c.model:<9} {c.batch:>5}  {_fmt(c.ratio('resdsl', 'eager'), '.2f'):>11}x "
-            f"{_fmt(c.ratio('resdsl', 'onnxruntime'), '.2f'):>9}x "
-            f"{_fmt(c.ratio('tuned', 'eager'), '.2f'):>10}x "
-            f"{_fmt(c.ratio('tuned', 'onnxruntime'), '.2f'):>8}x "
+            f"{c.model:<{w}} {c.batch:>5}  {_x(c.ratio('resdsl', 'eager'), 12)} "
+            f"{_x(c.ratio('resdsl', 'onnxruntime'), 10)} "
+            f"{_x(c.ratio('tuned', 'eager'), 11)} "
+            f"{_x(c.ratio('tuned', 'onnxruntime'), 9)} "
             f"{_fmt(c.compile_s.get('resdsl'), '.1f'):>9} "
             f"{_fmt(c.compile_s.get('tuned'), '.1f'):>15}"
             + (
-                f" {_fmt(c.ratio('dynamic', 'resdsl'), '.2f'):>12}x "
+                f" {_x(c.ratio('dynamic', 'resdsl'), 13)} "
                 f"{_fmt(c.compile_s.get('dynamic'), '.1f'):>17}"
                 if dynamic
                 else ""
