@@ -67,6 +67,15 @@ CPU_LAYOUTS = {"relax.nn.conv2d": ["NHWC", "OHWI"]}
 CUDA_LAYOUTS = {"relax.nn.conv2d": ["NHWC", "OHWI"]}
 
 
+def _rewrite_functions(rewriter: PyExprMutator, mod: tvm.IRModule) -> tvm.IRModule:
+    """Every Relax function of ``mod`` visited by ``rewriter`` (built on ``mod``); the
+    module its builder holds then."""
+    for gv, func in mod.functions_items():
+        if isinstance(func, relax.Function):
+            rewriter.builder_.update_func(gv, rewriter.visit_expr(func))
+    return rewriter.builder_.finalize()
+
+
 def clip_as_min_max() -> tvm.transform.Pass:
     """Rewrite ``clip(x, lo, hi)`` as ``minimum(maximum(x, lo), hi)`` (the same values).
 
@@ -203,11 +212,7 @@ def fast_math() -> tvm.transform.Pass:
 
     @tvm.transform.module_pass(opt_level=0, name="ResdslFastMath")
     def rewrite(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
-        rewriter = _FastMath(mod)
-        for gv, func in mod.functions_items():
-            if isinstance(func, relax.Function):
-                rewriter.builder_.update_func(gv, rewriter.visit_expr(func))
-        return rewriter.builder_.finalize()
+        return _rewrite_functions(_FastMath(mod), mod)
 
     return rewrite
 
@@ -321,11 +326,7 @@ def flatten_matmul_rows() -> tvm.transform.Pass:
 
     @tvm.transform.module_pass(opt_level=0, name="ResdslFlattenMatmulRows")
     def rewrite(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
-        rewriter = _FlattenRows(mod)
-        for gv, func in mod.functions_items():
-            if isinstance(func, relax.Function):
-                rewriter.builder_.update_func(gv, rewriter.visit_expr(func))
-        return relax.transform.DeadCodeElimination()(rewriter.builder_.finalize())
+        return relax.transform.DeadCodeElimination()(_rewrite_functions(_FlattenRows(mod), mod))
 
     return rewrite
 
