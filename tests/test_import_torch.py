@@ -620,3 +620,134 @@ def test_a_shifted_window_mask_is_written_as_row_and_column_bands():
 
     text = import_model(Masked(), torch.randn(2, 64, 49, 49))  # checked on the example
     assert "(8, 1, 7, 1)" in text and "(1, 8, 1, 7)" in text and len(text) < 3000
+
+
+# --- the torch.export route: what fx cannot trace, or traces to functions without an op ------
+
+
+class _SwishFn(torch.autograd.Function):
+    """timm's memory-efficient activations are written this way: fx records one call of
+    ``apply``, which has no op; torch.export records what its ``forward`` computes."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x * torch.sigmoid(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        s = torch.sigmoid(x)
+        return grad * s * (1 + x * (1 - s))
+
+
+class _Swish(torch.nn.Module):
+    def forward(self, x):
+        return _SwishFn.apply(x)
+
+
+class _Checked(torch.nn.Module):
+    def __init__(self, channels):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(channels, channels, 3, padding=1, bias=False)
+        self.bn = torch.nn.BatchNorm2d(channels)
+        self.act = _Swish()
+
+    def forward(self, x):
+        if not isinstance(x, torch.Tensor):  # an fx proxy is not a tensor
+            raise TypeError("expected a tensor")
+        return x + self.act(self.bn(self.conv(x)))
+
+
+class _CheckedNet(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem = torch.nn.Conv2d(3, 8, 3, padding=1)
+        self.blocks = torch.nn.Sequential(*(_Checked(8) for _ in range(3)))
+        self.head = torch.nn.Linear(8, 5)
+
+    def forward(self, x):
+        return self.head(self.blocks(self.stem(x)).mean((2, 3)))
+
+
+def _assert_parity(model, text, shape):
+    module = resdsl.loads(text).to_torch().eval()
+    module.load_state_dict(model.state_dict(), strict=True)  # labels: the module paths
+    y = torch.randn(3, *shape, generator=torch.Generator().manual_seed(1))  # another batch
+    with torch.no_grad():
+        want, got = model(y), module(y)
+    assert float((got - want).abs().max() / want.abs().max()) <= 1e-5
+
+
+def test_torch_export_imports_what_fx_cannot_trace():
+    model = randomise_state(_CheckedNet()).eval()
+    # neither fx trace (symbolic, or with sizes as numbers) gets past the check
+    with pytest.raises(TypeError, match="expected a tensor"):
+        torch.fx.symbolic_trace(model)
+    x = torch.randn(2, 3, 12, 12, generator=torch.Generator().manual_seed(0))
+    text = import_model(model, x)
+    # the leaf modules' calls come back whole, labelled by their paths; the loop is found
+    assert 'y = y -> "blocks.{i}": checked()' in text
+    assert "conv: conv2d(8, 3, padding=1, bias=false) -> bn: batchnorm2d" in text
+    assert "sigmoid" in text and "head: linear(5)" in text
+    _assert_parity(model, text, (3, 12, 12))
+
+
+class _Views(torch.nn.Module):
+    """fx traces it, to methods the converter has no rule for (``squeeze``, ``narrow``,
+    ``reshape_as``, ``t``); torch.export's ops for them are slices and views it reads."""
+
+    def __init__(self):
+        super().__init__()
+        self.proj = torch.nn.Linear(6, 6)
+        self.scale = torch.nn.Parameter(torch.randn(6))
+        self.mix = torch.nn.Parameter(torch.randn(6, 6))
+
+    def forward(self, x):  # x: (B, 4, 6)
+        a, b = torch.split(self.proj(x), [2, 4], dim=2)
+        c, d = x.chunk(2, dim=1)
+        first, *_ = x.unbind(1)
+        y = torch.cat([b, a], 2) * (1 - torch.sigmoid(x.narrow(1, 1, 2).sum(1, keepdim=True)))
+        z = torch.cat([c, d], 1).unsqueeze(1).squeeze(1).reshape_as(x) * self.scale
+        return y + z @ self.mix.t() + first.unsqueeze(1), x.transpose(1, 2)[:, 2:].flatten(1)
+
+
+def test_torch_export_reads_what_the_fx_trace_has_no_op_for():
+    from resdsl.importers.torch_fx import _Converter
+
+    model = randomise_state(_Views()).eval()
+    x = torch.randn(2, 4, 6, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(ModelImportError, match=r"Tensor\.squeeze"):  # the fx trace alone
+        _Converter(model, "views", "views").run(x)
+    text = import_model(model, x)
+    module = resdsl.loads(text).to_torch().eval()
+    module.load_state_dict(model.state_dict(), strict=True)
+    y = torch.randn(3, 4, 6, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        for want, got in zip(model(y), module(y), strict=True):
+            assert float((got - want).abs().max() / want.abs().max()) <= 1e-5
+
+
+def test_when_neither_route_traces_both_reasons_are_given():
+    with pytest.raises(ModelImportError) as e:
+        import_model(Branchy(), torch.randn(2, 3))
+    text = str(e.value)
+    assert "torch.fx cannot trace it" in text and "nor can torch.export" in text
+
+
+def test_an_unsupported_op_after_export_is_reported_with_its_module_path():
+    class Cumulative(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = torch.nn.Sequential(torch.nn.Linear(4, 4), _Swish())
+
+        def forward(self, x):
+            if not isinstance(x, torch.Tensor):
+                raise TypeError("expected a tensor")
+            return torch.cumsum(self.inner(x), 1)
+
+    with pytest.raises(ModelImportError) as e:
+        import_model(Cumulative(), torch.randn(2, 4))
+    text = str(e.value)
+    assert "1 op(s) or module(s)" in text
+    assert re.search(r"\(top level\) \(cumsum\w*\): \S*aten\.cumsum", text), text

@@ -1,4 +1,5 @@
-"""Importing a PyTorch module by torch.fx symbolic tracing.
+"""Importing a PyTorch module by torch.fx symbolic tracing (or, where that fails, from
+``torch.export``'s graph read back into the same form: :mod:`.torch_export`).
 
 Modules the op table has (``nn.Conv2d``, ``nn.BatchNorm2d``, torchvision's
 ``LayerNorm2d``, ...) are leaves of the trace and become one call each, labelled with their
@@ -51,13 +52,31 @@ def import_torch(
         imported.outputs = imported.outputs[:eval_outputs]
     else:
         try:
-            imported = _Converter(module.eval(), name, origin).run(example)
+            imported = _run_either(module.eval(), name, origin, example)
         finally:
             module.train(was_training)
     # the module's own state_dict: the spec's labels are its module paths
     imported.weights = {k: v.detach().cpu().numpy() for k, v in module.state_dict().items()}
     imported.verify = _verifier(module, example)
     return imported
+
+
+def _run_either(module: Any, name: str, origin: str, example: Any) -> Imported:
+    """The module converted from its fx trace, else, where that has ops without an
+    equivalent (a custom ``autograd.Function``, a helper of the model's own), from
+    ``torch.export``'s ATen graph, where everything the model calls is torch's own ops;
+    if that fails too, the fx trace's error is the one reported (it names the model's
+    own functions)."""
+    converter = _Converter(module, name, origin)
+    try:
+        return converter.run(example)
+    except ModelImportError as e:
+        if converter.exported or not e.items:
+            raise
+        try:
+            return _Converter(module, name, origin, exported=True).run(example)
+        except Exception:  # the first route's error is the clearer one
+            raise e from None
 
 
 def _verifier(module: Any, example: Any) -> Callable[[str], float]:
@@ -326,7 +345,7 @@ class UnmappedError(Exception):
 
 
 class _Converter:
-    def __init__(self, module: Any, name: str, origin: str) -> None:
+    def __init__(self, module: Any, name: str, origin: str, exported: bool = False) -> None:
         self.module, self.name, self.origin = module, name, origin
         self.leaves = _leaves()
         self.calls: list[Call] = []
@@ -347,6 +366,7 @@ class _Converter:
         self.front = 0  # where the next constant written whole goes in `calls`
         self.written: dict[tuple, str] = {}  # a constant written whole -> its id
         self.concrete = False  # traced with sizes as numbers (see `trace`)
+        self.exported = exported  # traced by torch.export (see `trace_export`)
 
     def trace(self, example: Any = None, scratch: bool = False) -> Any:
         """The module's fx graph, leaves the op table's modules. Where symbolic tracing
@@ -356,28 +376,64 @@ class _Converter:
         training mode (the run moves batch norms' statistics)."""
         import torch.fx
 
-        leaves = tuple(self.leaves)
+        if self.exported:
+            return self.trace_export(example)
+        is_leaf = self.is_leaf
 
         class Tracer(torch.fx.Tracer):
             proxy_buffer_attributes = True  # a buffer is a node, not a traced-out constant
 
             def is_leaf_module(self, m: Any, qualname: str) -> bool:
-                name = type(m).__name__
-                generated = name in _GENERATED or name in _NORM_ACT or name == "Conv2dSame"
-                return isinstance(m, leaves) or generated or super().is_leaf_module(m, qualname)
+                return is_leaf(m)
 
         tracer = Tracer(autowrap_functions=tuple(_wrapped(self.module)))
         try:
             graph = tracer.trace(self.module)
         except Exception as e:  # data-dependent control flow, unsupported Python
-            problem = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+            problem = f"{type(e).__name__}: {_first_line(e)}"
             graph = None if example is None else self.trace_concrete(Tracer, example, scratch)
-            if graph is None:
+            if graph is not None:
+                return graph
+            if example is None:
                 raise ModelImportError(
                     self.origin, [], f"{self.origin}: torch.fx cannot trace it: {problem}"
                 ) from None
-            return graph
+            try:
+                return self.trace_export(example)
+            except Exception as e:  # both routes failed: say why each did
+                raise ModelImportError(
+                    self.origin, [], f"{self.origin}: torch.fx cannot trace it: {problem}; "
+                    f"nor can torch.export: {type(e).__name__}: {_first_line(e)}",
+                ) from None  # fmt: skip
         self.root = tracer.root
+        return graph
+
+    def is_leaf(self, m: Any) -> bool:
+        """Whether the trace keeps ``m`` as one call: a module the op table has (and, as fx
+        does by default, any other of ``torch.nn``'s but ``Sequential``)."""
+        import torch
+
+        name = type(m).__name__
+        if isinstance(m, tuple(self.leaves)) or name in _GENERATED or name in _NORM_ACT:
+            return True
+        if name == "Conv2dSame":
+            return True
+        where = type(m).__module__ or ""
+        return where.startswith(("torch.nn.", "torch.ao.nn.")) and not isinstance(
+            m, torch.nn.Sequential
+        )
+
+    def trace_export(self, example: Any) -> Any:
+        """The graph by ``torch.export`` (see :mod:`.torch_export`): ATen ops, read back as
+        the functions and leaf modules of an fx trace with sizes as numbers."""
+        from .torch_export import exported_graph
+
+        def has_rule(kind: str, target: Any) -> bool:
+            table = _FUNCTIONS if kind == "call_function" else _METHODS
+            return table.get(target) is not None
+
+        self.root, graph = exported_graph(self.module, example, self.is_leaf, has_rule)
+        self.concrete = self.exported = True
         return graph
 
     def trace_concrete(self, base: type, example: Any, scratch: bool) -> Any:
@@ -975,6 +1031,10 @@ def _constant(t: Any, attrs: dict) -> dict:
     if t.numel() > _CONSTANT_LIMIT:
         raise UnmappedError(f"a constant of {t.numel():,} elements")
     return {"values": tuple(float(v) for v in t.flatten().tolist())}
+
+
+def _first_line(e: Exception) -> str:
+    return str(e).splitlines()[0] if str(e) else ""
 
 
 def _wrapped(module: Any) -> list[Callable]:

@@ -1,0 +1,242 @@
+"""The ``torch.export`` route of the PyTorch importer: for models torch.fx cannot trace
+(``isinstance(x, torch.Tensor)`` checks, Python that a proxy cannot stand in for) or whose
+fx graph calls functions without an op (a custom ``autograd.Function``: timm's
+memory-efficient activations).
+
+``torch.export`` (non-strict: it runs ``forward`` in Python on fake tensors) records the
+model as ATen ops with every module that ran in each node's ``nn_module_stack``. This
+module rebuilds from it the graph the fx route would have traced, so the one converter
+(:mod:`.torch_fx`) reads both:
+
+- the ops of one call of a leaf module (a module the op table has, as the fx trace keeps
+  it) are folded back into one ``call_module`` node: its weights then keep their module
+  paths as labels, and the converter reads the module's attributes as it does for fx;
+- every other ATen op becomes the torch function or tensor method the converter has for it
+  (``aten.add.Tensor`` is ``torch.add``, ``aten.view`` a reshape to the op's static result
+  shape, ``aten.slice`` a subscript, ...); one without a counterpart stays as it is and is
+  reported, with its module path, unless it computes a constant;
+- parameters and buffers, lifted to inputs by export, are read by their module paths.
+
+Shapes are the example's (export specialises them), as in the fx route's concrete trace.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable
+from typing import Any
+
+
+def exported_graph(
+    module: Any,
+    example: Any,
+    is_leaf: Callable[[Any], bool],
+    has_rule: Callable[[str, Any], bool],
+) -> tuple[dict, Any]:
+    """``module`` exported on ``example``, as ``(root, graph)`` for ``torch.fx.GraphModule``:
+    the graph in the fx route's form, the root the modules and tensors it names.
+    ``is_leaf(m)``: whether the fx route keeps module ``m`` as one call; ``has_rule(kind,
+    target)``: whether the converter reads an fx node of that kind (``call_function``,
+    ``call_method``) and target. Raises what ``torch.export`` raises when it cannot export
+    the module."""
+    import torch
+    import torch.fx
+
+    with torch.no_grad():
+        program = torch.export.export(module, (example,), strict=False)
+    signature = program.graph_signature
+    state = {**signature.inputs_to_parameters, **signature.inputs_to_buffers}
+    lifted = signature.inputs_to_lifted_tensor_constants
+    user_inputs = set(signature.user_inputs)
+
+    def tensor_of(name: str) -> Any:  # a lifted input: the module's own tensor
+        if name in state:
+            path = state[name]
+            owner, _, attr = path.rpartition(".")
+            return getattr(module.get_submodule(owner) if owner else module, attr)
+        return program.constants[lifted[name]]
+
+    nodes = list(program.graph.nodes)
+    groups = _leaf_calls(module, nodes, is_leaf, lambda n: state.get(n.name, lifted.get(n.name)))
+    graph = torch.fx.Graph()
+    root: dict[str, Any] = {}
+    env: dict[Any, Any] = {}
+
+    reader: list[Any] = [None]  # the exported node being rebuilt
+
+    def read(node: Any) -> Any:  # the new graph's node for the exported one
+        if node not in env and node.op == "placeholder":  # a weight or constant, first read
+            target = state.get(node.name) or f"_exported_constant.{lifted[node.name]}"
+            root[target] = tensor_of(node.name)
+            env[node] = graph.get_attr(target)
+            stack = reader[0].meta.get("nn_module_stack")
+            if stack:  # where it is read: where an error about it points
+                env[node].meta["nn_module_stack"] = dict(stack)
+        return env[node]
+
+    done: set[Any] = set()
+    for node in nodes:
+        if node in done:
+            continue
+        reader[0] = node
+        if node.op == "placeholder":
+            if node.name in user_inputs:
+                env[node] = graph.placeholder(node.name)
+            continue
+        if node.op == "output":
+            names = set(signature.user_outputs)
+            outs = [read(a) for a in node.args[0] if getattr(a, "name", None) in names]
+            graph.output(outs[0] if len(outs) == 1 else tuple(outs))
+            continue
+        group = groups.get(node)
+        if group is not None:
+            path, members, x, result = group
+            root[path] = module.get_submodule(path)
+            new = graph.call_module(path, (read(x),))
+            stack = node.meta.get("nn_module_stack") or {}
+            new.meta["nn_module_stack"] = _stack_to(stack, path)
+            env[result] = new
+            done.update(members)
+            continue
+        if not node.users:  # export's own asserts on shapes and dtypes
+            continue
+        kind, target, args, kwargs = _counterpart(node, has_rule)
+        args = torch.fx.node.map_arg(args, read)
+        kwargs = torch.fx.node.map_arg(kwargs, read)
+        new = graph.create_node(kind, target, args, kwargs)
+        if "nn_module_stack" in node.meta:
+            new.meta["nn_module_stack"] = dict(node.meta["nn_module_stack"])
+        env[node] = new
+    return root, graph
+
+
+def _stack_to(stack: dict, path: str) -> dict:
+    """``stack`` up to the entry of the module at ``path`` (excluded: the call is that
+    module's, and its scope is its parent's)."""
+    out = {}
+    for key, value in stack.items():
+        if value[0] == path:
+            break
+        out[key] = value
+    return out
+
+
+def _leaf_calls(
+    module: Any, nodes: list, is_leaf: Callable[[Any], bool], owner: Callable[[Any], Any]
+) -> dict:
+    """The calls of leaf modules in the exported ``nodes``: for the first node of each,
+    ``(path, nodes, input, result)``. A call is a run of consecutive nodes whose outermost
+    leaf module is the same; only one that reads one tensor besides the module's own
+    weights (``owner``: a lifted input's module path) and gives one result is folded (the
+    rest stay ATen ops)."""
+    leaf_of: dict[Any, str] = {}
+    cache: dict[str, bool] = {}
+    for node in nodes:
+        if node.op != "call_function":
+            continue
+        for path, _cls in (node.meta.get("nn_module_stack") or {}).values():
+            if not path:
+                continue
+            if path not in cache:
+                try:
+                    cache[path] = bool(is_leaf(module.get_submodule(path)))
+                except AttributeError:
+                    cache[path] = False
+            if cache[path]:
+                leaf_of[node] = path  # the outermost: fx does not trace into a leaf
+                break
+    runs: list[tuple[str, list]] = []
+    for node in nodes:
+        path = leaf_of.get(node)
+        if path is None:
+            if node.op == "call_function" and runs and runs[-1][0] is not None:
+                runs.append((None, []))  # type: ignore[arg-type]
+            continue
+        if runs and runs[-1][0] == path:
+            runs[-1][1].append(node)
+        else:
+            runs.append((path, [node]))
+    groups = {}
+    for path, members in runs:
+        if path is None:
+            continue
+        inside = set(members)
+        inputs = []
+        for n in members:
+            for a in n.all_input_nodes:
+                mine = str(owner(a) or "").startswith(path + ".")
+                if a not in inside and not mine and a not in inputs:
+                    inputs.append(a)  # (another module's weight: not folded)
+        results = [n for n in members if any(u not in inside for u in n.users)]
+        if len(inputs) == 1 and inputs[0] is not None and len(results) == 1:
+            groups[members[0]] = (path, members, inputs[0], results[0])
+    return groups
+
+
+def _counterpart(node: Any, has_rule: Callable[[str, Any], bool]) -> tuple[str, Any, tuple, dict]:
+    """The fx node (kind, target, args, kwargs) the converter reads for an ATen op:
+    the torch function or tensor method it is, else the op itself."""
+    import torch
+    import torch.nn.functional as F  # noqa: N812
+
+    target, args, kwargs = node.target, tuple(node.args), dict(node.kwargs)
+    packet = getattr(target, "_overloadpacket", None)
+    if packet is None:  # operator.getitem of a tuple result, ...
+        return "call_function", target, args, kwargs
+    name = packet.__name__
+    value = node.meta.get("val")
+    if name in _VIEWS and isinstance(value, torch.Tensor):
+        return "call_function", torch.reshape, (args[0], tuple(value.shape)), {}
+    if name in ("split", "split_with_sizes", "chunk", "unbind"):
+        a = _by_name(target, args, kwargs)
+        how = a.get("split_size") or a.get("split_sizes") or a.get("split_size_or_sections")
+        if name == "chunk":
+            return "call_function", torch.chunk, (a["input"], a["chunks"], a["dim"]), {}
+        if name == "unbind":
+            return "call_function", torch.unbind, (a["input"], a["dim"]), {}
+        return "call_function", torch.split, (a["input"], how, a["dim"]), {}
+    if name in ("slice", "narrow", "index"):
+        a = _by_name(target, args, kwargs)
+        x = a["input"]
+        if name == "index":
+            index = tuple(slice(None) if i is None else i for i in a["indices"])
+        else:
+            before = (slice(None),) * (a["dim"] % x.meta["val"].dim())
+            if name == "narrow":
+                a.update(end=a["start"] + a["length"], step=1)
+            index = (*before, slice(a["start"], a["end"], a["step"]))
+        return "call_function", operator.getitem, (x, index), {}
+    if name == "t":
+        return "call_function", torch.transpose, (args[0], 0, 1), {}
+    if name == "rsub":
+        return "call_function", torch.sub, (args[1], args[0]), kwargs
+    if name in _ALIASES:
+        return "call_method", "contiguous", (args[0],), {}
+    if name in ("_softmax", "softmax"):
+        return "call_function", torch.softmax, (args[0], args[1]), {}
+    if name == "_to_copy" or (name == "to" and isinstance(value, torch.Tensor)):
+        return "call_method", "to", (args[0], value.dtype), {}
+    for space in (torch, F):
+        fn = getattr(space, name, None)
+        if fn is not None and has_rule("call_function", fn):
+            return "call_function", fn, args, kwargs
+    if has_rule("call_method", name):
+        return "call_method", name, args, kwargs
+    return "call_function", target, args, kwargs
+
+
+def _by_name(target: Any, args: tuple, kwargs: dict) -> dict:
+    """An ATen op's arguments by their schema's names, defaults filled in."""
+    from torch.fx.operator_schemas import normalize_function
+
+    bound = normalize_function(target, args, kwargs, normalize_to_only_use_kwargs=True)
+    return dict(bound.kwargs)
+
+
+# ATen view ops: each is a reshape to its (static) result shape
+_VIEWS = {
+    "view", "_unsafe_view", "reshape", "squeeze", "unsqueeze", "flatten", "unflatten",
+    "reshape_as", "view_as",
+}  # fmt: skip
+# ATen ops that return their input's values
+_ALIASES = {"clone", "contiguous", "alias", "detach", "lift_fresh_copy"}
