@@ -4,7 +4,8 @@ For each torchvision classification builder (a shell pattern narrows them), and 
 ``--timm`` for every ``timm.list_models(pretrained=True)`` entry under 100M parameters:
 
 * the model (a fresh instance, every floating tensor randomised as tests/test_zoo.py does)
-  is imported with torch.fx (``resdsl.from_torch``) on a batch of 2 inputs;
+  is imported (``resdsl.from_torch``: torch.fx, and torch.export where fx cannot;
+  ``--trace fx`` or ``--trace export`` for one route only) on a batch of 2 inputs;
 * ``check``: the spec elaborates; ``lines``: its length;
 * ``load``: the source's state_dict loads into the spec's PyTorch module strictly;
 * ``parity``: the relative max difference of the two modules' outputs (passes <= 1e-5).
@@ -21,6 +22,7 @@ module, and its outputs are compared with onnxruntime's on the file (passes <= 1
     python benchmarks/import.py                    # torchvision's 80
     python benchmarks/import.py 'resnet*'
     python benchmarks/import.py --timm --every 20   # every 20th of timm's pretrained models
+    python benchmarks/import.py --trace export      # torchvision's 80 through torch.export
     python benchmarks/import.py --onnx              # the zoo's 80 through resdsl's ONNX
     python benchmarks/import.py --onnx --source torchvision 'resnet*'
 """
@@ -35,7 +37,7 @@ import time
 TOL = 1e-5
 
 
-def row(name: str, factory) -> tuple[list[str], bool]:
+def row(name: str, factory, trace: str = "auto") -> tuple[list[str], bool]:
     import torch
 
     import resdsl
@@ -52,7 +54,7 @@ def row(name: str, factory) -> tuple[list[str], bool]:
     )
     x = torch.randn(2, *shape, generator=torch.Generator().manual_seed(1))
     try:
-        text = resdsl.from_torch(reference, x)
+        text = resdsl.from_torch(reference, x, trace=trace)
         net = resdsl.loads(text)
     except SpecError as e:
         first = str(e).splitlines()
@@ -140,6 +142,8 @@ def main() -> int:
     parser.add_argument("--limit", type=int, default=0, help="at most this many models")
     parser.add_argument("--every", type=int, default=1,
                         help="every Nth model only (a sample spread over the list)")  # fmt: skip
+    parser.add_argument("--trace", choices=("auto", "fx", "export"), default="auto",
+                        help="how PyTorch models are traced (resdsl import --trace)")  # fmt: skip
     parser.add_argument("--onnx", action="store_true",
                         help="the zoo's models through ONNX files instead")  # fmt: skip
     parser.add_argument("--source", choices=("zoo", "torchvision"), default="zoo",
@@ -173,7 +177,7 @@ def main() -> int:
                 size = sum(p.numel() for p in factory().parameters())
             if size >= 100_000_000:
                 continue
-        cells, ok = row(name, factory)
+        cells, ok = row(name, factory, args.trace)
         counted += 1
         passed += ok
         print("| " + " | ".join(cells) + " |", flush=True)

@@ -751,3 +751,28 @@ def test_an_unsupported_op_after_export_is_reported_with_its_module_path():
     text = str(e.value)
     assert "1 op(s) or module(s)" in text
     assert re.search(r"\(top level\) \(cumsum\w*\): \S*aten\.cumsum", text), text
+
+
+def test_both_routes_write_the_same_resnet18():
+    """torch.export's ATen graph, read back, is the fx trace's: leaf modules whole, the
+    residual adds (in-place in torchvision: functionalised) and the flatten."""
+    by_fx = import_model("torchvision:resnet18", trace="fx")
+    by_export = import_model("torchvision:resnet18", trace="export")
+    assert by_export == by_fx
+
+
+def test_trace_fx_only_does_not_fall_back_to_export():
+    model = _CheckedNet().eval()
+    with pytest.raises(ModelImportError) as e:
+        import_model(model, torch.randn(2, 3, 8, 8), trace="fx")
+    assert "torch.fx cannot trace it" in str(e.value) and "torch.export" not in str(e.value)
+
+
+def test_cli_import_trace_export(tmp_path, capsys):
+    out = tmp_path / "r18.res"
+    assert main(["import", "torchvision:resnet18", "--trace", "export", "-o", str(out)]) == 0
+    assert "imported torchvision:resnet18: " in capsys.readouterr().err
+    assert main(["check", str(out)]) == 0
+    with pytest.raises(SystemExit) as e:  # argparse's usage error
+        main(["import", "torchvision:resnet18", "--trace", "jit"])
+    assert e.value.code == 2 and "invalid choice: 'jit'" in capsys.readouterr().err

@@ -27,6 +27,11 @@ def add_import_command(sub: Any) -> None:
     imp.add_argument(
         "--input-shape", metavar="C,H,W", help="a PyTorch source's input shape (default 3,224,224)"
     )
+    imp.add_argument(
+        "--trace", choices=("auto", "fx", "export"), default="auto",
+        help="how a PyTorch source is traced: torch.fx, torch.export, or (auto, the "
+        "default) torch.fx and torch.export where fx cannot",
+    )  # fmt: skip
     imp.set_defaults(run=_import)
 
 
@@ -45,7 +50,7 @@ def _import(args: argparse.Namespace) -> int:
             ) from None
     if args.weights and not args.weights.endswith(".safetensors"):
         raise UsageError(f"--weights writes a .safetensors file, not {args.weights!r}")
-    graph = import_graph(args.source, input_shape=shape)
+    graph = import_graph(args.source, input_shape=shape, trace=args.trace)
     text = write(graph)
     net = loads(text, path=args.output or "<imported>")
     if args.weights:

@@ -4,7 +4,8 @@ Each importer reads one kind of source into an :class:`~.graph.Imported` graph o
 calls; :mod:`.writer` writes it as spec text. Sources:
 
 * ``torchvision:NAME``, ``timm:NAME``, ``package.module:factory`` or an ``nn.Module``
-  (:mod:`.torch_fx`, torch.fx symbolic tracing). Only this kind runs code: the factory's
+  (:mod:`.torch_fx`, torch.fx symbolic tracing, or :mod:`.torch_export` where fx cannot
+  trace it). Only this kind runs code: the factory's
   and the module's (docs/security.md); ``.res``, ``.onnx`` and ``.prototxt`` input never;
 * ``model.onnx`` (:mod:`.onnx_model`, onnx's own parser and shape inference);
 * ``deploy.prototxt`` (:mod:`.caffe`, Caffe's text format read with a Lark grammar).
@@ -30,25 +31,36 @@ __all__ = [
 
 
 def import_model(
-    source: Any, example: Any = None, *, input_shape: tuple[int, ...] | None = None
+    source: Any,
+    example: Any = None,
+    *,
+    input_shape: tuple[int, ...] | None = None,
+    trace: str = "auto",
 ) -> str:
     """Spec text for ``source``: ``torchvision:NAME``, ``timm:NAME``,
     ``package.module:factory`` (runs that code), an ``nn.Module``, ``model.onnx`` or
-    ``deploy.prototxt``. Raises :class:`ModelImportError` listing everything unsupported."""
-    return write(import_graph(source, example, input_shape=input_shape))
+    ``deploy.prototxt``. Raises :class:`ModelImportError` listing everything unsupported.
+    ``trace`` (PyTorch sources): ``"auto"`` (torch.fx, torch.export where fx fails),
+    ``"fx"`` or ``"export"`` only."""
+    return write(import_graph(source, example, input_shape=input_shape, trace=trace))
 
 
-def from_torch(module: Any, example_input: Any) -> str:
+def from_torch(module: Any, example_input: Any, *, trace: str = "auto") -> str:
     """Spec text for an ``nn.Module``, traced with ``example_input`` (a batched tensor)."""
-    return import_model(module, example_input)
+    return import_model(module, example_input, trace=trace)
 
 
 def import_graph(
-    source: Any, example: Any = None, *, input_shape: tuple[int, ...] | None = None
+    source: Any,
+    example: Any = None,
+    *,
+    input_shape: tuple[int, ...] | None = None,
+    trace: str = "auto",
 ) -> Imported:
     """The :class:`Imported` graph of ``source``: a path (``.onnx``, ``.prototxt``), a
     ``torchvision:``/``timm:``/``module:factory`` reference, or an ``nn.Module`` (with an
-    ``example`` input, or ``input_shape`` per sample)."""
+    ``example`` input, or ``input_shape`` per sample); ``trace`` as for
+    :func:`import_model`."""
     if isinstance(source, str | os.PathLike):
         text = os.fspath(source)
         if text.endswith(".onnx"):
@@ -61,7 +73,7 @@ def import_graph(
             return tidy(import_prototxt(text))
     from .torch_fx import import_torch
 
-    return tidy(import_torch(source, example, input_shape=input_shape))
+    return tidy(import_torch(source, example, input_shape=input_shape, trace=trace))
 
 
 TOLERANCE = 1e-4  # relative: what float reassociation leaves, in any model

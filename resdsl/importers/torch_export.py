@@ -43,7 +43,8 @@ def exported_graph(
     import torch.fx
 
     with torch.no_grad():
-        program = torch.export.export(module, (example,), strict=False)
+        # functional ATen: in-place ops (`x += y`, `relu_`) become their out-of-place forms
+        program = torch.export.export(module, (example,), strict=False).run_decompositions({})
     signature = program.graph_signature
     state = {**signature.inputs_to_parameters, **signature.inputs_to_buffers}
     lifted = signature.inputs_to_lifted_tensor_constants
@@ -91,10 +92,15 @@ def exported_graph(
         group = groups.get(node)
         if group is not None:
             path, members, x, result = group
-            root[path] = module.get_submodule(path)
-            new = graph.call_module(path, (read(x),))
-            stack = node.meta.get("nn_module_stack") or {}
-            new.meta["nn_module_stack"] = _stack_to(stack, path)
+            root[path] = leaf = module.get_submodule(path)
+            stack = _stack_to(node.meta.get("nn_module_stack") or {}, path)
+            if isinstance(leaf, torch.nn.MultiheadAttention):  # one input: self-attention
+                new = graph.call_module(path, (read(x),) * 3, {"need_weights": False})
+                new.meta["nn_module_stack"] = stack
+                new = graph.call_function(operator.getitem, (new, 0))  # (output, weights)
+            else:
+                new = graph.call_module(path, (read(x),))
+            new.meta["nn_module_stack"] = stack
             env[result] = new
             done.update(members)
             continue
@@ -186,6 +192,9 @@ def _counterpart(node: Any, has_rule: Callable[[str, Any], bool]) -> tuple[str, 
     name = packet.__name__
     value = node.meta.get("val")
     if name in _VIEWS and isinstance(value, torch.Tensor):
+        before = args[0].meta["val"].shape
+        if value.dim() == 2 and len(before) > 2 and value.shape[0] == before[0]:
+            return "call_function", torch.flatten, (args[0], 1), {}  # what `x.flatten(1)` was
         return "call_function", torch.reshape, (args[0], tuple(value.shape)), {}
     if name in ("split", "split_with_sizes", "chunk", "unbind"):
         a = _by_name(target, args, kwargs)
@@ -195,11 +204,16 @@ def _counterpart(node: Any, has_rule: Callable[[str, Any], bool]) -> tuple[str, 
         if name == "unbind":
             return "call_function", torch.unbind, (a["input"], a["dim"]), {}
         return "call_function", torch.split, (a["input"], how, a["dim"]), {}
-    if name in ("slice", "narrow", "index"):
+    if name in _FRESH:  # reads only its argument's dtype: a constant
+        return "call_method", name, args, kwargs
+    if name in ("slice", "narrow", "index", "select"):
         a = _by_name(target, args, kwargs)
         x = a["input"]
         if name == "index":
             index = tuple(slice(None) if i is None else i for i in a["indices"])
+        elif name == "select":  # `x[k]`, `x[:, k]`: a subscript, as fx records it
+            dim = a["dim"] % x.meta["val"].dim()
+            index = (*(slice(None),) * dim, a["index"]) if dim else a["index"]
         else:
             before = (slice(None),) * (a["dim"] % x.meta["val"].dim())
             if name == "narrow":
@@ -238,5 +252,7 @@ _VIEWS = {
     "view", "_unsafe_view", "reshape", "squeeze", "unsqueeze", "flatten", "unflatten",
     "reshape_as", "view_as",
 }  # fmt: skip
+# ATen ops that make a new tensor from their argument's dtype and device alone
+_FRESH = {"new_zeros", "new_ones", "new_full"}
 # ATen ops that return their input's values
 _ALIASES = {"clone", "contiguous", "alias", "detach", "lift_fresh_copy"}

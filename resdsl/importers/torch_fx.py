@@ -24,35 +24,49 @@ from typing import Any
 from .graph import Call, Imported, ModelImportError, Unsupported
 from .writer import window_index
 
+TRACES = ("auto", "fx", "export")
+
 
 def import_torch(
-    source: Any, example: Any = None, *, input_shape: tuple[int, ...] | None = None
+    source: Any,
+    example: Any = None,
+    *,
+    input_shape: tuple[int, ...] | None = None,
+    trace: str = "auto",
 ) -> Imported:
     """``source``: an ``nn.Module``, ``torchvision:NAME``, ``timm:NAME`` or
     ``package.module:factory``; ``example`` a batched input (default: 2 random samples of
-    ``input_shape``, else of the model's usual input, 3 x 224 x 224)."""
+    ``input_shape``, else of the model's usual input, 3 x 224 x 224). ``trace``:
+    ``"auto"`` (torch.fx; torch.export where fx cannot trace the model or its graph has
+    calls without a rule), ``"fx"`` or ``"export"`` only."""
     import torch
 
+    if trace not in TRACES:
+        raise ValueError(f"trace is one of {', '.join(TRACES)}, not {trace!r}")
     module, name, origin = _resolve(source)
     was_training = module.training
     if example is None:
         shape = input_shape or _default_shape(name)
         example = torch.randn(2, *shape, generator=torch.Generator().manual_seed(0))
     try:
-        eval_outputs = _output_count(_Converter(module.eval(), name, origin).trace(example, True))
-        train_outputs = _output_count(_Converter(module.train(), name, origin).trace(example, True))
+        eval_outputs = _output_count(
+            _Converter(module.eval(), name, origin, trace).trace(example, True)
+        )
+        train_outputs = _output_count(
+            _Converter(module.train(), name, origin, trace).trace(example, True)
+        )
     finally:
         module.train(was_training)
     if train_outputs > eval_outputs:  # auxiliary classifiers: traced in training mode
         import copy
 
         copied = copy.deepcopy(module).train()  # its batch norms' statistics will move
-        imported = _Converter(copied, name, origin).run(example)
+        imported = _Converter(copied, name, origin, trace).run(example)
         imported.training_outputs = imported.outputs[eval_outputs:]
         imported.outputs = imported.outputs[:eval_outputs]
     else:
         try:
-            imported = _run_either(module.eval(), name, origin, example)
+            imported = _run_either(module.eval(), name, origin, example, trace)
         finally:
             module.train(was_training)
     # the module's own state_dict: the spec's labels are its module paths
@@ -61,20 +75,20 @@ def import_torch(
     return imported
 
 
-def _run_either(module: Any, name: str, origin: str, example: Any) -> Imported:
+def _run_either(module: Any, name: str, origin: str, example: Any, trace: str) -> Imported:
     """The module converted from its fx trace, else, where that has ops without an
     equivalent (a custom ``autograd.Function``, a helper of the model's own), from
     ``torch.export``'s ATen graph, where everything the model calls is torch's own ops;
     if that fails too, the fx trace's error is the one reported (it names the model's
     own functions)."""
-    converter = _Converter(module, name, origin)
+    converter = _Converter(module, name, origin, trace)
     try:
         return converter.run(example)
     except ModelImportError as e:
-        if converter.exported or not e.items:
+        if trace != "auto" or converter.exported or not e.items:
             raise
         try:
-            return _Converter(module, name, origin, exported=True).run(example)
+            return _Converter(module, name, origin, "export").run(example)
         except Exception:  # the first route's error is the clearer one
             raise e from None
 
@@ -345,7 +359,7 @@ class UnmappedError(Exception):
 
 
 class _Converter:
-    def __init__(self, module: Any, name: str, origin: str, exported: bool = False) -> None:
+    def __init__(self, module: Any, name: str, origin: str, trace: str = "auto") -> None:
         self.module, self.name, self.origin = module, name, origin
         self.leaves = _leaves()
         self.calls: list[Call] = []
@@ -366,7 +380,8 @@ class _Converter:
         self.front = 0  # where the next constant written whole goes in `calls`
         self.written: dict[tuple, str] = {}  # a constant written whole -> its id
         self.concrete = False  # traced with sizes as numbers (see `trace`)
-        self.exported = exported  # traced by torch.export (see `trace_export`)
+        self.exported = trace == "export"  # traced by torch.export (see `trace_export`)
+        self.fx_only = trace == "fx"  # never by torch.export
 
     def trace(self, example: Any = None, scratch: bool = False) -> Any:
         """The module's fx graph, leaves the op table's modules. Where symbolic tracing
@@ -394,7 +409,7 @@ class _Converter:
             graph = None if example is None else self.trace_concrete(Tracer, example, scratch)
             if graph is not None:
                 return graph
-            if example is None:
+            if example is None or self.fx_only:
                 raise ModelImportError(
                     self.origin, [], f"{self.origin}: torch.fx cannot trace it: {problem}"
                 ) from None
