@@ -1,11 +1,12 @@
 """Comprehensions, constant and index buffers (`values`, `dtype`, `persistent`), `take`,
-`relative_position_index` and training-only outputs: what the Swin, MaxViT, GoogLeNet and
-Inception specs are built from."""
+`relative_position_index`, `absolute_offset_index` and training-only outputs: what the
+Swin, MaxViT, LeViT, GoogLeNet and Inception specs are built from."""
 
 from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 import resdsl
@@ -73,6 +74,49 @@ def test_relative_position_index_is_torchvisions(window):
     module = net(body).to_torch()
     assert module.idx.dtype == torch.int64
     assert torch.equal(module.idx, want)
+
+
+def _offsets(h, w, stride):
+    """LeViT's index, written here with NumPy as timm computes it."""
+    ky, kx = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
+    qy, qx = np.meshgrid(np.arange(0, h, stride), np.arange(0, w, stride), indexing="ij")
+    q = np.stack([qy.ravel(), qx.ravel()])
+    k = np.stack([ky.ravel(), kx.ravel()])
+    rel = np.abs(q[:, :, None] - k[:, None, :])
+    return rel[0] * w + rel[1]
+
+
+@pytest.mark.parametrize(("resolution", "stride"), [(7, 1), ((3, 5), 2), (14, 2), (4, 3)])
+def test_absolute_offset_index_is_levits(resolution, stride):
+    h, w = (resolution, resolution) if isinstance(resolution, int) else resolution
+    want = _offsets(h, w, stride)
+    text = f"({h}, {w})" if h != w else str(h)
+    index = f"values=absolute_offset_index({text}, {stride})"
+    size = want.size
+    body = f'    i = idx: buffer(({size},), stored=({size},), {index}, dtype="int64")'
+    module = net(body + "\n    return x").to_torch()
+    assert module.idx.dtype == torch.int64
+    assert module.idx.tolist() == want.ravel().tolist()
+
+
+def test_absolute_offset_index_is_timms_buffer():
+    levit = pytest.importorskip("timm.models.levit")
+    from resdsl.importers.writer import offset_index
+
+    for attn, text in (
+        (levit.Attention(32, 8, 2, resolution=7), "absolute_offset_index(7)"),
+        (levit.AttentionDownsample(32, 64, 8, 2, stride=2, resolution=7),
+         "absolute_offset_index(7, 2)"),
+    ):  # fmt: skip
+        values = tuple(attn.attention_bias_idxs.flatten().tolist())
+        assert offset_index(values) == text
+
+
+def test_absolute_offset_index_rejects_bad_arguments():
+    e = error("    t = absolute_offset_index(7, 0)\n    return x")
+    assert "positive int" in e.message and (e.line, e.column) == (2, 34)
+    e = error("    t = absolute_offset_index((7, 0))\n    return x")
+    assert "positive ints" in e.message and (e.line, e.column) == (2, 31)
 
 
 def test_relative_position_index_rejects_bad_windows():

@@ -776,3 +776,56 @@ def test_cli_import_trace_export(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:  # argparse's usage error
         main(["import", "torchvision:resnet18", "--trace", "jit"])
     assert e.value.code == 2 and "invalid choice: 'jit'" in capsys.readouterr().err
+
+
+class _LinearNorm(torch.nn.Module):
+    """LeViT's: a linear layer, then a batch norm over the tokens merged into the batch."""
+
+    def __init__(self, a, b):
+        super().__init__()
+        self.linear = torch.nn.Linear(a, b, bias=False)
+        self.bn = torch.nn.BatchNorm1d(b)
+
+    def forward(self, x):
+        x = self.linear(x)
+        return self.bn(x.flatten(0, 1)).reshape_as(x)
+
+
+class _LeViTAttention(torch.nn.Module):
+    """LeViT's attention on a 9 x 9 grid: its biases read through the index of absolute
+    offsets, a (81, 81) buffer of 6,561 elements (written by name, not element by element)."""
+
+    def __init__(self, dim=16, heads=2, res=9):
+        super().__init__()
+        self.heads, self.d = heads, dim // heads
+        self.qkv = _LinearNorm(dim, 3 * dim)
+        self.proj = _LinearNorm(dim, dim)
+        self.attention_biases = torch.nn.Parameter(torch.randn(heads, res * res))
+        pos = torch.stack(torch.meshgrid(torch.arange(res), torch.arange(res), indexing="ij"))
+        pos = pos.flatten(1)
+        rel = (pos[..., :, None] - pos[..., None, :]).abs()
+        self.register_buffer("idxs", rel[0] * res + rel[1], persistent=False)
+        self.head_bn = torch.nn.BatchNorm1d(dim)
+
+    def forward(self, x):  # x: (B, 81, dim)
+        b, n, _ = x.shape
+        q, k, v = self.qkv(x).view(b, n, self.heads, -1).split([self.d] * 3, dim=3)
+        q, k, v = q.permute(0, 2, 1, 3), k.permute(0, 2, 3, 1), v.permute(0, 2, 1, 3)
+        attn = (q @ k) * self.d**-0.5 + self.attention_biases[:, self.idxs]
+        y = (attn.softmax(dim=-1) @ v).transpose(1, 2).reshape(b, n, -1)
+        y = x + self.proj(y)
+        return self.head_bn(y.mean(1))
+
+
+def test_levit_attention_batch_norms_on_tokens_and_offset_index():
+    model = randomise_state(_LeViTAttention()).eval()
+    x = torch.randn(2, 81, 16, generator=torch.Generator().manual_seed(0))
+    text = import_model(model, x, trace="fx")
+    assert "values=absolute_offset_index(9)" in text  # not 6,561 numbers
+    assert text.count("bn: batchnorm2d") == 2 and "head_bn: batchnorm2d" in text
+    module = resdsl.loads(text).to_torch().eval()
+    module.load_state_dict(model.state_dict(), strict=True)  # bn's names are the modules'
+    y = torch.randn(3, 81, 16, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        want, got = model(y), module(y)
+    assert float((got - want).abs().max() / want.abs().max()) <= 1e-5

@@ -157,6 +157,30 @@ def builtin_functions(el: Elaborator) -> dict[str, Callable]:
         el._tick(n * n, call.span)
         return _relative_position_index(*window)
 
+    def absolute_offset_index(call, args, kwargs):
+        if not 1 <= len(args) <= 2 or kwargs:
+            raise ArgumentError(
+                "`absolute_offset_index` takes a resolution and an optional stride", call.span
+            )
+        (resolution, span), stride = args[0], (args[1][0] if len(args) == 2 else 1)
+        if type(resolution) is int:
+            resolution = (resolution, resolution)
+        if not (isinstance(resolution, tuple) and len(resolution) == 2
+                and all(type(r) is int and r >= 1 for r in resolution)):  # fmt: skip
+            raise TypeMismatchError(
+                f"the resolution is an int or a pair of positive ints, got {describe(resolution)}",
+                span,
+            )
+        if type(stride) is not int or stride < 1:
+            raise TypeMismatchError(
+                f"the stride is a positive int, got {describe(stride)}", args[1][1]
+            )
+        h, w = resolution
+        count = h * w * (-(-h // stride)) * (-(-w // stride))
+        el._loop_bound(count, call.span)  # a tuple of that many elements, built in as many steps
+        el._tick(count, call.span)
+        return _absolute_offset_index(h, w, stride)
+
     def training(call, args, kwargs):
         if len(args) != 1 or kwargs or not isinstance(args[0][0], TensorValue):
             got = describe(args[0][0]) if len(args) == 1 and not kwargs else "other arguments"
@@ -190,6 +214,7 @@ def builtin_functions(el: Elaborator) -> dict[str, Callable]:
         "str": str_,
         "training": training,
         "relative_position_index": relative_position_index,
+        "absolute_offset_index": absolute_offset_index,
     }
 
 
@@ -209,6 +234,15 @@ def _relative_position_index(height: int, width: int) -> tuple[int, ...]:
         for yi, xi in cells
         for yj, xj in cells
     )
+
+
+def _absolute_offset_index(height: int, width: int, stride: int = 1) -> tuple[int, ...]:
+    """LeViT's index of each (query, key) pair into a table of absolute offsets:
+    ``|dy| * width + |dx|``, the queries every ``stride``-th row and column of the
+    ``height`` x ``width`` grid, the keys every position, both row-major."""
+    keys = [(i // width, i % width) for i in range(height * width)]
+    queries = [(y, x) for y in range(0, height, stride) for x in range(0, width, stride)]
+    return tuple(abs(yq - yk) * width + abs(xq - xk) for yq, xq in queries for yk, xk in keys)
 
 
 def _make_divisible(v: float, divisor: int, min_value: int, round_limit: float) -> int:

@@ -6,7 +6,8 @@ buffer, or what ``forward`` builds with ``torch.arange`` and ``sin``. A spec hol
 ``buffer(..., persistent=false)`` with its elements; beyond ``LIMIT`` elements it is written
 as a few small buffers and the ops that rebuild it exactly:
 
-- an index of relative offsets (``relative_position_index(window)``), written by name;
+- an index of relative offsets (``relative_position_index(window)``) or of absolute ones
+  (LeViT's, ``absolute_offset_index(resolution, stride)``), written by name;
 - BEiT's index (that index with a first row and column for the class token) where a table
   is read through it: the table read through each part, concatenated (``bordered_take``);
 - a table read through the index of relative offsets (Swin V2's log-spaced coordinates of
@@ -90,16 +91,16 @@ class _Builder:
     # --- int64: indices -----------------------------------------------------------------------
 
     def index(self, a: np.ndarray) -> None:
-        from .writer import window_index
+        from .writer import index_text
 
         flat = tuple(int(v) for v in a.flatten())
-        if a.size <= LIMIT or window_index(flat) is not None:
+        if a.size <= LIMIT or index_text(flat) is not None:
             self.buffer(a, final=True)
             return
         raise ConstantError(
             f"an index of {a.size:,} elements (only relative_position_index(window), maybe "
-            "with a class token's row and column read by `take`, is written without its "
-            "elements)"
+            "with a class token's row and column read by `take`, and "
+            "absolute_offset_index(resolution, stride) are written without their elements)"
         )
 
     # --- floats ---------------------------------------------------------------------------------

@@ -16,13 +16,14 @@ module's own ``forward`` (traced), and for ``package.module:factory`` the factor
 from __future__ import annotations
 
 import importlib
+import math
 import operator
 import re
 from collections.abc import Callable
 from typing import Any
 
 from .graph import Call, Imported, ModelImportError, Unsupported
-from .writer import window_index
+from .writer import index_text
 
 TRACES = ("auto", "fx", "export")
 
@@ -809,6 +810,9 @@ class _Converter:
             if isinstance(m, torch.nn.MultiheadAttention):
                 self.attention(node, m)
                 return
+            if type(m) is torch.nn.BatchNorm1d:
+                self.batchnorm1d(node, m)
+                return
             if self.layout(node) != BATCHED and not _layout_free(self.leaves, m):
                 raise UnmappedError("this module on a tensor whose first axis is not the batch")
             if type(m).__name__ in _NORM_ACT:
@@ -847,10 +851,39 @@ class _Converter:
             raise UnmappedError("no op for this function")
         fn(self, node)
 
+    def batchnorm1d(self, node: Any, m: Any) -> None:
+        """``nn.BatchNorm1d`` on (B, C), (B, C, L), or tokens with the batch merged into
+        their first axis (LeViT's ``bn(x.flatten(0, 1))``: a sample is (N, C)): the
+        channels moved first and the rest made a (C, L, 1) map for ``batchnorm2d``, whose
+        weights are the module's, then back."""
+        x = node.args[0]
+        layout, sample = self.layout(x), self.sample_shape(x)
+        tokens = layout[0] == "merged" and len(sample) == 2
+        if not (tokens or (layout == BATCHED and len(sample) in (1, 2))):
+            raise UnmappedError(f"BatchNorm1d on a per-sample shape {sample}")
+        op, attrs = _batchnorm(m)
+        scope, where, current = self.scope_of(node), self.where(node), self.value(x, node)
+
+        def step(tag: str, op: str, attrs: dict, label: str | None = None) -> None:
+            nonlocal current
+            self.calls.append(Call(f"{node.name}/{tag}", op, attrs, [current], label, scope,
+                                   where))  # fmt: skip
+            current = f"{node.name}/{tag}"
+
+        channels_first = (sample[1], sample[0]) if tokens else sample
+        if tokens:
+            step("t", "permute", {"axes": (1, 0)})
+        step("map", "reshape", {"shape": (*channels_first, 1, 1)[:3]})
+        step("bn", op, attrs, node.target)
+        if tokens:
+            step("back", "reshape", {"shape": (sample[1], sample[0])})
+            self.emit(node, "permute", {"axes": (1, 0)}, [current])
+        else:
+            self.emit(node, "reshape", {"shape": sample}, [current])
+
     def conv_same(self, node: Any, m: Any) -> None:
         """timm's ``Conv2dSame`` (TensorFlow's "SAME"): the padding it computes from the
         input size, then the convolution without padding."""
-        import math
 
         op, attrs = _conv(m)
         (h, w) = self.shape(node.args[0])[-2:]
@@ -884,6 +917,7 @@ class _Converter:
             return (
                 type(m) in self.leaves or name in _GENERATED or name in _NORM_ACT
                 or name == "Conv2dSame" or isinstance(m, torch.nn.MultiheadAttention)
+                or type(m) is torch.nn.BatchNorm1d
             )  # fmt: skip
         if node.op == "call_method":
             return node.target in _METHODS or node.target in _SCALAR_METHODS
@@ -999,10 +1033,11 @@ class _Converter:
         if not is_param:
             if t.dtype == __import__("torch").int64:
                 values = tuple(int(v) for v in t.flatten().tolist())
-                if len(values) > _CONSTANT_LIMIT and window_index(values) is None:
+                if len(values) > _CONSTANT_LIMIT and index_text(values) is None:
                     raise UnmappedError(
                         f"an index buffer of {len(values):,} elements (only "
-                        "relative_position_index(window) is written without its elements)"
+                        "relative_position_index(window) and absolute_offset_index"
+                        "(resolution, stride) are written without their elements)"
                     )
                 attrs.update(values=values, dtype="int64")
             elif not t.is_floating_point():
@@ -1286,6 +1321,17 @@ def _reshape_to(c: _Converter, node: Any, x: Any, out: tuple[int, ...]) -> None:
     c.emit(node, "reshape", {"shape": c.sample_shape(node)}, [c.value(x, node)])
 
 
+def _reshape_as(c: _Converter, node: Any) -> None:
+    """``x.reshape_as(y)``: ``x`` reshaped to ``y``'s shape (the trace's); ``y`` is read
+    for its shape only, so its layout may differ (LeViT's tokens, merged into the batch
+    for a batch norm, reshaped back as the input was)."""
+    c.set_layout(node, c.layout(node.args[0]))
+    _reshape_to(c, node, node.args[0], c.shape(node))
+
+
+_reshape_as.broadcasts = True  # type: ignore[attr-defined] # reads only y's shape
+
+
 def _permute(c: _Converter, node: Any) -> None:
     dims = node.args[1:] if len(node.args) > 2 or isinstance(node.args[1], int) else node.args[1]
     x = node.args[0]
@@ -1479,10 +1525,27 @@ def _getitem(c: _Converter, node: Any) -> None:
                 continue
             c.materialise(item)
         if isinstance(item, torch.fx.Node):
-            if len(c.shape(item)) != 1 or c.layout(item) != UNBATCHED:
+            rank, last = len(c.shape(item)), n == len(steps) - 1
+            if c.layout(item) != UNBATCHED or not (rank == 1 or (rank > 1 and last)):
                 raise UnmappedError("indexing with a tensor other than a rank-1 index")
-            call = Call(step_id, "take", {"axis": at}, [ids, c.value(item, node)], None, scope,
-                        where)  # fmt: skip
+            if rank > 1:  # LeViT's `biases[:, idxs]`: take along the flat index, reshaped
+                flat = _constant_value(c, item).flatten()
+                if flat is None:
+                    raise UnmappedError("indexing with a computed tensor other than rank-1")
+                size = int(flat.numel())
+                values = tuple(int(v) for v in flat.tolist())
+                attrs = {"shape": (size,), "stored": (size,), "persistent": False,
+                         "values": values, "dtype": "int64"}  # fmt: skip
+                if size > _CONSTANT_LIMIT and index_text(attrs["values"]) is None:
+                    raise UnmappedError(f"an index of {size:,} elements with no form")
+                c.calls.append(Call(f"{step_id}/flat", "buffer", attrs, [], None, scope, where))
+                c.calls.append(Call(f"{step_id}/take", "take", {"axis": at},
+                                    [ids, f"{step_id}/flat"], None, scope, where))  # fmt: skip
+                call = Call(step_id, "reshape", {"shape": c.sample_shape(node)},
+                            [f"{step_id}/take"], None, scope, where)  # fmt: skip
+            else:
+                call = Call(step_id, "take", {"axis": at}, [ids, c.value(item, node)], None,
+                            scope, where)  # fmt: skip
         elif isinstance(item, int):
             call = Call(step_id, "select", {"axis": at, "index": item}, [ids], None, scope, where)
         elif isinstance(item, slice) and all(
@@ -1501,6 +1564,21 @@ def _getitem(c: _Converter, node: Any) -> None:
         return
     c.shapes[node.name] = c.sample_shape(node)
     c.alias[node.name] = ids
+
+
+def _constant_value(c: _Converter, node: Any) -> Any:
+    """The int64 tensor an index node holds: a buffer, or a constant computed in
+    ``forward``; None for anything else."""
+    import torch
+
+    if node.op == "get_attr":
+        value = c.gm
+        for part in node.target.split("."):
+            value = getattr(value, part)
+    else:
+        value = c.values.get(node.name)
+    ok = isinstance(value, torch.Tensor) and value.dtype == torch.int64
+    return value if ok else None
 
 
 def _whole(item: Any, size: int) -> bool:
@@ -1553,7 +1631,6 @@ def _bordered_take(c: _Converter, node: Any, item: Any, data: str, axis: int, ou
 
 def _window_of(n: int) -> tuple[int, int]:
     """The window whose relative_position_index has n x n entries: the squarest."""
-    import math
 
     h = max(h for h in range(1, math.isqrt(n) + 1) if n % h == 0)
     return h, n // h
@@ -2188,7 +2265,7 @@ def _functions() -> tuple[dict, dict]:
         "select": _select, "norm": _norm, "unsqueeze": _unsqueeze, "expand_as": _broadcast_alias,
         "float": _alias, "type_as": _alias, "sum": _sum, "repeat": _repeat, "to": _to,
         "sin": _unary("sin"), "cos": _unary("cos"), "repeat_interleave": _repeat_interleave,
-        "amax": _amax, "tile": _tile,
+        "amax": _amax, "tile": _tile, "reshape_as": _reshape_as, "view_as": _reshape_as,
     }  # fmt: skip
     return functions, methods
 

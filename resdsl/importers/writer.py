@@ -25,7 +25,8 @@ _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _RESERVED = frozenset(
     {*KEYWORDS, *OPS, "shortcut", "project", "split", "choice", "min", "max", "abs", "int",
      "float", "round", "ceil", "floor", "sqrt", "gcd", "log2", "log", "make_divisible",
-     "partial", "range", "len", "str", "training", "relative_position_index", "label"}
+     "partial", "range", "len", "str", "training", "relative_position_index",
+     "absolute_offset_index", "label"}
 )  # fmt: skip
 # ops written as operators between their inputs
 _INFIX = {"add": "+", "sub": "-", "mul": "*"}
@@ -93,6 +94,29 @@ def window_index(values: Any) -> str | None:
     return None
 
 
+def offset_index(values: Any) -> str | None:
+    """``absolute_offset_index(resolution, stride)`` when a buffer holds exactly that
+    (LeViT's index of absolute offsets; square grids, strides up to 4)."""
+    from ..elaborate.functions import _absolute_offset_index
+
+    if not isinstance(values, tuple) or len(values) < 2 or values[0] != 0:
+        return None
+    for side in range(1, math.isqrt(len(values)) + 1):
+        keys = side * side
+        for stride in range(1, 5):
+            queries = (-(-side // stride)) ** 2
+            if keys * queries != len(values) or (stride > 1 and side <= stride):
+                continue
+            if values == _absolute_offset_index(side, side, stride):
+                return f"absolute_offset_index({side}" + (f", {stride})" if stride > 1 else ")")
+    return None
+
+
+def index_text(values: Any) -> str | None:
+    """A builtin that writes an index buffer's values by name, if one does."""
+    return window_index(values) or offset_index(values)
+
+
 def _same(value: Any, default: Any) -> bool:
     if type(value).__name__ == "Expr":
         return False
@@ -107,7 +131,7 @@ def value_text(value: Any) -> str:
 
     if isinstance(value, Expr):
         return value.text
-    if isinstance(value, tuple) and len(value) > 3 and (named := window_index(value)):
+    if isinstance(value, tuple) and len(value) > 3 and (named := index_text(value)):
         return named
     if isinstance(value, tuple):
         items = [value_text(v) for v in value]
