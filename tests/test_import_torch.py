@@ -829,3 +829,29 @@ def test_levit_attention_batch_norms_on_tokens_and_offset_index():
     with torch.no_grad():
         want, got = model(y), module(y)
     assert float((got - want).abs().max() / want.abs().max()) <= 1e-5
+
+
+@pytest.mark.parametrize("antialias", [True, False])
+def test_an_antialiased_bicubic_resize_of_a_position_table(antialias):
+    """Hiera's absolute-window position embedding: a table resized with an antialiased
+    bicubic kernel (which on a unit axis is not the kernel it is on a wider one) plus a
+    tiled window table. The tables are drawn large: at their initial 0.02 scale an error
+    here hides under the parity bound."""
+
+    class AbsWin(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.proj = torch.nn.Conv2d(3, 8, 4, stride=4)
+            self.pos_embed = torch.nn.Parameter(torch.randn(1, 8, 5, 5))
+            self.pos_embed_win = torch.nn.Parameter(torch.randn(1, 8, 2, 2))
+
+        def forward(self, x):
+            y = self.proj(x)
+            win = self.pos_embed_win.tile((1, 1, 4, 4))
+            pos = torch.nn.functional.interpolate(
+                self.pos_embed, size=win.shape[-2:], mode="bicubic", antialias=antialias
+            )
+            return y + pos + win
+
+    model = randomise_state(AbsWin()).eval()
+    _assert_parity(model, import_model(model, torch.randn(2, 3, 32, 32)), (3, 32, 32))

@@ -2090,18 +2090,21 @@ def _interpolate(c: _Converter, node: Any) -> None:
         _alias(c, node)
         return
     for n, k in enumerate(steps):
-        # the op on unit vectors along axis k, every other spatial axis of size 1
+        # the op on unit vectors along axis k, constant along the other spatial axes (kept
+        # at their sizes: with antialias, an axis of size 1 changes the kernel along k)
         size_in = src[2 + k]
         shape = [size_in, 1] + [size_in if j == k else 1 for j in range(spatial)]
-        basis = torch.eye(size_in).reshape(shape)  # sample j: unit vector j along axis k
+        sizes = [size_in, 1] + [src[2 + j] for j in range(spatial)]
+        basis = torch.eye(size_in).reshape(shape).expand(sizes)  # sample j: unit vector j
         unit = {**options}
         if "scale_factor" in unit:
             unit["scale_factor"] = tuple(v if j == k else 1.0 for j, v in
                                          enumerate(unit["scale_factor"]))  # fmt: skip
         else:
-            unit["size"] = tuple(out[2 + j] if j == k else 1 for j in range(spatial))
-        weights = F.interpolate(basis.float(), **unit)
-        matrix = weights.reshape(size_in, -1)  # (in, out): row j is unit vector j's image
+            unit["size"] = tuple(out[2 + j] if j == k else src[2 + j] for j in range(spatial))
+        weights = F.interpolate(basis.float().contiguous(), **unit)
+        along = tuple(slice(None) if j == k else 0 for j in range(spatial))
+        matrix = weights[(slice(None), 0, *along)]  # (in, out): row j is unit vector j's image
         if matrix.shape[1] != out[2 + k]:
             raise UnmappedError("an interpolation whose axes are not resized one by one")
         axis = c.axis(x, 2 + k)
