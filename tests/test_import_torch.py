@@ -855,3 +855,19 @@ def test_an_antialiased_bicubic_resize_of_a_position_table(antialias):
 
     model = randomise_state(AbsWin()).eval()
     _assert_parity(model, import_model(model, torch.randn(2, 3, 32, 32)), (3, 32, 32))
+
+
+def test_torch_export_keeps_two_calls_of_one_module_apart():
+    class Twice(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = torch.nn.Linear(4, 4)
+            self.act = torch.nn.SiLU()
+
+        def forward(self, x):  # back to back: one run of ATen ops, two calls of `act`
+            return self.act(self.act(self.lin(x)))
+
+    model = randomise_state(Twice()).eval()
+    text = import_model(model, torch.randn(2, 4), trace="export")
+    assert "-> silu -> silu\n" in text  # silu(silu(x)) is not silu(x)
+    _assert_parity(model, text, (4,))

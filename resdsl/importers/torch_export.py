@@ -132,15 +132,16 @@ def _leaf_calls(
 ) -> dict:
     """The calls of leaf modules in the exported ``nodes``: for the first node of each,
     ``(path, nodes, input, result)``. A call is a run of consecutive nodes whose outermost
-    leaf module is the same; only one that reads one tensor besides the module's own
+    leaf module is the same call of it (export's ``nn_module_stack`` key: ``m@1`` for a
+    module's second call); only one that reads one tensor besides the module's own
     weights (``owner``: a lifted input's module path) and gives one result is folded (the
     rest stay ATen ops)."""
-    leaf_of: dict[Any, str] = {}
+    leaf_of: dict[Any, tuple[str, str]] = {}
     cache: dict[str, bool] = {}
     for node in nodes:
         if node.op != "call_function":
             continue
-        for path, _cls in (node.meta.get("nn_module_stack") or {}).values():
+        for key, (path, _cls) in (node.meta.get("nn_module_stack") or {}).items():
             if not path:
                 continue
             if path not in cache:
@@ -148,24 +149,25 @@ def _leaf_calls(
                     cache[path] = bool(is_leaf(module.get_submodule(path)))
                 except AttributeError:
                     cache[path] = False
-            if cache[path]:
-                leaf_of[node] = path  # the outermost: fx does not trace into a leaf
+            if cache[path]:  # the outermost: fx does not trace into a leaf
+                leaf_of[node] = (path, key)  # the key tells calls apart (`lin@1`: the 2nd)
                 break
-    runs: list[tuple[str, list]] = []
+    runs: list[tuple[Any, list]] = []
     for node in nodes:
-        path = leaf_of.get(node)
-        if path is None:
+        call = leaf_of.get(node)
+        if call is None:
             if node.op == "call_function" and runs and runs[-1][0] is not None:
-                runs.append((None, []))  # type: ignore[arg-type]
+                runs.append((None, []))
             continue
-        if runs and runs[-1][0] == path:
+        if runs and runs[-1][0] == call:
             runs[-1][1].append(node)
         else:
-            runs.append((path, [node]))
+            runs.append((call, [node]))
     groups = {}
-    for path, members in runs:
-        if path is None:
+    for call, members in runs:
+        if call is None:
             continue
+        path = call[0]
         inside = set(members)
         inputs = []
         for n in members:
