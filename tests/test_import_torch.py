@@ -871,3 +871,25 @@ def test_torch_export_keeps_two_calls_of_one_module_apart():
     text = import_model(model, torch.randn(2, 4), trace="export")
     assert "-> silu -> silu\n" in text  # silu(silu(x)) is not silu(x)
     _assert_parity(model, text, (4,))
+
+
+def test_attention_on_windows_in_the_batch_with_a_bias_mask():
+    """MaxxViT's: windows moved into the batch, F.scaled_dot_product_attention with a
+    relative position bias (no batch axis) as its mask; its result keeps the windows."""
+
+    class WindowAttention(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.qkv = torch.nn.Linear(16, 48)
+            self.bias = torch.nn.Parameter(torch.randn(2, 4, 4))
+
+        def forward(self, x):  # (B, 8 windows, 4 tokens, 16)
+            b = x.shape[0]
+            qkv = self.qkv(x.reshape(b * 8, 4, 16)).reshape(b * 8, 4, 3, 2, 8)
+            q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+            y = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=self.bias)
+            return y.transpose(1, 2).reshape(b, 8, 4, 16)
+
+    model = randomise_state(WindowAttention()).eval()
+    x = torch.randn(2, 8, 4, 16, generator=torch.Generator().manual_seed(0))
+    _assert_parity(model, import_model(model, x, trace="fx"), (8, 4, 16))

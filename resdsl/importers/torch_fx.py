@@ -1949,6 +1949,7 @@ def _sdpa(c: _Converter, node: Any) -> None:
     steps.append((f"{node.name}/weights", "softmax", {"axis": -1}, [scores]))
     for sid, op, attrs, inputs in steps:
         c.calls.append(Call(sid, op, attrs, inputs, None, scope, where))
+    c.set_layout(node, c.layout(a["query"]))  # the query's (a mask's may differ)
     c.emit(node, "matmul", {}, [f"{node.name}/weights", v])
 
 
