@@ -95,7 +95,7 @@ def onnx_row(name: str, source: str, folder: str) -> tuple[list[str], bool]:
     if source == "zoo":
         try:
             exporter.export(spec, path, weights=randomise_state(spec.to_torch()).eval())
-        except SpecError as e:  # vit_h_14: 2.4 GiB of weights, more than one file holds
+        except SpecError as e:  # weights that do not fit the spec, say: not counted
             return [name, "-", "-", "-", f"export: {str(e).splitlines()[0][:90]}", ""], False
     else:
         import torchvision

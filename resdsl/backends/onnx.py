@@ -16,6 +16,7 @@ Every shape follows from ONNX's own static shape inference (no data propagation 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -553,10 +554,6 @@ def export(
 
     checked, source = resolve(net.graph, weights, seed)
     size = sum(a.nbytes for a in checked.values())
-    if size > MAX_BYTES:
-        raise SpecError(
-            f"the weights take {size / 2**30:.1f} GiB; one .onnx file holds less than 2 GiB"
-        )
     metadata = {
         "spec": net.source,
         "spec_sha256": net.spec_hash,
@@ -564,8 +561,57 @@ def export(
         "weights": source,
     }
     model = to_onnx(net.graph, checked, batch=batch, metadata=metadata)
+    if size > MAX_BYTES:  # beyond one protobuf message: the weights go beside the model
+        return _write_with_external_data(model, path)
     onnx.checker.check_model(model, full_check=True)  # a failure here is a bug in this module
     atomic_write(path, model.SerializeToString(deterministic=True))
+    return model
+
+
+def _write_with_external_data(model: Any, path: str) -> Any:
+    """``model`` written as ``path`` and its weights as ``path + ".data"`` beside it (ONNX's
+    external data: one file, the tensors in order), both checked before either replaces
+    anything; ONNX Runtime and ``resdsl import`` read the pair."""
+    import shutil
+    import tempfile
+
+    import onnx
+    from onnx.external_data_helper import set_external_data
+
+    from .._io import _umask, check_target
+
+    data_path = path + ".data"
+    location = os.path.basename(data_path)
+    for target in (path, data_path):
+        check_target(target)  # a link or a folder there is refused, not replaced
+    folder = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.", dir=os.path.dirname(
+        os.path.abspath(path)))  # fmt: skip
+    try:
+        model_tmp, data_tmp = os.path.join(folder, "model.onnx"), os.path.join(folder, location)
+        with open(data_tmp, "wb") as f:
+            offset = 0
+            for tensor in model.graph.initializer:
+                raw = tensor.raw_data
+                if len(raw) < 1024:  # small ones stay in the model
+                    continue
+                f.write(raw)
+                set_external_data(tensor, location=location, offset=offset, length=len(raw))
+                tensor.ClearField("raw_data")
+                tensor.data_location = onnx.TensorProto.EXTERNAL
+                offset += len(raw)
+            f.flush()
+            os.fsync(f.fileno())
+        with open(model_tmp, "wb") as f:
+            f.write(model.SerializeToString(deterministic=True))
+            f.flush()
+            os.fsync(f.fileno())
+        onnx.checker.check_model(model_tmp, full_check=True)  # a failure is a bug here
+        for tmp, target in ((data_tmp, data_path), (model_tmp, path)):
+            os.chmod(tmp, 0o666 & ~_umask())  # mkdtemp's folder, the usual file modes
+            check_target(target)
+            os.replace(tmp, target)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
     return model
 
 
