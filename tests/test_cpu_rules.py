@@ -3,6 +3,7 @@ and parity of llvm builds with the PyTorch backend (strides 1 and 2, dilation, n
 3x3/5x5/7x7 kernels, channel counts that the vector width does not divide, widths that the
 column tile does not divide, fused epilogues, a batch of 2). Then ``Conv2d``'s pixel tiles
 (``h x w`` as one axis, pixels and channels padded to whole tiles): the tile chosen and parity.
+Then ``Matmul`` on one or two rows (classifiers): the packed weight and parity.
 """
 
 import textwrap
@@ -174,3 +175,48 @@ def test_compiled_benchmark_profile_flag():
     assert compiled.parse_args(["--profile"]).profile == 15
     args = compiled.parse_args(["--profile", "5", "--profile-runs", "3"])
     assert (args.profile, args.profile_runs) == (5, 3)
+
+
+# Matmul on one or two rows (a classifier at a batch of 1 or 2): as many vectors as divide
+# the columns, up to eight (a: 1000 = 25 x 5 x 8, b: 24 = 3 x 8, c: 12 = 3 x 4), so that the
+# weight is packed; d: 5 rows (the tile as before); e: 13 columns, which no lane count divides.
+GEMV = """
+network gemv() (x: (37, 3, 3), v: 50, u: (5, 19)) {
+    a = x -> global_avgpool -> g1: linear(1000)
+    b = v -> g2: linear(24, bias=false) -> relu
+    c = v -> g3: linear(12) -> gelu
+    d = u -> g4: linear(40)
+    e = v -> g5: linear(13)
+    return a, b, c, d, e
+}
+"""
+
+
+@pytest.mark.parametrize(
+    ("cpu", "batch"), [(None, 1), pytest.param("haswell", 1, marks=NEEDS_AVX2), (None, 2)]
+)
+def test_one_row_products_parity_with_torch(cpu, batch):
+    net = resdsl.loads(textwrap.dedent(GEMV))
+    assert_parity_with_torch(net, BuildOptions("llvm", cpu=cpu, batch=batch), batch)
+
+
+@pytest.mark.parametrize("batch", [1, 2])
+def test_one_row_products_pack_their_weight(batch):
+    # One (two) rows by 1000 columns: 5 x 8 columns per tile divide them, so the weight is
+    # packed at compile time (two vectors, 16 columns, did not divide 1000 and left it
+    # unpacked; nor 24).
+    from resdsl.backends.tvm.schedules.cpu import LAYOUT_PREPROC, Matmul
+
+    options = BuildOptions("llvm", cpu="haswell", batch=batch)
+    funcs = fused_functions(resdsl.loads(textwrap.dedent(GEMV)), options)
+    target = options.tvm_target()
+    for name, columns in (("g1", 1000), ("g2", 24), ("g3", 12)):
+        (func,) = [f for n, f in funcs.items() if "matmul" in n and _width(f) == columns]
+        sch = Matmul().apply(func, target, False)
+        assert sch is not None, name
+        assert LAYOUT_PREPROC in sch.mod.script(), name
+
+
+def _width(func) -> int:
+    """The columns of a product: the last axis of its output."""
+    return int(func.params[-1].shape[-1])

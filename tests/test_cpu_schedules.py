@@ -314,7 +314,12 @@ def test_conv_tile(machine, layout, channels, groups, width, tile):
         (3136, 96, (3, 8, 4)),
         (49, 3072, (2, 8, 6)),  # 4 does not divide 49 either: 2 x 6
         (12, 48, (2, 8, 6)),  # 6 divides the rows
-        (1, 1000, (2, 8, 1)),  # a classifier: one row
+        (1, 1000, (5, 8, 1)),  # a classifier: one row, 5 vectors divide 1000 (b packed)
+        (1, 768, (8, 8, 1)),  # one row: up to eight vectors
+        (1, 12, (3, 4, 1)),  # 4 lanes
+        (1, 13, (1, 8, 1)),  # no lane count divides 13: as before
+        (2, 1000, (5, 8, 2)),  # two rows (a micro-batch of 2): the same
+        (3, 1000, (2, 8, 3)),  # three: as before
     ],
 )
 def test_matmul_tile(rows, columns, tile):
