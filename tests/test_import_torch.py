@@ -893,3 +893,29 @@ def test_attention_on_windows_in_the_batch_with_a_bias_mask():
     model = randomise_state(WindowAttention()).eval()
     x = torch.randn(2, 8, 4, 16, generator=torch.Generator().manual_seed(0))
     _assert_parity(model, import_model(model, x, trace="fx"), (8, 4, 16))
+
+
+def test_torch_export_reads_a_zeroed_slice_and_a_normalisation():
+    """Swin V2's attention as torch.export records it: `bias[a:b].zero_()` is a
+    `slice_scatter` of `zero`, F.normalize a vector norm, a clamp and an expand."""
+
+    class CosineAttention(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.qkv = torch.nn.Linear(8, 24)
+
+        def forward(self, x):  # (B, 4 tokens, 8)
+            if not isinstance(x, torch.Tensor):
+                raise TypeError("expected a tensor")
+            bias = self.qkv.bias.clone()
+            bias[8:16].zero_()  # no bias for the keys
+            q, k, v = torch.nn.functional.linear(x, self.qkv.weight, bias).chunk(3, -1)
+            q, k = (
+                torch.nn.functional.normalize(q, dim=-1),
+                torch.nn.functional.normalize(k, dim=-1),
+            )
+            return (q @ k.transpose(-2, -1)).softmax(-1) @ v
+
+    model = randomise_state(CosineAttention()).eval()
+    text = import_model(model, torch.randn(2, 4, 8), trace="export")
+    _assert_parity(model, text, (4, 8))

@@ -32,13 +32,15 @@ def exported_graph(
     example: Any,
     is_leaf: Callable[[Any], bool],
     has_rule: Callable[[str, Any], bool],
+    setitem: Callable[[Any, Any, Any], Any],
 ) -> tuple[dict, Any]:
     """``module`` exported on ``example``, as ``(root, graph)`` for ``torch.fx.GraphModule``:
     the graph in the fx route's form, the root the modules and tensors it names.
     ``is_leaf(m)``: whether the fx route keeps module ``m`` as one call; ``has_rule(kind,
     target)``: whether the converter reads an fx node of that kind (``call_function``,
-    ``call_method``) and target. Raises what ``torch.export`` raises when it cannot export
-    the module."""
+    ``call_method``) and target; ``setitem(t, index, value)``: the converter's function
+    for ``t[index] = value`` (a number). Raises what ``torch.export`` raises when it cannot
+    export the module."""
     import torch
     import torch.fx
 
@@ -75,7 +77,7 @@ def exported_graph(
                 env[node].meta["nn_module_stack"] = dict(stack)
         return env[node]
 
-    done: set[Any] = set()
+    done: set[Any] = set(_filled_slices(nodes))  # read as `setitem`'s number instead
     for node in nodes:
         if node in done:
             continue
@@ -106,7 +108,7 @@ def exported_graph(
             continue
         if not node.users:  # export's own asserts on shapes and dtypes
             continue
-        kind, target, args, kwargs = _counterpart(node, has_rule)
+        kind, target, args, kwargs = _counterpart(node, has_rule, setitem)
         args = torch.fx.node.map_arg(args, read)
         kwargs = torch.fx.node.map_arg(kwargs, read)
         new = graph.create_node(kind, target, args, kwargs)
@@ -181,7 +183,28 @@ def _leaf_calls(
     return groups
 
 
-def _counterpart(node: Any, has_rule: Callable[[str, Any], bool]) -> tuple[str, Any, tuple, dict]:
+def _filled_slices(nodes: list) -> list:
+    """The ``aten.zero`` / ``aten.fill`` nodes (and the slices only they read) whose result
+    only a ``slice_scatter`` writes back (``bias[a:b].zero_()``, functionalised): that is
+    ``setitem`` with the number (see ``_counterpart``)."""
+    out = []
+    for node in nodes:
+        if _name(node) in _FILLS and all(_name(u) == "slice_scatter" for u in node.users):
+            out.append(node)
+            piece = node.args[0]
+            if _name(piece) == "slice" and set(piece.users) == {node}:
+                out.append(piece)
+    return out
+
+
+def _name(node: Any) -> str | None:
+    packet = getattr(getattr(node, "target", None), "_overloadpacket", None)
+    return None if packet is None else packet.__name__
+
+
+def _counterpart(
+    node: Any, has_rule: Callable[[str, Any], bool], setitem: Callable[[Any, Any, Any], Any]
+) -> tuple[str, Any, tuple, dict]:
     """The fx node (kind, target, args, kwargs) the converter reads for an ATen op:
     the torch function or tensor method it is, else the op itself."""
     import torch
@@ -206,6 +229,20 @@ def _counterpart(node: Any, has_rule: Callable[[str, Any], bool]) -> tuple[str, 
         if name == "unbind":
             return "call_function", torch.unbind, (a["input"], a["dim"]), {}
         return "call_function", torch.split, (a["input"], how, a["dim"]), {}
+    if name == "slice_scatter" and _name(args[1]) in _FILLS:  # `t[a:b] = v`, v a number
+        a = _by_name(target, args, kwargs)
+        fill = a["src"]
+        value = 0.0 if _name(fill) == "zero" else fill.args[1]
+        before = (slice(None),) * (a["dim"] % a["input"].meta["val"].dim())
+        index = (*before, slice(a["start"], a["end"], a["step"]))
+        return "call_function", setitem, (a["input"], index, value), {}
+    if name == "linalg_vector_norm":  # F.normalize's denominator, say
+        a = _by_name(target, args, kwargs)
+        return "call_function", torch.norm, (a["input"], a["ord"], a["dim"], a["keepdim"]), {}
+    if name == "clamp_min":
+        return "call_function", torch.clamp, (args[0], args[1]), {}
+    if name == "expand" and node.users and all(_name(u) in _BROADCASTING for u in node.users):
+        return "call_method", "contiguous", (args[0],), {}  # what reads it broadcasts anyway
     if name in _FRESH:  # reads only its argument's dtype: a constant
         return "call_method", name, args, kwargs
     if name in ("slice", "narrow", "index", "select"):
@@ -254,6 +291,9 @@ _VIEWS = {
     "view", "_unsafe_view", "reshape", "squeeze", "unsqueeze", "flatten", "unflatten",
     "reshape_as", "view_as",
 }  # fmt: skip
+# ATen ops that fill a tensor with one number, and binary ops that broadcast
+_FILLS = {"zero", "fill"}
+_BROADCASTING = {"add", "sub", "mul", "div"}
 # ATen ops that make a new tensor from their argument's dtype and device alone
 _FRESH = {"new_zeros", "new_ones", "new_full"}
 # ATen ops that return their input's values

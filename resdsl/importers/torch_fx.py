@@ -448,7 +448,7 @@ class _Converter:
             table = _FUNCTIONS if kind == "call_function" else _METHODS
             return table.get(target) is not None
 
-        self.root, graph = exported_graph(self.module, example, self.is_leaf, has_rule)
+        self.root, graph = exported_graph(self.module, example, self.is_leaf, has_rule, _setitem)
         self.concrete = self.exported = True
         return graph
 
