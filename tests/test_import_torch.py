@@ -418,8 +418,10 @@ def test_a_constant_computed_in_forward_is_written_in_broadcast_parts():
     model = randomise_state(FourierPosition()).eval()
     x = torch.randn(2, 8, 12, 12)
     text = import_model(model, x)
-    # constants (written with their elements, none of more than 4,096), no sin/cos op
+    # constants, no sin/cos op; each of the four (12, 12, 8) sines and cosines varies along
+    # one of its map's axes only: written as its (12, 8) part, broadcast back, not whole
     assert "persistent=false" in text and ".sin" not in text and "arange" not in text
+    assert len(re.findall(r"-?\d+\.\d+", text)) == 4 * 12 * 8  # not 4 * 1,152
     assert _parity(model, x, text) <= 1e-5
 
 

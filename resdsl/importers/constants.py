@@ -4,7 +4,8 @@ they have a structure.
 A constant is a tensor the model computes from no input and no weight: a non-persistent
 buffer, or what ``forward`` builds with ``torch.arange`` and ``sin``. A spec holds one as a
 ``buffer(..., persistent=false)`` with its elements; beyond ``LIMIT`` elements it is written
-as a few small buffers and the ops that rebuild it exactly:
+as a few small buffers and the ops that rebuild it exactly (and from ``_SMALL`` elements, in
+parts broadcast back where those hold a quarter of its elements or fewer):
 
 - an index of relative offsets (``relative_position_index(window)``) or of absolute ones
   (LeViT's, ``absolute_offset_index(resolution, stride)``), written by name;
@@ -31,6 +32,7 @@ import numpy as np
 from .graph import Call
 
 LIMIT = 4096  # the elements of one constant written out
+_SMALL = 256  # a constant this small is written whole, whatever its structure
 _MAX_PARTS = 16
 
 
@@ -107,8 +109,12 @@ class _Builder:
 
     def floating(self, a: np.ndarray) -> None:
         flat = a.reshape(-1)
-        if a.size <= LIMIT or (flat.size and bool((flat == flat[0]).all())):
+        if a.size <= _SMALL or (flat.size and bool((flat == flat[0]).all())):
             self.buffer(a, final=True)
+            return
+        if a.size <= LIMIT:  # written whole, unless parts a quarter its size rebuild it
+            if not self.broadcast(a, limit=a.size // 4):
+                self.buffer(a, final=True)
             return
         for form in (self.gathered, self.mask, self.broadcast):
             if form(a):
@@ -185,9 +191,10 @@ class _Builder:
         total = self.call("add", {}, [u, v])
         return self.call("reshape", {"shape": tuple(int(k) for k in shape)}, [total])
 
-    def broadcast(self, a: np.ndarray) -> bool:
+    def broadcast(self, a: np.ndarray, limit: int = LIMIT) -> bool:
         """``a`` (or ``a`` with an axis of h * h elements seen as (h, h)) in parts along one
-        axis, each constant along some others: each part without them, broadcast back."""
+        axis, each constant along some others: each part without them, broadcast back; if
+        the parts have at most ``limit`` elements."""
         best = None
         for view in _views(a.shape):
             b = a.reshape(view)
@@ -196,7 +203,7 @@ class _Builder:
                 cost = sum(p[2].size for p in parts)
                 if len(parts) <= _MAX_PARTS and (best is None or cost < best[0]):
                     best = (cost, view, axis, parts)
-        if best is None or best[0] > LIMIT:
+        if best is None or best[0] > limit:
             return False
         _, view, axis, parts = best
         ids, written = [], {}  # a part with the elements of one written before reads it
