@@ -628,8 +628,8 @@ def test_a_shifted_window_mask_is_written_as_row_and_column_bands():
 
 
 class _SwishFn(torch.autograd.Function):
-    """timm's memory-efficient activations are written this way: fx records one call of
-    ``apply``, which has no op; torch.export records what its ``forward`` computes."""
+    """timm's memory-efficient activations are written this way; both routes record what
+    its ``forward`` computes (a sigmoid and a product)."""
 
     @staticmethod
     def forward(ctx, x):

@@ -1,7 +1,7 @@
 """The ``torch.export`` route of the PyTorch importer: for models torch.fx cannot trace
 (``isinstance(x, torch.Tensor)`` checks, Python that a proxy cannot stand in for) or whose
-fx graph calls functions without an op (a custom ``autograd.Function``: timm's
-memory-efficient activations).
+fx graph calls functions or methods the converter has no rule for (``x.squeeze(1)``,
+``x.narrow(...)``, a library's own helper).
 
 ``torch.export`` (non-strict: it runs ``forward`` in Python on fake tensors) records the
 model as ATen ops with every module that ran in each node's ``nn_module_stack``. This
