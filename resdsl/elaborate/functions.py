@@ -144,14 +144,7 @@ def builtin_functions(el: Elaborator) -> dict[str, Callable]:
     def relative_position_index(call, args, kwargs):
         if len(args) != 1 or kwargs:
             raise ArgumentError("`relative_position_index` takes one window size", call.span)
-        window, span = args[0]
-        if type(window) is int:
-            window = (window, window)
-        if not (isinstance(window, tuple) and len(window) == 2
-                and all(type(w) is int and w >= 1 for w in window)):  # fmt: skip
-            raise TypeMismatchError(
-                f"the window is an int or a pair of positive ints, got {describe(window)}", span
-            )
+        window = _positive_pair(*args[0], "window")
         n = window[0] * window[1]
         el._loop_bound(n * n, call.span)  # a tuple of n * n elements, built in as many steps
         el._tick(n * n, call.span)
@@ -162,15 +155,8 @@ def builtin_functions(el: Elaborator) -> dict[str, Callable]:
             raise ArgumentError(
                 "`absolute_offset_index` takes a resolution and an optional stride", call.span
             )
-        (resolution, span), stride = args[0], (args[1][0] if len(args) == 2 else 1)
-        if type(resolution) is int:
-            resolution = (resolution, resolution)
-        if not (isinstance(resolution, tuple) and len(resolution) == 2
-                and all(type(r) is int and r >= 1 for r in resolution)):  # fmt: skip
-            raise TypeMismatchError(
-                f"the resolution is an int or a pair of positive ints, got {describe(resolution)}",
-                span,
-            )
+        resolution = _positive_pair(*args[0], "resolution")
+        stride = args[1][0] if len(args) == 2 else 1
         if type(stride) is not int or stride < 1:
             raise TypeMismatchError(
                 f"the stride is a positive int, got {describe(stride)}", args[1][1]
@@ -216,6 +202,18 @@ def builtin_functions(el: Elaborator) -> dict[str, Callable]:
         "relative_position_index": relative_position_index,
         "absolute_offset_index": absolute_offset_index,
     }
+
+
+def _positive_pair(value: object, span: object, what: str) -> tuple[int, int]:
+    """A builtin's ``what`` argument: an int (a square) or a pair of positive ints."""
+    if type(value) is int:
+        value = (value, value)
+    if not (isinstance(value, tuple) and len(value) == 2
+            and all(type(v) is int and v >= 1 for v in value)):  # fmt: skip
+        raise TypeMismatchError(
+            f"the {what} is an int or a pair of positive ints, got {describe(value)}", span
+        )
+    return value
 
 
 def _nonneg(v: float, call: ast.Call) -> float:

@@ -174,11 +174,11 @@ def _leaf_calls(
         inputs = []
         for n in members:
             for a in n.all_input_nodes:
-                mine = str(owner(a) or "").startswith(path + ".")
+                mine = str(owner(a) or "").startswith(path + ".")  # its own weight
                 if a not in inside and not mine and a not in inputs:
-                    inputs.append(a)  # (another module's weight: not folded)
+                    inputs.append(a)
         results = [n for n in members if any(u not in inside for u in n.users)]
-        if len(inputs) == 1 and inputs[0] is not None and len(results) == 1:
+        if len(inputs) == 1 and len(results) == 1:
             groups[members[0]] = (path, members, inputs[0], results[0])
     return groups
 
@@ -223,18 +223,17 @@ def _counterpart(
         return "call_function", torch.reshape, (args[0], tuple(value.shape)), {}
     if name in ("split", "split_with_sizes", "chunk", "unbind"):
         a = _by_name(target, args, kwargs)
-        how = a.get("split_size") or a.get("split_sizes") or a.get("split_size_or_sections")
         if name == "chunk":
             return "call_function", torch.chunk, (a["input"], a["chunks"], a["dim"]), {}
         if name == "unbind":
             return "call_function", torch.unbind, (a["input"], a["dim"]), {}
+        how = a["split_size"] if name == "split" else a["split_sizes"]
         return "call_function", torch.split, (a["input"], how, a["dim"]), {}
     if name == "slice_scatter" and _name(args[1]) in _FILLS:  # `t[a:b] = v`, v a number
         a = _by_name(target, args, kwargs)
         fill = a["src"]
         value = 0.0 if _name(fill) == "zero" else fill.args[1]
-        before = (slice(None),) * (a["dim"] % a["input"].meta["val"].dim())
-        index = (*before, slice(a["start"], a["end"], a["step"]))
+        index = _subscript(a["input"], a["dim"], slice(a["start"], a["end"], a["step"]))
         return "call_function", setitem, (a["input"], index, value), {}
     if name == "linalg_vector_norm":  # F.normalize's denominator, say
         a = _by_name(target, args, kwargs)
@@ -251,13 +250,11 @@ def _counterpart(
         if name == "index":
             index = tuple(slice(None) if i is None else i for i in a["indices"])
         elif name == "select":  # `x[k]`, `x[:, k]`: a subscript, as fx records it
-            dim = a["dim"] % x.meta["val"].dim()
-            index = (*(slice(None),) * dim, a["index"]) if dim else a["index"]
+            index = _subscript(x, a["dim"], a["index"])
         else:
-            before = (slice(None),) * (a["dim"] % x.meta["val"].dim())
             if name == "narrow":
                 a.update(end=a["start"] + a["length"], step=1)
-            index = (*before, slice(a["start"], a["end"], a["step"]))
+            index = _subscript(x, a["dim"], slice(a["start"], a["end"], a["step"]))
         return "call_function", operator.getitem, (x, index), {}
     if name == "t":
         return "call_function", torch.transpose, (args[0], 0, 1), {}
@@ -276,6 +273,12 @@ def _counterpart(
     if has_rule("call_method", name):
         return "call_method", name, args, kwargs
     return "call_function", target, args, kwargs
+
+
+def _subscript(x: Any, dim: int, item: Any) -> Any:
+    """The index of ``x[..., item]`` with ``item`` at axis ``dim`` (``x[item]`` at 0)."""
+    before = (slice(None),) * (dim % x.meta["val"].dim())
+    return (*before, item) if before else item
 
 
 def _by_name(target: Any, args: tuple, kwargs: dict) -> dict:

@@ -1020,9 +1020,7 @@ class _Converter:
         raise UnmappedError("a value that is not a tensor")
 
     def tensor_attr(self, node: Any) -> None:
-        t = self.gm
-        for part in node.target.split("."):
-            t = getattr(t, part)
+        t = operator.attrgetter(node.target)(self.gm)
         shape = tuple(t.shape)
         per_sample = shape[1:] if len(shape) > 1 and shape[0] == 1 else shape
         stored = None if per_sample != shape else shape
@@ -1529,14 +1527,14 @@ def _getitem(c: _Converter, node: Any) -> None:
             if c.layout(item) != UNBATCHED or not (rank == 1 or (rank > 1 and last)):
                 raise UnmappedError("indexing with a tensor other than a rank-1 index")
             if rank > 1:  # LeViT's `biases[:, idxs]`: take along the flat index, reshaped
-                flat = _constant_value(c, item).flatten()
-                if flat is None:
+                held = _constant_value(c, item)
+                if held is None:
                     raise UnmappedError("indexing with a computed tensor other than rank-1")
-                size = int(flat.numel())
-                values = tuple(int(v) for v in flat.tolist())
+                values = tuple(int(v) for v in held.flatten().tolist())
+                size = len(values)
                 attrs = {"shape": (size,), "stored": (size,), "persistent": False,
                          "values": values, "dtype": "int64"}  # fmt: skip
-                if size > _CONSTANT_LIMIT and index_text(attrs["values"]) is None:
+                if size > _CONSTANT_LIMIT and index_text(values) is None:
                     raise UnmappedError(f"an index of {size:,} elements with no form")
                 c.calls.append(Call(f"{step_id}/flat", "buffer", attrs, [], None, scope, where))
                 c.calls.append(Call(f"{step_id}/take", "take", {"axis": at},
@@ -1572,9 +1570,7 @@ def _constant_value(c: _Converter, node: Any) -> Any:
     import torch
 
     if node.op == "get_attr":
-        value = c.gm
-        for part in node.target.split("."):
-            value = getattr(value, part)
+        value = operator.attrgetter(node.target)(c.gm)
     else:
         value = c.values.get(node.name)
     ok = isinstance(value, torch.Tensor) and value.dtype == torch.int64

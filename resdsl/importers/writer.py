@@ -101,6 +101,8 @@ def offset_index(values: Any) -> str | None:
 
     if not isinstance(values, tuple) or len(values) < 2 or values[0] != 0:
         return None
+    if any(type(v) is not int for v in values):
+        return None
     for side in range(1, math.isqrt(len(values)) + 1):
         keys = side * side
         for stride in range(1, 5):
