@@ -120,6 +120,11 @@ def all_blocks() -> list[Block]:
     return [block for path in DOCS for block in console_blocks(path)]
 
 
+NEEDS_DOT = pytest.mark.skipif(
+    shutil.which("dot") is None, reason="drawing SVG or PNG needs Graphviz's `dot`"
+)
+
+
 def _params():
     out = []
     for block in all_blocks():
@@ -132,6 +137,8 @@ def _params():
             reason = re.fullmatch(r"skip \((.+)\)", block.mark)
             assert reason, f"{block.id}: unknown marker `console: {block.mark}`"
             marks.append(pytest.mark.skip(reason=reason[1]))
+        if re.search(r"^\$ resdsl draw .*\.(svg|png)\b", block.text, re.M):
+            marks.append(NEEDS_DOT)  # as tests/test_draw.py: .ci/run installs Graphviz
         out.append(pytest.param(block, id=block.id, marks=marks))
     return out
 

@@ -158,8 +158,9 @@ def test_deeply_nested_operators():
     text = NET + "    a = " + "not " * 1000 + "true\n    return x\n}\n"
     err = rejected(text)
     assert err.message == f"expression nested more than {MAX_DEPTH} levels deep"
-    # start, network_def, body, assign, then one `not` per level: the 97th is level 101
-    assert where(err) == (2, 9 + 4 * 96)
+    # the error is at the innermost expression more than 100 levels tall: `true` is one
+    # level and each `not` one more, so the 100th `not` from the end, the 901st
+    assert where(err) == (2, 9 + 4 * 900)
 
 
 @hostile
@@ -169,7 +170,8 @@ def test_deep_expression_inside_a_template_label():
     err = rejected(text)
     assert err.message == f"expression nested more than {MAX_DEPTH} levels deep"
     first = col(text, 2, "{-") + 1
-    assert where(err) == (2, first + MAX_DEPTH)  # the hole's root is level 1
+    # `1` is one level and each `-` one more: the 100th `-` from the end is 101 levels tall
+    assert where(err) == (2, first + 5000 - MAX_DEPTH)
 
 
 @hostile
