@@ -29,7 +29,7 @@ from ..errors import (
 from . import ast
 
 
-class _TooDeep(Exception):
+class _TooDeepError(Exception):
     """Raised from inside Lark's parse at the first tree more than MAX_DEPTH levels tall."""
 
     def __init__(self, tree: Tree) -> None:
@@ -56,7 +56,7 @@ class _Tree(Tree):
             if isinstance(child, _Tree) and child.height > height:
                 height = child.height
                 if height > MAX_DEPTH:
-                    raise _TooDeep(child)
+                    raise _TooDeepError(child)
         self.height = height + 1
 
 
@@ -124,19 +124,19 @@ def _parse(text: str, path: str, start: str):
         return _parse_tree(text, start)
     except UnexpectedInput as e:
         raise _syntax_error(e, text, path) from None
-    except _TooDeep as e:
+    except _TooDeepError as e:
         raise _too_deep(e, path) from None
 
 
 def _parse_tree(text: str, start: str) -> _Tree:
-    """Lark's tree of ``text``; :class:`_TooDeep` for one taller than :data:`MAX_DEPTH`."""
+    """Lark's tree of ``text``; :class:`_TooDeepError` for one taller than :data:`MAX_DEPTH`."""
     tree = _parser().parse(text, start=start)
     if tree.height > MAX_DEPTH:  # the root has no parent to notice
-        raise _TooDeep(tree)
+        raise _TooDeepError(tree)
     return tree
 
 
-def _too_deep(e: _TooDeep, path: str) -> LimitError:
+def _too_deep(e: _TooDeepError, path: str) -> LimitError:
     span = Span(path, e.line, e.column, e.line, e.column + 1)
     return LimitError(f"expression nested more than {MAX_DEPTH} levels deep", span)
 
@@ -662,8 +662,8 @@ class _ToAst(Transformer):
             col = span.column + 1 + m.start(1)  # +1 for the opening quote
             try:
                 tree = _parse_tree(inner, "expr")  # its depth is bounded as anywhere
-            except (UnexpectedInput, _TooDeep) as e:
-                too_deep = isinstance(e, _TooDeep)
+            except (UnexpectedInput, _TooDeepError) as e:
+                too_deep = isinstance(e, _TooDeepError)
                 err = _too_deep(e, span.path) if too_deep else _syntax_error(e, inner, span.path)
                 s = err.span
                 err.span = Span(span.path, span.line, col + s.column - 1, span.line,
