@@ -305,6 +305,24 @@ def test_conv_tile(machine, layout, channels, groups, width, tile):
 
 
 @pytest.mark.parametrize(
+    ("machine", "channels", "groups", "width", "tile"),
+    [
+        # RegNet's groups of 8 on AVX-512: 8 lanes, so a vector reads one input channel;
+        # 208 = 26 x 8 channels, 2 vectors (4 do not divide 26), 7 columns divide 14
+        (AVX512, 208, 26, 14, (2, 8, 7)),
+        (AVX512, 48, 6, 56, (2, 8, 8)),  # 48 = 6 x 8: 2 vectors by 8 columns
+        (AVX512, 64, 2, 56, (4, 16, 4)),  # groups of 32 fill whole vectors of 16: unchanged
+        (AVX2, 208, 26, 14, (2, 8, 6)),  # AVX2: 8 lanes already, 6 + 6 + 2 columns
+    ],
+)
+def test_grouped_conv_vectors_stay_within_a_group(machine, channels, groups, width, tile):
+    conv = _Conv(None, "NHWC", 1, (), channels, channels // groups, width)
+    narrowed = Conv2d.group_machine(conv, machine)
+    assert narrowed.lanes <= channels // groups or narrowed == machine
+    assert Conv2d.tile(conv, narrowed) == tile
+
+
+@pytest.mark.parametrize(
     ("rows", "columns", "tile"),
     [
         (197, 3072, (2, 8, 6)),  # ViT's tokens: two vectors by six rows, 198 rows computed
