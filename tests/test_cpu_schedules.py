@@ -285,7 +285,10 @@ AVX512, AVX2 = Machine(16, 32), Machine(8, 16)
         (AVX512, "NHWC", 512, 1, 7, (2, 16, 7)),
         (AVX512, "NHWC", 48, 1, 56, (1, 16, 14)),  # one vector: about twice the columns
         (AVX512, "NHWC", 96, 1, 13, (2, 16, 8)),  # no divisor near 8: a tile of 8, a tail of 5
-        (AVX512, "NHWC", 24, 1, 9, (1, 8, 9)),  # 24 channels: 8 lanes
+        (AVX512, "NHWC", 24, 1, 9, (3, 8, 3)),  # 24 channels: 3 vectors of 8 lanes, 3 columns
+        (AVX512, "NHWC", 24, 1, 56, (3, 8, 7)),  # up to 21 accumulators
+        (AVX512, "NHWC", 40, 1, 28, (5, 8, 4)),  # 5 vectors of 8 by 4 columns
+        (AVX512, "NHWC", 40, 1, 7, (1, 8, 7)),  # 5 x 1 would be five accumulators: as before
         (AVX512, "NHWC", 6, 1, 9, None),  # no lane count divides 6: left to SpatialReduction
         (AVX512, "NHWC", 16, 16, 9, (1, 16, 9)),  # depthwise: lanes read neighbouring channels
         (AVX512, "NCHW", 16, 16, 9, None),  # ... but lanes must share an input plane in NCHW
@@ -301,6 +304,24 @@ AVX512, AVX2 = Machine(16, 32), Machine(8, 16)
 )
 def test_conv_tile(machine, layout, channels, groups, width, tile):
     conv = _Conv(None, layout, 1, (), channels, channels // groups, width)
+    assert Conv2d.tile(conv, machine) == tile
+
+
+@pytest.mark.parametrize(
+    ("machine", "in_channels", "channels", "taps", "width", "tile"),
+    [
+        (AVX512, 16, 96, 1, 112, (6, 16, 2)),  # a short reduction: every channel, 2 columns
+        (AVX512, 32, 48, 1, 112, (3, 16, 2)),
+        (AVX512, 32, 16, 1, 112, (1, 16, 4)),  # one vector: 4 columns
+        (AVX512, 32, 16, 1, 7, (1, 16, 7)),  # no divisor of 7 from 2 to 4: as before
+        (AVX512, 24, 144, 1, 56, (1, 16, 14)),  # nine vectors do not fit one tile: as before
+        (AVX512, 64, 96, 1, 112, (2, 16, 8)),  # a longer reduction: as before
+        (AVX512, 16, 96, 9, 112, (2, 16, 8)),  # 3 x 3: as before
+        (AVX2, 16, 96, 1, 112, (2, 8, 4)),  # measured with 32 registers only
+    ],
+)
+def test_conv_tile_of_a_short_reduction(machine, in_channels, channels, taps, width, tile):
+    conv = _Conv(None, "NHWC", 1, (), channels, channels, width, width, taps, in_channels)
     assert Conv2d.tile(conv, machine) == tile
 
 
