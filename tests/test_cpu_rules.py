@@ -177,6 +177,32 @@ def test_compiled_benchmark_profile_flag():
     assert (args.profile, args.profile_runs) == (5, 3)
 
 
+@pytest.mark.parametrize(
+    ("switch", "layer"),
+    [
+        ("group-vectors", "conv2d(16, 3, padding=1, groups=4) -> relu @ 16x6x6"),  # groups of 4
+        ("short-tile", "conv2d(32, 1) @ 16x5x8"),  # 16 input channels, 2 columns
+        ("narrow-tiles", "conv2d(24, 1) @ 64x4x8"),  # 3 vectors of 8 lanes with 32 registers
+    ],
+)
+def test_kernel_benchmark_times_each_layer_with_and_without_a_rule(switch, layer, capsys):
+    # benchmarks/kernels.py: a layer built twice, the rule on and off; both outputs are
+    # checked against the PyTorch backend (exit status 1 past 1e-4), and the flag is restored
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    try:
+        import kernels
+    finally:
+        sys.path.pop(0)
+    assert kernels.main(["--layer", layer, "--without", switch, "--repeats", "3"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 3 and lines[1].startswith(layer), lines
+    assert f"| without {switch} " in lines[1]
+    assert all(getattr(Conv2d, flag) for flag in kernels.SWITCHES.values())
+
+
 # Matmul on one or two rows (a classifier at a batch of 1 or 2): as many vectors as divide
 # the columns, up to eight (a: 1000 = 25 x 5 x 8, b: 24 = 3 x 8, c: 12 = 3 x 4), so that the
 # weight is packed; d: 5 rows (the tile as before); e: 13 columns, which no lane count divides.

@@ -193,12 +193,15 @@ def _vector_lanes(extent: int, machine: Machine) -> int:
     return lanes if extent % lanes == 0 else min(machine.lanes, extent)
 
 
-def register_tile(channels: int, width: int, machine: Machine) -> tuple[int, int, int] | None:
+def register_tile(
+    channels: int, width: int, machine: Machine, narrow: bool = True
+) -> tuple[int, int, int] | None:
     """The accumulator tile of a convolution or matmul: (vectors, lanes, columns), or None.
 
     ``channels`` output channels (or matmul columns), contiguous, split into vectors of
     ``lanes``; ``width`` output columns (or matmul rows), each a broadcast per step. None
-    when no lane count from the machine's down to 4 divides ``channels``.
+    when no lane count from the machine's down to 4 divides ``channels``. ``narrow``: the
+    3- or 5-vector tiles of narrow vectors with 32 registers (False: for measuring).
     """
     lanes = _dividing_lanes(channels, machine)
     if channels % lanes:
@@ -223,7 +226,7 @@ def register_tile(channels: int, width: int, machine: Machine) -> tuple[int, int
     # vector by 14 columns loads a broadcast per FMA, and 8-lane FMAs issue twice as fast
     # as 16-lane ones on Zen 4 (144 -> 24 at 56 x 56: 0.25 -> 0.20 ms by 3 x 4 or 3 x 7;
     # 240 -> 40 at 28 x 28: 0.157 -> 0.136 ms by 5 x 4; 5 x 7 spills).
-    if machine.registers >= 32 and lanes < machine.lanes and channels % (2 * lanes):
+    if narrow and machine.registers >= 32 and lanes < machine.lanes and channels % (2 * lanes):
         for vectors in (5, 3):
             columns = _divisor_at_most(width, 21 // vectors)
             if channels % (vectors * lanes) == 0 and columns >= 2:
@@ -456,6 +459,12 @@ class Conv2d(_Rule):
     # NHWC: the output's h and w as one axis of pixels where that gives better tiles (see
     # _tile_pixels); False: rows of columns only (for measuring).
     fuse_pixels = True
+    # Vectors within one group of a grouped convolution (group_machine), the short-reduction
+    # tile (short_tile), narrow vectors' 3- or 5-vector tiles (register_tile); False: without
+    # them, for measuring (benchmarks/kernels.py --without).
+    group_vectors = True
+    short_tiles = True
+    narrow_tiles = True
 
     def apply(self, func: tirx.PrimFunc, target: Target, tunable: bool) -> s_tir.Schedule | None:
         sch = super().apply(func, target, tunable)
@@ -596,7 +605,7 @@ class Conv2d(_Rule):
         them: a vector's lanes then read one input channel, one broadcast, where a vector
         across two groups reads two (RegNet's groups of 8 on 16 lanes: 4x onnxruntime's
         time; 8 lanes of AVX-512 match it)."""
-        if conv.group_channels == conv.out_channels:
+        if conv.group_channels == conv.out_channels or not Conv2d.group_vectors:
             return machine
         return replace(machine, lanes=_dividing_lanes(conv.group_channels, machine))
 
@@ -605,8 +614,10 @@ class Conv2d(_Rule):
         """(vectors per tile, lanes per vector, output columns per tile), or None."""
         # In NCHW a vector of lanes must read one input channel, so stay within a group.
         channels = conv.group_channels if conv.layout == "NCHW" else conv.out_channels
-        short = Conv2d.short_tile(conv, machine)
-        return short if short is not None else register_tile(channels, conv.out_width, machine)
+        short = Conv2d.short_tile(conv, machine) if Conv2d.short_tiles else None
+        if short is not None:
+            return short
+        return register_tile(channels, conv.out_width, machine, Conv2d.narrow_tiles)
 
     @staticmethod
     def short_tile(conv: _Conv, machine: Machine) -> tuple[int, int, int] | None:
@@ -819,7 +830,7 @@ class Matmul(_Rule):
         lanes = _dividing_lanes(mm.columns, machine)
         if mm.rows <= 2 and mm.columns % lanes == 0:
             return _divisor_at_most(mm.columns // lanes, 8), lanes, mm.rows
-        tile = register_tile(mm.columns, mm.rows, machine)
+        tile = register_tile(mm.columns, mm.rows, machine, narrow=False)
         if tile is not None and machine.registers >= 32:
             return tile
         lanes = _dividing_lanes(mm.columns, machine)
@@ -1159,7 +1170,7 @@ class WinogradGemm(_Rule):
         (block,) = blocks
         stmt = sch.get(block)
         rows, columns = (int(iv.dom.extent) for iv in stmt.iter_vars[1:3])
-        chosen = register_tile(columns, rows, machine)
+        chosen = register_tile(columns, rows, machine, narrow=False)
         if chosen is None:
             return False
         vectors, lanes, width = chosen
