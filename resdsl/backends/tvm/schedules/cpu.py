@@ -341,7 +341,7 @@ class _Conv:
     out_width: int
     out_height: int = 0
     taps: int = 0  # kh x kw
-    in_channels: int = 0  # summed over per output channel (a group's)
+    in_channels: int = 0  # input channels each output channel sums over (a group's)
 
 
 def _position(variables: list[tirx.Var], expr: tirx.Expr) -> int | None:
